@@ -1,0 +1,10 @@
+//! One module per subcommand: its clap arguments and what it does.
+
+pub mod admin_token;
+pub mod apply;
+pub mod audit;
+pub mod credential;
+pub mod keys;
+pub mod resources;
+pub mod server;
+pub mod server_workload;

@@ -1,0 +1,280 @@
+//! `mayfly get KIND [NAME]` and `mayfly delete KIND NAME`.
+
+use std::process::ExitCode;
+
+use mayfly_domain::resources::ResourceKind;
+use serde_json::{Map, Value};
+
+use crate::connection::ClientOptions;
+use crate::output::{self, OutputFormat, Table, array_field, field_text, time_text};
+
+/// Why a resource kind was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    /// The text names no resource kind.
+    #[error(
+        "unknown resource kind {0:?}: expected one of trust-providers, client-workloads, server-workloads, credential-providers, access-conditions, access-policies"
+    )]
+    Unknown(String),
+}
+
+/// Parses a resource kind in any spelling: singular or plural, dashes or underscores.
+pub fn parse_kind(text: &str) -> Result<ResourceKind, KindError> {
+    ResourceKind::parse(text.trim()).ok_or_else(|| KindError::Unknown(text.to_string()))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// Resource kind, such as server-workloads or access_policy.
+    #[arg(value_parser = parse_kind)]
+    pub kind: ResourceKind,
+
+    /// Resource name; without it, every resource of the kind is listed.
+    pub name: Option<String>,
+
+    /// Output format. `yaml` prints the configuration-file form, which `mayfly apply -f` accepts.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Resource kind, such as server-workloads or access_policy.
+    #[arg(value_parser = parse_kind)]
+    pub kind: ResourceKind,
+
+    /// Resource name.
+    pub name: String,
+
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+/// Runs `mayfly get`.
+pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.admin_client()?;
+    let kind = args.kind;
+
+    let (response, items) = match &args.name {
+        Some(name) => {
+            let resource = client.get(&["v1", kind.path_name(), name], &[]).await?;
+            (resource.clone(), vec![resource])
+        }
+        None => {
+            let list = client.get(&["v1", kind.path_name()], &[]).await?;
+            let items = array_field(&list, "items").to_vec();
+            (list, items)
+        }
+    };
+
+    match args.output {
+        OutputFormat::Json => output::print_json(&response)?,
+        OutputFormat::Yaml => output::print_yaml(&config_file_form(kind, &items))?,
+        OutputFormat::Table if items.is_empty() => {
+            eprintln!("no {} found", kind.path_name().replace('-', " "));
+        }
+        OutputFormat::Table => output::print_text(&resource_table(kind, &items).render())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `mayfly delete`.
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.admin_client()?;
+
+    let response = client
+        .delete(&["v1", args.kind.path_name(), &args.name])
+        .await?;
+
+    let deleted = response.get("deleted").unwrap_or(&Value::Null);
+    let kind = deleted
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(args.kind.as_str());
+    let name = deleted
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&args.name);
+    println!(
+        "deleted {} {:?}",
+        output::clean_text(kind),
+        output::clean_text(name)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns API resources into a configuration file with one list, dropping the fields that the
+/// server adds (`created_at`, `updated_at`, `enabled`), since `mayfly apply` rejects them.
+pub fn config_file_form(kind: ResourceKind, items: &[Value]) -> Value {
+    let resources: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            if let Some(object) = item.as_object_mut() {
+                for server_field in ["created_at", "updated_at", "enabled"] {
+                    object.remove(server_field);
+                }
+            }
+            item
+        })
+        .collect();
+    let mut file = Map::new();
+    file.insert(kind.file_key().to_string(), Value::Array(resources));
+    Value::Object(file)
+}
+
+/// Builds the table of resources of one kind, with a summary column chosen per kind.
+pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
+    let mut table = match kind {
+        ResourceKind::TrustProvider => Table::new(&["NAME", "KIND", "ISSUER", "UPDATED"]),
+        ResourceKind::ClientWorkload => {
+            Table::new(&["NAME", "SPIFFE ID", "TRUST PROVIDERS", "UPDATED"])
+        }
+        ResourceKind::ServerWorkload => {
+            Table::new(&["NAME", "TARGET", "AUTHENTICATION", "ENABLED", "UPDATED"])
+        }
+        ResourceKind::CredentialProvider => {
+            Table::new(&["NAME", "KIND", "AUDIENCE", "TTL", "UPDATED"])
+        }
+        ResourceKind::AccessCondition => Table::new(&["NAME", "KIND", "RULE", "UPDATED"]),
+        ResourceKind::AccessPolicy => {
+            Table::new(&["NAME", "CLIENT -> SERVER", "CREDENTIAL PROVIDER", "UPDATED"])
+        }
+    };
+
+    for item in items {
+        let name = field_text(item, "name");
+        let updated = time_text(item, "updated_at");
+        let row = match kind {
+            ResourceKind::TrustProvider => vec![
+                name,
+                field_text(item, "kind"),
+                field_text(item, "issuer"),
+                updated,
+            ],
+            ResourceKind::ClientWorkload => {
+                vec![
+                    name,
+                    client_spiffe_id(item),
+                    identity_providers(item),
+                    updated,
+                ]
+            }
+            ResourceKind::ServerWorkload => vec![
+                name,
+                server_target(item),
+                authentication_summary(item),
+                field_text(item, "enabled"),
+                updated,
+            ],
+            ResourceKind::CredentialProvider => vec![
+                name,
+                field_text(item, "kind"),
+                string_list(array_field(item, "audience")),
+                field_text(item, "ttl"),
+                updated,
+            ],
+            ResourceKind::AccessCondition => vec![
+                name,
+                field_text(item, "kind"),
+                condition_rule(item),
+                updated,
+            ],
+            ResourceKind::AccessPolicy => vec![
+                name,
+                format!(
+                    "{} -> {}",
+                    field_text(item, "client_workload"),
+                    field_text(item, "server_workload")
+                ),
+                field_text(item, "credential_provider"),
+                updated,
+            ],
+        };
+        table.push(row);
+    }
+    table
+}
+
+fn client_spiffe_id(item: &Value) -> String {
+    match item.get("spiffe_id").and_then(Value::as_str) {
+        Some(id) => id.to_string(),
+        None => format!(
+            "(default: spiffe://<trust domain>/{})",
+            field_text(item, "name")
+        ),
+    }
+}
+
+fn identity_providers(item: &Value) -> String {
+    let mut providers: Vec<String> = array_field(item, "identities")
+        .iter()
+        .map(|identity| field_text(identity, "trust_provider"))
+        .collect();
+    providers.dedup();
+    providers.join(", ")
+}
+
+fn server_target(item: &Value) -> String {
+    let scheme = item
+        .get("scheme")
+        .and_then(Value::as_str)
+        .unwrap_or("https");
+    format!(
+        "{scheme}://{}:{}",
+        field_text(item, "host"),
+        field_text(item, "port")
+    )
+}
+
+fn authentication_summary(item: &Value) -> String {
+    let Some(authentication) = item.get("authentication") else {
+        return "bearer".to_string();
+    };
+    let method = field_text(authentication, "method");
+    match method.as_str() {
+        "header" => format!("header {}", field_text(authentication, "header")),
+        "query" => format!("query {}", field_text(authentication, "parameter")),
+        _ => method,
+    }
+}
+
+fn condition_rule(item: &Value) -> String {
+    match item.get("kind").and_then(Value::as_str) {
+        Some("source_ip") => string_list(array_field(item, "allow")),
+        Some("time_window") => {
+            let windows: Vec<String> = array_field(item, "schedule")
+                .iter()
+                .map(|entry| {
+                    let days = string_list(array_field(entry, "days"));
+                    format!(
+                        "{days} {}-{}",
+                        field_text(entry, "start"),
+                        field_text(entry, "end")
+                    )
+                })
+                .collect();
+            format!("{}: {}", field_text(item, "timezone"), windows.join("; "))
+        }
+        _ => "-".to_string(),
+    }
+}
+
+fn string_list(values: &[Value]) -> String {
+    let texts: Vec<String> = values
+        .iter()
+        .map(|value| {
+            value
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string())
+        })
+        .collect();
+    texts.join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn kind_accepts_every_spelling() {
+    let spellings = [
+        "server-workloads",
+        "server_workloads",
+        "server-workload",
+        "server_workload",
+        " server-workloads ",
+    ];
+    for text in spellings {
+        assert_eq!(
+            parse_kind(text),
+            Ok(ResourceKind::ServerWorkload),
+            "{text:?}"
+        );
+    }
+    assert_eq!(
+        parse_kind("access-policies"),
+        Ok(ResourceKind::AccessPolicy)
+    );
+    assert_eq!(parse_kind("access_policy"), Ok(ResourceKind::AccessPolicy));
+    assert_eq!(
+        parse_kind("trust-provider"),
+        Ok(ResourceKind::TrustProvider)
+    );
+}
+
+#[test]
+fn unknown_kind_lists_valid_kinds() {
+    let error = parse_kind("workloads").err();
+    let message = error.map(|error| error.to_string()).unwrap_or_default();
+    assert!(message.contains("\"workloads\""), "{message}");
+    assert!(message.contains("client-workloads"), "{message}");
+}
+
+#[test]
+fn yaml_form_of_api_resources_applies_again() {
+    let items = vec![
+        json!({"name": "payments-api", "host": "payments.internal.example", "port": 443, "scheme": "https",
+               "authentication": {"method": "bearer"}, "enabled": false,
+               "created_at": "2026-12-04T10:00:00Z", "updated_at": "2026-12-04T11:00:00Z"}),
+    ];
+
+    let file = config_file_form(ResourceKind::ServerWorkload, &items);
+    let yaml = serde_yaml_ng::to_string(&file).unwrap();
+    let parsed = mayfly_domain::config_file::parse("get.yaml", &yaml);
+
+    assert!(parsed.is_ok(), "{parsed:?}\n{yaml}");
+    let parsed = parsed.unwrap();
+    assert_eq!(parsed.server_workloads.len(), 1);
+    assert_eq!(parsed.server_workloads[0].port, 443);
+}
+
+#[test]
+fn server_workload_row_shows_target_and_enabled() {
+    let items = vec![
+        json!({"name": "api", "host": "api.local", "port": 8443, "scheme": "https",
+        "authentication": {"method": "header", "header": "X-Api-Key"}, "enabled": true,
+        "updated_at": "2026-12-04T11:00:00.5Z"}),
+    ];
+
+    let rendered = resource_table(ResourceKind::ServerWorkload, &items).render();
+    let row = rendered.lines().nth(1).unwrap_or_default();
+
+    assert!(rendered.starts_with("NAME"), "{rendered}");
+    assert!(row.contains("https://api.local:8443"), "{row}");
+    assert!(row.contains("header X-Api-Key"), "{row}");
+    assert!(row.contains("true"), "{row}");
+    assert!(row.ends_with("2026-12-04T11:00:00Z"), "{row}");
+}
+
+#[test]
+fn policy_row_shows_client_to_server() {
+    let items = vec![
+        json!({"name": "a-to-b", "client_workload": "a", "server_workload": "b",
+        "credential_provider": "jwt", "trust_providers": ["local"]}),
+    ];
+
+    let rendered = resource_table(ResourceKind::AccessPolicy, &items).render();
+
+    assert!(rendered.contains("a -> b"), "{rendered}");
+    assert!(rendered.contains("jwt"), "{rendered}");
+}
+
+#[test]
+fn condition_rows_summarize_rules() {
+    let items = vec![
+        json!({"name": "office", "kind": "source_ip", "allow": ["10.0.0.0/8", "127.0.0.0/8"]}),
+        json!({"name": "hours", "kind": "time_window", "timezone": "Europe/Berlin",
+               "schedule": [{"days": ["mon", "fri"], "start": "08:00", "end": "18:00"}]}),
+    ];
+
+    let rendered = resource_table(ResourceKind::AccessCondition, &items).render();
+
+    assert!(rendered.contains("10.0.0.0/8, 127.0.0.0/8"), "{rendered}");
+    assert!(
+        rendered.contains("Europe/Berlin: mon, fri 08:00-18:00"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn credential_provider_row_shows_audience_and_ttl() {
+    let items =
+        vec![json!({"name": "jwt", "kind": "jwt_svid", "audience": ["a", "b"], "ttl": "5m"})];
+
+    let rendered = resource_table(ResourceKind::CredentialProvider, &items).render();
+    let row = rendered.lines().nth(1).unwrap_or_default();
+
+    assert!(row.contains("jwt_svid"), "{row}");
+    assert!(row.contains("a, b"), "{row}");
+    assert!(row.contains("5m"), "{row}");
+}

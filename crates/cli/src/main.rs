@@ -1,0 +1,106 @@
+//! `mayfly`: the Mayfly server (`mayfly server`) and its command-line client.
+//!
+//! Exit codes: 0 success, 1 error, 2 invalid arguments or a failed `audit verify`, 3 a denied
+//! `credential get`.
+#![forbid(unsafe_code)]
+
+mod api;
+mod commands;
+mod connection;
+mod logging;
+mod output;
+mod secret;
+mod target;
+mod time_arg;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::ApiError;
+use crate::commands::credential::{CredentialError, EXIT_DENIED};
+use crate::commands::{
+    admin_token, apply, audit, credential, keys, resources, server, server_workload,
+};
+
+/// Mayfly issues short-lived credentials to workloads by policy and audits every decision.
+#[derive(Debug, Parser)]
+#[command(name = "mayfly", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Mayfly server.
+    Server(server::ServerArgs),
+    /// Show configuration resources of one kind, or one resource.
+    Get(resources::GetArgs),
+    /// Delete a configuration resource; fails while other resources reference it.
+    Delete(resources::DeleteArgs),
+    /// Create, update (and with --prune, delete) resources to match a YAML file.
+    Apply(apply::ApplyArgs),
+    /// Disable or enable a server workload: the incident switch.
+    ServerWorkload(server_workload::ServerWorkloadArgs),
+    /// Query the audit log or verify its hash chain.
+    Audit(audit::AuditArgs),
+    /// List, rotate, taint or revoke signing keys.
+    Keys(keys::KeysArgs),
+    /// Create, list or revoke admin tokens.
+    AdminToken(admin_token::AdminTokenArgs),
+    /// Fetch a credential for the calling process.
+    Credential(credential::CredentialArgs),
+    /// Print the version.
+    Version,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(_)) {
+        logging::init_client();
+    }
+
+    let result = match cli.command {
+        Command::Server(args) => server::run(args).await,
+        Command::Get(args) => resources::get(args).await,
+        Command::Delete(args) => resources::delete(args).await,
+        Command::Apply(args) => apply::apply(args).await,
+        Command::ServerWorkload(args) => server_workload::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Keys(args) => keys::run(args).await,
+        Command::AdminToken(args) => admin_token::run(args).await,
+        Command::Credential(args) => credential::run(args).await,
+        Command::Version => {
+            println!("mayfly {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+
+    match result {
+        Ok(code) => code,
+        Err(error) => report_error(&error),
+    }
+}
+
+/// Prints an error to standard error and returns the exit code for it. A problem document
+/// prints its detail, the resources that reference the target of a delete, and the request id.
+fn report_error(error: &anyhow::Error) -> ExitCode {
+    if let Some(CredentialError::Denied { .. }) = error.downcast_ref::<CredentialError>() {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_DENIED);
+    }
+    if let Some(ApiError::Problem { problem, .. }) = error.downcast_ref::<ApiError>() {
+        eprintln!("error: {}", problem.message());
+        for line in problem.context_lines() {
+            eprintln!("{line}");
+        }
+        return ExitCode::FAILURE;
+    }
+    eprintln!("error: {}", output::clean_text(&format!("{error:#}")));
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests;

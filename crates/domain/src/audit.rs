@@ -1,0 +1,159 @@
+//! Audit events and the hash chain that links them.
+//!
+//! Every event is hashed together with its sequence number and the hash of the event before it:
+//! `hash = SHA-256(prev_hash || "\n" || seq || "\n" || canonical JSON of the event)`. Editing,
+//! deleting or reordering a stored event therefore breaks the chain at that event. The canonical
+//! JSON form is `serde_json`'s compact output of a `serde_json::Value`, whose objects keep their
+//! keys sorted.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the very first event of a chain: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A credential decision, granted or denied.
+    CredentialRequest,
+    /// A change to a configuration resource, including enabling and disabling a server workload.
+    ConfigChange,
+    /// A signing key changed state: generated, activated, retired, removed, tainted or revoked.
+    KeyChange,
+    /// An admin token was created or revoked.
+    AdminTokenChange,
+}
+
+impl AuditKind {
+    pub const ALL: [AuditKind; 4] = [
+        AuditKind::CredentialRequest,
+        AuditKind::ConfigChange,
+        AuditKind::KeyChange,
+        AuditKind::AdminTokenChange,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::CredentialRequest => "credential_request",
+            AuditKind::ConfigChange => "config_change",
+            AuditKind::KeyChange => "key_change",
+            AuditKind::AdminTokenChange => "admin_token_change",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<AuditKind> {
+        AuditKind::ALL.into_iter().find(|kind| kind.as_str() == value)
+    }
+}
+
+/// The outcome of a credential decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Outcome> {
+        match value {
+            "success" => Some(Outcome::Success),
+            "failure" => Some(Outcome::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// An audit event before the store gives it a sequence number and a place in the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAuditEvent {
+    /// Unique event id (a UUID), kept when the event is shipped again so receivers can drop
+    /// duplicates.
+    pub id: String,
+    /// When the decision or change happened, truncated to whole microseconds so that the stored
+    /// form and the hashed form agree.
+    pub time: Timestamp,
+    pub kind: AuditKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_workload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<String>,
+    /// Everything else the event records; its shape depends on `kind`. Never holds a secret.
+    pub detail: serde_json::Value,
+}
+
+impl NewAuditEvent {
+    /// Builds an event with a fresh UUIDv7-style id supplied by the caller and `time` truncated
+    /// to microseconds.
+    pub fn new(id: String, time: Timestamp, kind: AuditKind, detail: serde_json::Value) -> Self {
+        NewAuditEvent {
+            id,
+            time: truncate_to_micros(time),
+            kind,
+            outcome: None,
+            server_workload: None,
+            client_workload: None,
+            detail,
+        }
+    }
+
+    /// Returns the canonical JSON form that the chain hash covers.
+    pub fn canonical_json(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(value) => value.to_string(),
+            // Serializing these plain fields into a Value cannot fail; an empty form would still
+            // hash deterministically rather than abort the write.
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// An audit event as stored: sequence number and chain hashes included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: NewAuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Computes the chain hash of the event stored at `seq` after an event whose hash is `prev_hash`.
+pub fn chain_hash(prev_hash: &str, seq: i64, event: &NewAuditEvent) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(seq.to_string().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(event.canonical_json().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// A signed statement that the chain up to `seq` ends in `head_hash`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub time: Timestamp,
+    /// Compact JWS over the checkpoint's JSON payload `{"seq","head_hash","time"}`, signed by the
+    /// server's active signing key; its header names the key.
+    pub signature: String,
+}
+
+/// Drops sub-microsecond digits, since stores keep microseconds.
+pub fn truncate_to_micros(time: Timestamp) -> Timestamp {
+    let micros = time.as_microsecond();
+    Timestamp::from_microsecond(micros).unwrap_or(time)
+}

@@ -1,0 +1,170 @@
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::config_file;
+
+const CONFIG: &str = r#"
+trust_providers:
+  - {name: ci, kind: oidc, issuer: "https://ci.example", audience: mayfly, discovery: true}
+  - {name: local, kind: unix}
+client_workloads:
+  - name: billing
+    identities:
+      - {trust_provider: ci, match: {sub: "repo:acme/billing:*"}}
+      - {trust_provider: local, match: {uid: 1000}}
+  - name: reports
+    identities:
+      - {trust_provider: ci, match: {sub: "repo:acme/reports:ref:refs/heads/main"}}
+server_workloads:
+  - {name: payments, host: Payments.Example, port: 443}
+  - {name: ledger, host: ledger.example, port: 8443}
+credential_providers:
+  - {name: jwt, kind: jwt_svid, audience: [payments]}
+access_conditions:
+  - {name: office, kind: source_ip, allow: [10.0.0.0/8]}
+access_policies:
+  - {name: billing-payments, client_workload: billing, server_workload: payments, credential_provider: jwt, trust_providers: [ci], access_conditions: [office]}
+  - {name: reports-payments, client_workload: reports, server_workload: payments, credential_provider: jwt, trust_providers: [ci]}
+"#;
+
+fn config() -> Config {
+    let file = config_file::parse("test.yaml", CONFIG).unwrap_or_default();
+    Config::from_resources(file.into_resources())
+}
+
+fn attestation(provider: &str, pairs: &[(&str, &str)]) -> Attestation {
+    let attributes: BTreeMap<String, Vec<String>> =
+        pairs.iter().map(|(key, value)| (key.to_string(), vec![value.to_string()])).collect();
+    Attestation { trust_provider: provider.to_string(), attributes }
+}
+
+fn run(config: &Config, target: Target, attestations: &[Attestation], source: &str) -> Result<String, Denial> {
+    let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
+    let input = DecisionInput {
+        target: &target,
+        attestations,
+        context: RequestContext {
+            now: Timestamp::UNIX_EPOCH,
+            source_ip: source.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        },
+        trust_domain: &trust_domain,
+    };
+    decide(config, &input).map(|grant| format!("{} {} {}", grant.spiffe_id, grant.policy.name, grant.trust_provider))
+}
+
+fn unreachable_domain() -> TrustDomain {
+    TrustDomain::parse("fallback").unwrap_or_else(|_| unreachable_domain())
+}
+
+#[test]
+fn config_is_valid() {
+    let trust_domain = unreachable_domain();
+    assert_eq!(config().validate(&trust_domain), Vec::new());
+}
+
+#[test]
+fn grants_matching_policy() {
+    let evidence = [attestation("ci", &[("sub", "repo:acme/billing:ref:refs/heads/main")])];
+    let result = run(&config(), Target::Name("payments".into()), &evidence, "10.1.1.1");
+    assert_eq!(result, Ok("spiffe://mayfly.local/billing billing-payments ci".to_string()));
+}
+
+#[test]
+fn target_by_host_is_case_insensitive() {
+    let evidence = [attestation("ci", &[("sub", "repo:acme/reports:ref:refs/heads/main")])];
+    let target = Target::HostPort { host: "payments.example".into(), port: 443 };
+    assert!(run(&config(), target, &evidence, "192.0.2.1").is_ok());
+}
+
+#[test]
+fn no_policy_denies() {
+    let evidence = [attestation("ci", &[("sub", "repo:acme/billing:x")])];
+    let denial = run(&config(), Target::Name("ledger".into()), &evidence, "10.1.1.1").err();
+    assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::AccessPolicy));
+    assert_eq!(denial.and_then(|d| d.server_workload), Some("ledger".to_string()));
+}
+
+#[test]
+fn unknown_target_denies() {
+    let evidence = [attestation("ci", &[("sub", "repo:acme/billing:x")])];
+    let denial = run(&config(), Target::Name("nothing".into()), &evidence, "10.1.1.1").err();
+    assert_eq!(denial.map(|d| d.step), Some(Step::ServerWorkload));
+}
+
+#[test]
+fn unmatched_evidence_denies() {
+    let evidence = [attestation("ci", &[("sub", "repo:evil/billing:x")])];
+    let denial = run(&config(), Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    assert_eq!(denial.map(|d| d.step), Some(Step::ClientWorkload));
+}
+
+#[test]
+fn ambiguous_client_denies() {
+    let mut config = config();
+    let mut twin = config.client_workloads.get("billing").cloned();
+    if let Some(twin) = twin.as_mut() {
+        twin.name = "billing-twin".to_string();
+        config.insert(crate::resources::Resource::ClientWorkload(twin.clone()));
+    }
+    config.reindex();
+    let evidence = [attestation("ci", &[("sub", "repo:acme/billing:main")])];
+    let denial = run(&config, Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::ClientWorkload));
+    assert!(denial.is_some_and(|d| d.reason.contains("ambiguous")));
+}
+
+#[test]
+fn trust_provider_outside_policy_denies() {
+    // billing matches through the unix provider, but its policy accepts only ci.
+    let evidence = [attestation("local", &[("uid", "1000")])];
+    let denial = run(&config(), Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::AccessPolicy));
+    assert_eq!(denial.and_then(|d| d.policy), Some("billing-payments".to_string()));
+}
+
+#[test]
+fn disabled_server_workload_denies() {
+    let mut config = config();
+    config.enabled.insert("payments".to_string(), false);
+    let evidence = [attestation("ci", &[("sub", "repo:acme/reports:ref:refs/heads/main")])];
+    let denial = run(&config, Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    assert_eq!(denial.map(|d| d.step), Some(Step::ServerWorkloadEnabled));
+}
+
+#[test]
+fn failing_access_condition_denies() {
+    let evidence = [attestation("ci", &[("sub", "repo:acme/billing:main")])];
+    let denial = run(&config(), Target::Name("payments".into()), &evidence, "192.0.2.1").err();
+    assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::AccessCondition));
+    assert!(denial.is_some_and(|d| d.reason.contains("192.0.2.1")));
+}
+
+#[test]
+fn no_attestation_denies_at_evidence() {
+    let denial = run(&config(), Target::Name("payments".into()), &[], "10.1.1.1").err();
+    assert_eq!(denial.map(|d| d.step), Some(Step::Evidence));
+}
+
+#[test]
+fn array_claims_match_any_element() {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("sub".to_string(), vec!["other".to_string(), "repo:acme/billing:x".to_string()]);
+    let evidence = [Attestation { trust_provider: "ci".to_string(), attributes }];
+    assert!(run(&config(), Target::Name("payments".into()), &evidence, "10.0.0.1").is_ok());
+}
+
+#[test]
+fn glob_patterns() {
+    assert!(glob_match("a*", "abc"));
+    assert!(glob_match("*c", "abc"));
+    assert!(glob_match("a*c", "abc"));
+    assert!(glob_match("a*b*c", "a-b-c"));
+    assert!(glob_match("*", ""));
+    assert!(!glob_match("a*c", "ab"));
+    assert!(!glob_match("ab*ba", "aba"));
+    assert!(!glob_match("abc", "abcd"));
+    assert!(!glob_match("repo:acme/*", "repo:acme2/x"));
+}

@@ -1,0 +1,14 @@
+//! Mayfly's domain: configuration resources and their validation, SPIFFE IDs, access conditions,
+//! the credential decision and the audit chain. No I/O happens here and the clock is never read:
+//! callers pass the current time.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod conditions;
+pub mod config;
+pub mod config_file;
+pub mod decide;
+pub mod duration;
+pub mod error;
+pub mod resources;
+pub mod spiffe;

@@ -1,0 +1,83 @@
+//! Audit queries and chain verification.
+
+use axum::Json;
+use axum::extract::Query;
+use jiff::Timestamp;
+use mayfly_domain::audit::{AuditKind, Outcome};
+use mayfly_store::AuditFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::auth::Admin;
+use crate::problem::ApiError;
+
+/// Most events one page returns.
+const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    server_workload: Option<String>,
+    client_workload: Option<String>,
+    outcome: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(state: AppState, _admin: Admin, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(format!("invalid query: {}", rejection.body_text())))?;
+    let outcome = match &query.outcome {
+        Some(text) => Some(Outcome::parse(text).ok_or_else(|| ApiError::invalid("outcome", text, "must be success or failure"))?),
+        None => None,
+    };
+    let kind = match &query.kind {
+        Some(text) => Some(AuditKind::parse(text).ok_or_else(|| {
+            let names: Vec<&str> = AuditKind::ALL.iter().map(|kind| kind.as_str()).collect();
+            ApiError::invalid("kind", text, &format!("must be one of {}", names.join(", ")))
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid("limit", &limit.to_string(), &format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let before_seq = match &query.cursor {
+        Some(text) => Some(text.parse::<i64>().ok().filter(|seq| *seq > 0).ok_or_else(|| ApiError::invalid("cursor", text, "must be a cursor returned as next_cursor"))?),
+        None => None,
+    };
+
+    let filter = AuditFilter {
+        server_workload: query.server_workload.clone(),
+        client_workload: query.client_workload.clone(),
+        outcome,
+        kind,
+        since: parse_time("since", query.since.as_deref())?,
+        until: parse_time("until", query.until.as_deref())?,
+        after_seq: None,
+        before_seq,
+        limit,
+        descending: true,
+    };
+    let events = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "audit"))?;
+    let next_cursor = if events.len() == limit as usize { events.last().map(|event| event.seq.to_string()) } else { None };
+    Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
+}
+
+fn parse_time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    match text {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<Timestamp>()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(field, text, "must be an RFC 3339 timestamp such as 2026-12-04T10:00:00Z")),
+    }
+}
+
+pub async fn verify(state: AppState, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    let report = crate::audit_log::verify(state.store.as_ref(), &state.keys).await.map_err(|e| ApiError::from_store(e, "verify"))?;
+    Ok(Json(json!(report)))
+}

@@ -1,0 +1,105 @@
+//! The HTTP API: routes, thin handlers, and the request id on every response.
+
+mod admin;
+pub use admin::{new_admin_token as new_admin_token_for_bootstrap, token_event as admin_token_event};
+pub use resources::{ApplyBody, apply_config};
+mod audit;
+mod keys;
+mod public;
+mod resources;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::state::SharedState;
+
+/// Header carrying the request id on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Builds the router of the TCP listener.
+pub fn router(state: SharedState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(public::healthz))
+        .route("/readyz", get(public::readyz))
+        .route("/metrics", get(public::metrics))
+        .route("/.well-known/openid-configuration", get(public::discovery))
+        .route("/.well-known/jwks.json", get(public::jwks))
+        .route("/v1/credentials", post(public::credentials_http))
+        .route("/v1/apply", post(resources::apply))
+        .route("/v1/server-workloads/{name}/disable", post(resources::disable))
+        .route("/v1/server-workloads/{name}/enable", post(resources::enable))
+        .route("/v1/audit/events", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/keys", get(keys::list))
+        .route("/v1/keys/rotate", post(keys::rotate))
+        .route("/v1/keys/{kid}/taint", post(keys::taint))
+        .route("/v1/keys/{kid}/revoke", post(keys::revoke))
+        .route("/v1/admin-tokens", get(admin::list).post(admin::create))
+        .route("/v1/admin-tokens/{name}", axum::routing::delete(admin::revoke))
+        .route("/v1/{kind}", get(resources::list))
+        .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))
+        .fallback(public::not_found)
+        .layer(middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Builds the router of the workload socket: only credential requests and health.
+pub fn workload_router(state: SharedState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(public::healthz))
+        .route("/v1/credentials", post(public::credentials_unix))
+        .fallback(public::not_found)
+        .layer(middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Request id of the current request, put into request extensions by the middleware.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = crate::clock::new_request_id();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Returns the client address, believing `X-Forwarded-For` only from trusted proxies.
+pub fn client_ip(state: &SharedState, peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+    let peer_ip = mayfly_domain::conditions::canonical_ip(peer.ip());
+    let trusted = state.settings.trusted_proxies.iter().any(|network| network.contains(&peer_ip));
+    if !trusted {
+        return peer_ip;
+    }
+    // The rightmost address not added by a trusted proxy is the client.
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect::<Vec<_>>().join(",");
+    for candidate in forwarded.rsplit(',') {
+        let Ok(address) = candidate.trim().parse::<std::net::IpAddr>() else {
+            return peer_ip;
+        };
+        let address = mayfly_domain::conditions::canonical_ip(address);
+        if !state.settings.trusted_proxies.iter().any(|network| network.contains(&address)) {
+            return address;
+        }
+    }
+    peer_ip
+}
+
+/// Connection info of the TCP listener (plain or TLS).
+pub type PeerAddr = ConnectInfo<SocketAddr>;
+
+/// State extractor shorthand.
+pub type AppState = State<SharedState>;

@@ -1,0 +1,225 @@
+//! Configuration writes: every `PUT`, `DELETE`, apply, enable and disable goes through
+//! [`commit_changes`], which validates the resulting configuration as a whole, stores the change
+//! and its audit events in one transaction, and reloads the configuration.
+
+use std::collections::BTreeSet;
+
+use mayfly_domain::audit::{AuditKind, NewAuditEvent};
+use mayfly_domain::config::Config;
+use mayfly_domain::resources::{Resource, ResourceKind};
+use mayfly_store::{ChangeSet, ResourcePut, ResourceRef};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// What happened to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Unchanged,
+    Enable,
+    Disable,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Unchanged => "unchanged",
+            Action::Enable => "enable",
+            Action::Disable => "disable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub action: Action,
+    pub kind: ResourceKind,
+    pub name: String,
+}
+
+/// A requested configuration write.
+#[derive(Default)]
+pub struct Request {
+    pub puts: Vec<Resource>,
+    pub deletes: Vec<(ResourceKind, String)>,
+    /// Server workload name and the enabled flag to set.
+    pub set_enabled: Vec<(String, bool)>,
+    /// Delete every resource that `puts` does not list (apply with `--prune`).
+    pub prune: bool,
+    pub dry_run: bool,
+}
+
+/// Validates and stores a configuration write; returns one entry per resource touched.
+pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> Result<Vec<Change>, ApiError> {
+    let request_id = clock::new_request_id();
+    let _writer = state.admin_writes.lock().await;
+    state.reload_config().await.map_err(|error| ApiError::from_store(error, &request_id))?;
+    let snapshot = state.config();
+    let current = &snapshot.config;
+    let now = clock::now();
+
+    for resource in &request.puts {
+        resource.validate().map_err(|error| ApiError::Invalid {
+            detail: format!("{} {:?}: {error}", resource.kind(), resource.name()),
+            field: Some(error.field.clone()),
+            value: Some(error.value.clone()),
+        })?;
+    }
+
+    let mut deletes = request.deletes.clone();
+    if request.prune {
+        let kept: BTreeSet<(ResourceKind, &str)> = request.puts.iter().map(|r| (r.kind(), r.name())).collect();
+        for resource in current.resources() {
+            if !kept.contains(&(resource.kind(), resource.name())) {
+                deletes.push((resource.kind(), resource.name().to_string()));
+            }
+        }
+    }
+
+    let mut next: Config = current.clone();
+    let mut changes = Vec::new();
+    let mut change_set = ChangeSet::new(now);
+
+    for resource in &request.puts {
+        let before = current.get(resource.kind(), resource.name());
+        let action = match &before {
+            None => Action::Create,
+            Some(existing) if existing == resource => Action::Unchanged,
+            Some(_) => Action::Update,
+        };
+        changes.push(Change { action, kind: resource.kind(), name: resource.name().to_string() });
+        if action == Action::Unchanged {
+            continue;
+        }
+        next.insert(resource.clone());
+        change_set.puts.push(ResourcePut {
+            kind: resource.kind().as_str().to_string(),
+            name: resource.name().to_string(),
+            spec: resource.to_json(),
+            refs: resource.references().into_iter().map(|r| ResourceRef::new(r.kind.as_str(), r.name)).collect(),
+        });
+        change_set.audit.push(change_event(now, actor, action, resource.kind(), resource.name(), before.as_ref(), Some(resource)));
+    }
+
+    for (kind, name) in &deletes {
+        let Some(before) = current.get(*kind, name) else {
+            return Err(ApiError::NotFound { kind: kind.as_str().to_string(), name: name.clone() });
+        };
+        next.remove(*kind, name);
+        changes.push(Change { action: Action::Delete, kind: *kind, name: name.clone() });
+        change_set.deletes.push(ResourceRef::new(kind.as_str(), name.clone()));
+        change_set.audit.push(change_event(now, actor, Action::Delete, *kind, name, Some(&before), None));
+    }
+
+    for (name, enabled) in &request.set_enabled {
+        if !current.server_workloads.contains_key(name) {
+            return Err(ApiError::NotFound { kind: ResourceKind::ServerWorkload.as_str().to_string(), name: name.clone() });
+        }
+        let was = current.is_enabled(name);
+        let action = if *enabled { Action::Enable } else { Action::Disable };
+        if was == *enabled {
+            changes.push(Change { action: Action::Unchanged, kind: ResourceKind::ServerWorkload, name: name.clone() });
+            continue;
+        }
+        changes.push(Change { action, kind: ResourceKind::ServerWorkload, name: name.clone() });
+        change_set.set_enabled.push((ResourceRef::new(ResourceKind::ServerWorkload.as_str(), name.clone()), *enabled));
+        let mut event = NewAuditEvent::new(
+            clock::new_event_id(),
+            now,
+            AuditKind::ConfigChange,
+            json!({
+                "actor": actor,
+                "action": action.as_str(),
+                "resource_kind": ResourceKind::ServerWorkload.as_str(),
+                "resource_name": name,
+                "before": {"enabled": was},
+                "after": {"enabled": enabled},
+            }),
+        );
+        event.server_workload = Some(name.clone());
+        change_set.audit.push(event);
+    }
+
+    next.reindex();
+    check_whole(&next, state)?;
+
+    if request.dry_run || !change_set.changes_resources() {
+        return Ok(changes);
+    }
+    state.store.commit(change_set).await.map_err(|error| ApiError::from_store(error, &request_id))?;
+    state.reload_config().await.map_err(|error| ApiError::from_store(error, &request_id))?;
+    Ok(changes)
+}
+
+fn check_whole(config: &Config, state: &AppState) -> Result<(), ApiError> {
+    let errors = config.validate(&state.trust_domain);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let value = errors.iter().find_map(|error| match error {
+        mayfly_domain::config::ConfigError::MissingReference { ref_name, .. } => Some(ref_name.clone()),
+        _ => None,
+    });
+    Err(ApiError::Invalid { detail: messages.join("; "), field: None, value })
+}
+
+fn change_event(
+    now: jiff::Timestamp,
+    actor: &str,
+    action: Action,
+    kind: ResourceKind,
+    name: &str,
+    before: Option<&Resource>,
+    after: Option<&Resource>,
+) -> NewAuditEvent {
+    let detail = json!({
+        "actor": actor,
+        "action": action.as_str(),
+        "resource_kind": kind.as_str(),
+        "resource_name": name,
+        "before": before.map(|r| redact(r.to_json())),
+        "after": after.map(|r| redact(r.to_json())),
+    });
+    let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::ConfigChange, detail);
+    if kind == ResourceKind::ServerWorkload {
+        event.server_workload = Some(name.to_string());
+    }
+    event
+}
+
+/// Field names whose values are secrets; they are replaced before a resource reaches an audit
+/// event or a configuration read.
+const SECRET_FIELDS: [&str; 5] = ["client_secret", "value", "password", "secret", "token"];
+
+/// Replaces secret field values with a placeholder, at any depth.
+pub fn redact(mut value: Value) -> Value {
+    redact_in_place(&mut value);
+    value
+}
+
+fn redact_in_place(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                if SECRET_FIELDS.contains(&key.as_str()) && !field.is_null() {
+                    *field = json!("(redacted)");
+                } else {
+                    redact_in_place(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_in_place),
+        _ => {}
+    }
+}

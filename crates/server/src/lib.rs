@@ -1,0 +1,19 @@
+//! The Mayfly server: HTTP API, workload socket and background tasks (key rotation, audit
+//! checkpoints, retention purge, configuration reload).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod audit_log;
+pub mod auth;
+pub mod changes;
+pub mod clock;
+pub mod credentials;
+pub mod evidence;
+pub mod http;
+pub mod keys;
+pub mod problem;
+pub mod settings;
+pub mod state;
+mod startup;
+
+pub use startup::{RunningServer, run, start};

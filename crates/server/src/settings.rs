@@ -1,0 +1,180 @@
+//! Server settings: from `mayfly server` flags or a TOML file whose unknown keys are rejected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use mayfly_domain::duration::Seconds;
+use serde::Deserialize;
+
+/// Default listen address of the HTTP API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+/// Default trust domain of a dev server.
+pub const DEV_TRUST_DOMAIN: &str = "mayfly.local";
+
+/// Why settings were rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The settings file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The settings file is not valid TOML or has an unknown or mistyped key.
+    #[error("invalid settings file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A setting has a value outside its allowed range.
+    #[error("invalid setting {field} = {value:?}: {reason}")]
+    Invalid { field: &'static str, value: String, reason: String },
+}
+
+/// Everything a server needs to start. Every field has a default suitable for `--dev`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite database, the workload socket, the admin token file and (in dev
+    /// mode) the key-encryption key.
+    pub data_dir: PathBuf,
+    /// Issuer URL, the `iss` of every token; defaults to `http(s)://<listen address>`.
+    pub issuer: Option<String>,
+    /// Trust domain of the SPIFFE IDs this server issues.
+    pub trust_domain: Option<String>,
+    /// Dev mode: generate a key-encryption key in the data directory when none is configured.
+    pub dev: bool,
+    /// TLS for the API listener.
+    pub tls: Option<TlsSettings>,
+    /// File holding the base64 key-encryption key that protects signing keys at rest.
+    pub kek_file: Option<PathBuf>,
+    /// Environment variable holding the base64 key-encryption key (read once at start).
+    pub kek_env: Option<String>,
+    /// How often a new signing key is activated.
+    pub key_rotation_period: Seconds,
+    /// Days audit events are kept, from 1 to 365.
+    pub audit_retention_days: u32,
+    /// A signed checkpoint is written after this many audit events...
+    pub checkpoint_every_events: u32,
+    /// ...or after this long, whichever comes first (when there are new events).
+    pub checkpoint_interval: Seconds,
+    /// Reverse proxies whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Path of the workload socket; defaults to `<data_dir>/workload.sock`.
+    pub workload_socket: Option<PathBuf>,
+    /// Largest executable hashed for unix attestation, in bytes; larger ones get no `sha256`.
+    pub max_hashed_executable_bytes: u64,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
+            data_dir: PathBuf::from("./mayfly-data"),
+            issuer: None,
+            trust_domain: None,
+            dev: false,
+            tls: None,
+            kek_file: None,
+            kek_env: None,
+            key_rotation_period: Seconds(86_400),
+            audit_retention_days: 90,
+            checkpoint_every_events: 1000,
+            checkpoint_interval: Seconds(60),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            workload_socket: None,
+            max_hashed_executable_bytes: 512 * 1024 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|error| SettingsError::Parse { path: path.to_path_buf(), message: error.to_string() })
+    }
+
+    /// Checks ranges that the types alone do not enforce.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !(1..=365).contains(&self.audit_retention_days) {
+            return Err(SettingsError::Invalid {
+                field: "audit_retention_days",
+                value: self.audit_retention_days.to_string(),
+                reason: "must be between 1 and 365 days".to_string(),
+            });
+        }
+        if self.key_rotation_period.as_secs() < 2 * 3600 + 600 {
+            return Err(SettingsError::Invalid {
+                field: "key_rotation_period",
+                value: self.key_rotation_period.to_string(),
+                reason: "must be at least 2h10m: a new key is published an hour before it signs and the previous one stays until its tokens expire".to_string(),
+            });
+        }
+        if self.checkpoint_every_events == 0 {
+            return Err(SettingsError::Invalid {
+                field: "checkpoint_every_events",
+                value: "0".to_string(),
+                reason: "must be at least 1".to_string(),
+            });
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(SettingsError::Invalid {
+                field: "max_body_bytes",
+                value: self.max_body_bytes.to_string(),
+                reason: "must be at least 1024".to_string(),
+            });
+        }
+        if let Some(issuer) = &self.issuer
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            return Err(SettingsError::Invalid {
+                field: "issuer",
+                value: issuer.clone(),
+                reason: "must be an http:// or https:// URL".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The issuer URL: the configured one without a trailing `/`, or one derived from the listen
+    /// address (`localhost` stands in for an unspecified address).
+    pub fn issuer_url(&self) -> String {
+        if let Some(issuer) = &self.issuer {
+            return issuer.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let host = match self.listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => "localhost".to_string(),
+            IpAddr::V6(ip) if ip.is_unspecified() => "localhost".to_string(),
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        format!("{scheme}://{host}:{}", self.listen.port())
+    }
+
+    pub fn workload_socket_path(&self) -> PathBuf {
+        self.workload_socket.clone().unwrap_or_else(|| self.data_dir.join("workload.sock"))
+    }
+}

@@ -1,0 +1,162 @@
+//! State shared by every request handler and background task.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use mayfly_crypto::signing::Algorithm;
+use mayfly_domain::config::Config;
+use mayfly_domain::resources::{CredentialProvider, Resource, ResourceKind, SigningAlgorithm};
+use mayfly_domain::spiffe::TrustDomain;
+use mayfly_store::{Store, StoreError};
+
+use crate::audit_log::{AuditWriter, Checkpointer};
+use crate::evidence::EvidenceCache;
+use crate::evidence::oidc::OidcVerifier;
+use crate::evidence::unix::ExecutableHasher;
+use crate::keys::KeyRing;
+use crate::settings::Settings;
+
+/// The configuration in force and the store version it was read at.
+pub struct ConfigSnapshot {
+    pub config: Config,
+    pub version: i64,
+}
+
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyRing>,
+    pub audit: AuditWriter,
+    pub checkpoints: Arc<Checkpointer>,
+    pub evidence_cache: EvidenceCache,
+    pub oidc: OidcVerifier,
+    pub hasher: Arc<ExecutableHasher>,
+    pub trust_domain: TrustDomain,
+    pub issuer: String,
+    /// Serializes configuration writes made through this server, so each is validated against
+    /// the configuration it will replace.
+    pub admin_writes: tokio::sync::Mutex<()>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    config: RwLock<Arc<ConfigSnapshot>>,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        keys: Arc<KeyRing>,
+        audit: AuditWriter,
+        checkpoints: Arc<Checkpointer>,
+        trust_domain: TrustDomain,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> AppState {
+        let issuer = settings.issuer_url();
+        let hasher = Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes));
+        AppState {
+            settings,
+            store,
+            keys,
+            audit,
+            checkpoints,
+            evidence_cache: EvidenceCache::default(),
+            oidc: OidcVerifier::new(),
+            hasher,
+            trust_domain,
+            issuer,
+            admin_writes: tokio::sync::Mutex::new(()),
+            metrics,
+            config: RwLock::new(Arc::new(ConfigSnapshot { config: Config::default(), version: -1 })),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns the configuration in force.
+    pub fn config(&self) -> Arc<ConfigSnapshot> {
+        match self.config.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Reads the configuration from the store when its version changed. Emptying the evidence
+    /// caches when a trust provider changed, and making sure every signing algorithm in use has a
+    /// key.
+    pub async fn reload_config(&self) -> Result<(), StoreError> {
+        let version = self.store.config_version().await?;
+        if version == self.config().version {
+            return Ok(());
+        }
+        let records = self.store.list_all_resources().await?;
+        let mut resources = Vec::with_capacity(records.len());
+        let mut enabled = Vec::new();
+        for record in records {
+            let Some(kind) = ResourceKind::parse(&record.kind) else {
+                tracing::warn!(kind = %record.kind, name = %record.name, "skipping a stored resource of unknown kind");
+                continue;
+            };
+            match Resource::from_json(kind, record.spec) {
+                Ok(resource) => resources.push(resource),
+                Err(error) => {
+                    tracing::error!(kind = %record.kind, name = %record.name, error = %error, "skipping a stored resource that no longer parses");
+                    continue;
+                }
+            }
+            if kind == ResourceKind::ServerWorkload {
+                enabled.push((record.name, record.enabled));
+            }
+        }
+        let mut config = Config::from_resources(resources);
+        config.enabled = enabled.into_iter().collect();
+
+        let previous = self.config();
+        if previous.config.trust_providers != config.trust_providers {
+            self.evidence_cache.clear();
+            self.oidc.clear();
+        }
+        let algorithms = algorithms_in_use(&config);
+        let snapshot = Arc::new(ConfigSnapshot { config, version });
+        match self.config.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+
+        if let Err(error) = self.keys.tick(crate::clock::now(), &algorithms).await {
+            tracing::error!(error = %error, "preparing signing keys for the configured algorithms failed");
+        }
+        Ok(())
+    }
+}
+
+/// Lists ES256 (always: it signs checkpoints) and every algorithm a credential provider uses.
+pub fn algorithms_in_use(config: &Config) -> Vec<Algorithm> {
+    let mut algorithms = vec![Algorithm::ES256];
+    for provider in config.credential_providers.values() {
+        let CredentialProvider::JwtSvid(jwt) = provider;
+        let algorithm = signing_algorithm(jwt.algorithm);
+        if !algorithms.contains(&algorithm) {
+            algorithms.push(algorithm);
+        }
+    }
+    algorithms
+}
+
+/// Maps the configuration's algorithm names to the crypto crate's.
+pub fn signing_algorithm(algorithm: SigningAlgorithm) -> Algorithm {
+    match algorithm {
+        SigningAlgorithm::ES256 => Algorithm::ES256,
+        SigningAlgorithm::RS256 => Algorithm::RS256,
+        SigningAlgorithm::PS256 => Algorithm::PS256,
+    }
+}
+
+pub type SharedState = Arc<AppState>;

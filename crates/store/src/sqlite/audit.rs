@@ -1,0 +1,238 @@
+//! The audit log: appending to the hash chain and reading events back.
+
+use mayfly_domain::audit::{AuditEvent, NewAuditEvent, chain_hash};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use super::codec::{
+    db_error, finish, from_json_text, is_unique_violation, to_micros, to_micros_ceil,
+};
+use crate::error::StoreError;
+use crate::model::AuditFilter;
+
+/// Appends `events` in one immediate transaction.
+pub(super) async fn append(
+    pool: &SqlitePool,
+    events: Vec<NewAuditEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let result = append_in(&mut tx, events).await;
+    finish(tx, result).await
+}
+
+/// Appends `events` to the chain inside the caller's write transaction and moves the head.
+pub(super) async fn append_in(
+    conn: &mut SqliteConnection,
+    events: Vec<NewAuditEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let mut seq: i64 = head.try_get("seq").map_err(db_error)?;
+    let mut prev_hash: String = head.try_get("hash").map_err(db_error)?;
+
+    let mut appended = Vec::with_capacity(events.len());
+    for event in events {
+        let (event, json) = canonical_form(event)?;
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt(format!("audit sequence {seq} overflows")))?;
+        let hash = chain_hash(&prev_hash, seq, &event);
+
+        insert_event(conn, seq, &event, &json, &prev_hash, &hash).await?;
+
+        appended.push(AuditEvent {
+            seq,
+            event,
+            prev_hash,
+            hash: hash.clone(),
+        });
+        prev_hash = hash;
+    }
+
+    sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(appended)
+}
+
+/// Returns the events matching `filter`.
+pub(super) async fn list(
+    pool: &SqlitePool,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "SELECT seq, event_json, prev_hash, hash FROM audit_events WHERE 1 = 1",
+    );
+
+    if let Some(server_workload) = &filter.server_workload {
+        query
+            .push(" AND server_workload = ")
+            .push_bind(server_workload.clone());
+    }
+    if let Some(client_workload) = &filter.client_workload {
+        query
+            .push(" AND client_workload = ")
+            .push_bind(client_workload.clone());
+    }
+    if let Some(outcome) = filter.outcome {
+        query.push(" AND outcome = ").push_bind(outcome.as_str());
+    }
+    if let Some(kind) = filter.kind {
+        query.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(since) = filter.since {
+        query
+            .push(" AND time_us >= ")
+            .push_bind(to_micros_ceil(since));
+    }
+    if let Some(until) = filter.until {
+        query
+            .push(" AND time_us < ")
+            .push_bind(to_micros_ceil(until));
+    }
+    if let Some(after_seq) = filter.after_seq {
+        query.push(" AND seq > ").push_bind(after_seq);
+    }
+    if let Some(before_seq) = filter.before_seq {
+        query.push(" AND seq < ").push_bind(before_seq);
+    }
+
+    query.push(if filter.descending {
+        " ORDER BY seq DESC"
+    } else {
+        " ORDER BY seq ASC"
+    });
+    query.push(" LIMIT ").push_bind(i64::from(filter.limit));
+
+    let rows = query.build().fetch_all(pool).await.map_err(db_error)?;
+    rows.iter().map(decode_event).collect()
+}
+
+/// Returns up to `limit` events from `from_seq` on, oldest first.
+pub(super) async fn range(
+    pool: &SqlitePool,
+    from_seq: i64,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, event_json, prev_hash, hash FROM audit_events \
+         WHERE seq >= $1 ORDER BY seq ASC LIMIT $2",
+    )
+    .bind(from_seq)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    rows.iter().map(decode_event).collect()
+}
+
+/// Returns the chain head, or `None` before the first append.
+pub(super) async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+    let seq: i64 = row.try_get("seq").map_err(db_error)?;
+    let hash: String = row.try_get("hash").map_err(db_error)?;
+
+    Ok((seq > 0).then_some((seq, hash)))
+}
+
+/// Returns the event with the canonical JSON that is stored and hashed.
+///
+/// The JSON is parsed back and serialized again, and the parsed event is the one hashed, so
+/// what a reader later parses from the stored text has exactly the hashed form. That matters
+/// for floating-point numbers in `detail`, which serde_json's default parser does not always
+/// read back to the same value.
+fn canonical_form(event: NewAuditEvent) -> Result<(NewAuditEvent, String), StoreError> {
+    let id = event.id.clone();
+    let mut json = event.canonical_json();
+
+    // One round trip is normally a fixed point; a second absorbs one more rounding step.
+    for _ in 0..2 {
+        let reparsed: NewAuditEvent =
+            serde_json::from_str(&json).map_err(|err| StoreError::UnstableAuditEvent {
+                id: id.clone(),
+                reason: format!("its JSON does not parse back: {err}"),
+            })?;
+        let again = reparsed.canonical_json();
+        if again == json {
+            return Ok((reparsed, json));
+        }
+        json = again;
+    }
+
+    Err(StoreError::UnstableAuditEvent {
+        id,
+        reason: "its canonical JSON changes on every round trip".to_string(),
+    })
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    event: &NewAuditEvent,
+    json: &str,
+    prev_hash: &str,
+    hash: &str,
+) -> Result<(), StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO audit_events (seq, id, time_us, kind, outcome, server_workload, \
+         client_workload, event_json, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(seq)
+    .bind(&event.id)
+    .bind(to_micros(event.time))
+    .bind(event.kind.as_str())
+    .bind(event.outcome.map(|outcome| outcome.as_str()))
+    .bind(&event.server_workload)
+    .bind(&event.client_workload)
+    .bind(json)
+    .bind(prev_hash)
+    .bind(hash)
+    .execute(&mut *conn)
+    .await;
+
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(err) if is_unique_violation(&err) && id_exists(conn, &event.id).await? => {
+            Err(StoreError::DuplicateAuditEvent {
+                id: event.id.clone(),
+            })
+        }
+        Err(err) => Err(db_error(err)),
+    }
+}
+
+async fn id_exists(conn: &mut SqliteConnection, id: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM audit_events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(found.is_some())
+}
+
+fn decode_event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let json: String = row.try_get("event_json").map_err(db_error)?;
+    Ok(AuditEvent {
+        seq: row.try_get("seq").map_err(db_error)?,
+        event: from_json_text("audit_events.event_json", &json)?,
+        prev_hash: row.try_get("prev_hash").map_err(db_error)?,
+        hash: row.try_get("hash").map_err(db_error)?,
+    })
+}
