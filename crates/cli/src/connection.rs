@@ -13,7 +13,7 @@ pub const DEFAULT_DATA_DIR: &str = "./mayfly-data";
 /// File in the data directory where a dev server writes its admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-/// Why no admin token could be found.
+/// A missing or unusable admin token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// Neither `--token`, `MAYFLY_TOKEN` nor the data directory's token file is available.
@@ -35,17 +35,13 @@ pub enum TokenError {
     InvalidCharacters { origin: String },
 }
 
-/// Connection options of the client subcommands. They are global, so they may follow any
-/// nested subcommand (`mayfly audit list --addr ...`).
+/// Options naming the server: its address, its local data directory and the CA to trust. They
+/// are global, so they may follow any nested subcommand (`mayfly audit list --addr ...`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ClientOptions {
+pub struct ServerOptions {
     /// Server address.
     #[arg(long, env = "MAYFLY_ADDR", default_value = DEFAULT_ADDRESS, global = true)]
     pub addr: String,
-
-    /// Admin token; when unset, the CLI reads `<data-dir>/admin-token`.
-    #[arg(long, env = "MAYFLY_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
-    pub token: Option<Secret>,
 
     /// Data directory of a local server: where the admin token file and the workload socket are.
     #[arg(long, env = "MAYFLY_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
@@ -61,16 +57,31 @@ pub struct ClientOptions {
     pub ca_file: Option<PathBuf>,
 }
 
-impl ClientOptions {
-    /// Builds a client that sends the admin token.
-    pub fn admin_client(&self) -> anyhow::Result<ApiClient> {
-        let token = resolve_admin_token(self.token.as_ref(), &self.data_dir)?;
-        Ok(self.client_with_token(Some(token))?)
-    }
-
+impl ServerOptions {
     /// Builds a client that sends `token` (or none).
     pub fn client_with_token(&self, token: Option<Secret>) -> Result<ApiClient, ApiError> {
         ApiClient::new(&self.addr, self.ca_file.as_deref(), token)
+    }
+}
+
+/// Options of the admin subcommands: the server and the admin token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientOptions {
+    #[command(flatten)]
+    pub server: ServerOptions,
+
+    /// Admin token; when unset, the CLI reads `<data-dir>/admin-token`.
+    #[arg(long, env = "MAYFLY_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
+    pub token: Option<Secret>,
+}
+
+impl ClientOptions {
+    /// Builds a client that sends the admin token.
+    pub fn admin_client(&self) -> anyhow::Result<ApiClient> {
+        // An invalid address is reported before a missing token, since it is the likelier mistake.
+        crate::api::parse_address(&self.server.addr)?;
+        let token = resolve_admin_token(self.token.as_ref(), &self.server.data_dir)?;
+        Ok(self.server.client_with_token(Some(token))?)
     }
 }
 

@@ -1,4 +1,7 @@
-//! Log setup: the server logs at `info` (or as `RUST_LOG` says), client commands only warnings.
+//! Log setup: the server logs at `info` unless `RUST_LOG` sets another filter, and client
+//! commands log only warnings.
+
+use std::io::IsTerminal;
 
 use mayfly_server::settings::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -9,8 +12,9 @@ pub fn init_server(format: LogFormat) {
     let (filter, invalid_filter) = filter_from_env("info");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // `try_init` fails only when a subscriber is already set, which leaves that one in place.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // The server still runs when no subscriber can be installed, so the error is ignored.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -21,18 +25,20 @@ pub fn init_server(format: LogFormat) {
 }
 
 /// Starts logging warnings and errors to standard error for the client commands, unless
-/// `RUST_LOG` asks for more.
+/// `RUST_LOG` sets another filter. The certificate verifier's own error log is off by default because
+/// the command reports the same failure as its error.
 pub fn init_client() {
-    let (filter, _) = filter_from_env("warn");
+    let (filter, _) = filter_from_env("warn,rustls_platform_verifier=off");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .try_init();
 }
 
-/// Reads `RUST_LOG`, falling back to `default` when it is unset or invalid; returns the parse
-/// error of an invalid value so the caller can report it once logging works.
+/// Reads `RUST_LOG`, falling back to `default` when it is unset or invalid. The parse error of an
+/// invalid value is returned so that the caller can log it once logging works.
 fn filter_from_env(default: &str) -> (EnvFilter, Option<String>) {
     match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(value) if !value.trim().is_empty() => match EnvFilter::try_new(&value) {

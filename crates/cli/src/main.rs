@@ -72,10 +72,9 @@ async fn main() -> ExitCode {
         Command::Keys(args) => keys::run(args).await,
         Command::AdminToken(args) => admin_token::run(args).await,
         Command::Credential(args) => credential::run(args).await,
-        Command::Version => {
-            println!("mayfly {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version => output::print_text(concat!("mayfly ", env!("CARGO_PKG_VERSION")))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     };
 
     match result {
@@ -84,9 +83,13 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Prints an error to standard error and returns the exit code for it. A problem document
-/// prints its detail, the resources that reference the target of a delete, and the request id.
+/// Prints an error to standard error and returns the exit code for it. For a problem document
+/// it prints the detail, the resources that reference the target of a delete, and the request id.
 fn report_error(error: &anyhow::Error) -> ExitCode {
+    if is_broken_pipe(error) {
+        // Nothing to report when the reader of standard output went away (`mayfly audit list | head`).
+        return ExitCode::SUCCESS;
+    }
     if let Some(CredentialError::Denied { .. }) = error.downcast_ref::<CredentialError>() {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_DENIED);
@@ -98,8 +101,33 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    eprintln!("error: {}", output::clean_text(&format!("{error:#}")));
+    eprintln!("error: {}", output::clean_text(&error_chain(error)));
     ExitCode::FAILURE
+}
+
+/// Joins an error with its causes, skipping a cause whose text the message already contains
+/// (many messages quote their source).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause_text = cause.to_string();
+        if text.contains(&cause_text) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause_text);
+    }
+    text
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io_error| io_error.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 #[cfg(test)]

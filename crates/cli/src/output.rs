@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-/// Why output could not be written.
+/// A failure to write output.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The value could not be rendered as YAML.
@@ -26,7 +26,7 @@ pub enum OutputFormat {
     Table,
     /// The API's JSON response, pretty-printed.
     Json,
-    /// The API's response as YAML.
+    /// YAML (`mayfly get` prints the configuration-file form).
     Yaml,
 }
 
@@ -46,12 +46,12 @@ pub fn print_json(value: &Value) -> Result<(), OutputError> {
     print_text(&serde_json::to_string_pretty(value)?)
 }
 
-/// Writes a JSON value as YAML.
-pub fn print_yaml(value: &Value) -> Result<(), OutputError> {
+/// Writes a value as YAML.
+pub fn print_yaml(value: &impl serde::Serialize) -> Result<(), OutputError> {
     print_text(&serde_yaml_ng::to_string(value)?)
 }
 
-/// Writes `value` as JSON or YAML when the format asks for it, and returns whether it did, so
+/// Writes `value` as JSON or YAML when `format` is one of them, and returns whether it did, so
 /// the caller only has to render the table case.
 pub fn print_structured(format: OutputFormat, value: &Value) -> Result<bool, OutputError> {
     match format {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Why a target was rejected.
+/// An invalid `--target` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
     /// The text has no `:PORT` suffix.
@@ -10,7 +10,7 @@ pub enum TargetError {
         "invalid target {0:?}: expected HOST:PORT, such as payments.internal.example:443 or [::1]:8443"
     )]
     MissingPort(String),
-    /// The host part is empty or holds characters no host name or IP address has.
+    /// The host part is empty or contains characters that no host name or IP address has.
     #[error("invalid target {0:?}: the host must be a DNS name or an IP address")]
     InvalidHost(String),
     /// The port is not a number from 1 to 65535.

@@ -50,7 +50,7 @@ fn global_options_follow_nested_subcommand() {
     let Command::Audit(audit) = cli.command else {
         panic!("expected the audit command");
     };
-    assert_eq!(audit.client.addr, "http://127.0.0.1:9999");
+    assert_eq!(audit.client.server.addr, "http://127.0.0.1:9999");
     let AuditCommand::List(list) = audit.command else {
         panic!("expected audit list");
     };
@@ -106,4 +106,17 @@ fn denial_exits_with_code_three() {
         request_id: "r".to_string(),
     });
     assert_eq!(report_error(&error), ExitCode::from(EXIT_DENIED));
+}
+
+#[test]
+fn key_id_may_start_with_dash() {
+    let cli = parse(&["keys", "taint", "-vZQlvekOvJ2q31O"]).unwrap();
+
+    let Command::Keys(keys) = cli.command else {
+        panic!("expected the keys command");
+    };
+    let crate::commands::keys::KeysCommand::Taint(key) = keys.command else {
+        panic!("expected keys taint");
+    };
+    assert_eq!(key.kid, "-vZQlvekOvJ2q31O");
 }

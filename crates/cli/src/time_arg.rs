@@ -3,7 +3,7 @@
 use jiff::{SignedDuration, Timestamp};
 use mayfly_domain::duration::Seconds;
 
-/// Why a time argument was rejected.
+/// An invalid time argument.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimeArgError {
     /// The text is neither a relative duration nor an RFC 3339 time.

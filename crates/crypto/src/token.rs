@@ -17,7 +17,10 @@ use crate::random::{RandomError, random_base64url};
 pub const TOKEN_RANDOM_BYTES: usize = 32;
 
 /// A secret string, such as a bearer token, zeroized on drop and redacted from `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// It has no `PartialEq`, because `==` on strings is not constant-time: compare tokens with
+/// [`token_matches_hash`].
+#[derive(Clone)]
 pub struct SecretString(Zeroizing<String>);
 
 impl SecretString {
@@ -88,7 +91,7 @@ mod tests {
         let first = generate_token("mfy_agent_").unwrap();
         let second = generate_token("mfy_agent_").unwrap();
 
-        assert_ne!(first, second);
+        assert_ne!(first.expose(), second.expose());
     }
 
     #[test]

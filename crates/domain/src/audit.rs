@@ -75,48 +75,63 @@ impl Outcome {
 }
 
 /// An audit event before the store gives it a sequence number and a place in the chain.
+///
+/// The fields are declared in alphabetical order so that serializing the struct directly yields
+/// the canonical form (sorted keys) without building a `serde_json::Value` first; a test guards
+/// that both forms agree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewAuditEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<String>,
+    /// Everything else the event records; its shape depends on `kind`. Never holds a secret.
+    pub detail: serde_json::Value,
     /// Unique event id (a UUID), kept when the event is shipped again so receivers can drop
     /// duplicates.
     pub id: String,
-    /// When the decision or change happened, truncated to whole microseconds so that the stored
-    /// form and the hashed form agree.
-    pub time: Timestamp,
     pub kind: AuditKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_workload: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_workload: Option<String>,
-    /// Everything else the event records; its shape depends on `kind`. Never holds a secret.
-    pub detail: serde_json::Value,
+    /// When the decision or change happened, truncated to whole microseconds so that the stored
+    /// form and the hashed form agree.
+    pub time: Timestamp,
 }
 
 impl NewAuditEvent {
-    /// Builds an event with a fresh UUIDv7-style id supplied by the caller and `time` truncated
-    /// to microseconds.
+    /// Builds an event with `time` truncated to microseconds.
     pub fn new(id: String, time: Timestamp, kind: AuditKind, detail: serde_json::Value) -> Self {
         NewAuditEvent {
+            client_workload: None,
+            detail,
             id,
-            time: truncate_to_micros(time),
             kind,
             outcome: None,
             server_workload: None,
-            client_workload: None,
-            detail,
+            time: truncate_to_micros(time),
         }
     }
 
-    /// Returns the canonical JSON form that the chain hash covers.
+    /// Returns the canonical JSON form that the chain hash covers: compact, keys sorted at every
+    /// level.
     pub fn canonical_json(&self) -> String {
-        match serde_json::to_value(self) {
-            Ok(value) => value.to_string(),
-            // Serializing these plain fields into a Value cannot fail; an empty form would still
-            // hash deterministically rather than abort the write.
-            Err(_) => String::new(),
+        // `detail` objects keep sorted keys because serde_json's map is a BTreeMap (the
+        // `preserve_order` feature is off), and the struct's own fields are declared sorted.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reports whether `detail` holds a floating-point number anywhere. Such numbers may not
+    /// survive a parse and re-serialize unchanged, so stores check their round trip.
+    pub fn has_float(&self) -> bool {
+        fn walk(value: &serde_json::Value) -> bool {
+            match value {
+                serde_json::Value::Number(number) => number.is_f64(),
+                serde_json::Value::Array(items) => items.iter().any(walk),
+                serde_json::Value::Object(map) => map.values().any(walk),
+                _ => false,
+            }
         }
+        walk(&self.detail)
     }
 }
 
@@ -132,12 +147,18 @@ pub struct AuditEvent {
 
 /// Computes the chain hash of the event stored at `seq` after an event whose hash is `prev_hash`.
 pub fn chain_hash(prev_hash: &str, seq: i64, event: &NewAuditEvent) -> String {
+    chain_hash_of_json(prev_hash, seq, &event.canonical_json())
+}
+
+/// Computes the same hash as [`chain_hash`] from the event's canonical JSON, for callers that
+/// already hold it.
+pub fn chain_hash_of_json(prev_hash: &str, seq: i64, canonical_json: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
     hasher.update(seq.to_string().as_bytes());
     hasher.update(b"\n");
-    hasher.update(event.canonical_json().as_bytes());
+    hasher.update(canonical_json.as_bytes());
     hex::encode(hasher.finalize())
 }
 
@@ -156,4 +177,33 @@ pub struct Checkpoint {
 pub fn truncate_to_micros(time: Timestamp) -> Timestamp {
     let micros = time.as_microsecond();
     Timestamp::from_microsecond(micros).unwrap_or(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_has_sorted_keys() {
+        let mut event = NewAuditEvent::new(
+            "id-1".to_string(),
+            Timestamp::from_microsecond(1_800_000_000_123_456).unwrap_or(Timestamp::UNIX_EPOCH),
+            AuditKind::CredentialRequest,
+            serde_json::json!({"zeta": 1, "alpha": {"y": true, "b": [2, "x"]}}),
+        );
+        event.outcome = Some(Outcome::Failure);
+        event.server_workload = Some("api".to_string());
+        event.client_workload = Some("billing".to_string());
+        let through_value = serde_json::to_value(&event).map(|value| value.to_string()).unwrap_or_default();
+        assert_eq!(event.canonical_json(), through_value);
+    }
+
+    #[test]
+    fn finds_floats_in_detail() {
+        let time = Timestamp::UNIX_EPOCH;
+        let plain = NewAuditEvent::new("a".into(), time, AuditKind::ConfigChange, serde_json::json!({"n": [1, 2]}));
+        let float = NewAuditEvent::new("b".into(), time, AuditKind::ConfigChange, serde_json::json!({"n": [{"x": 1.5}]}));
+        assert!(!plain.has_float());
+        assert!(float.has_float());
+    }
 }

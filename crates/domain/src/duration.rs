@@ -53,11 +53,11 @@ impl fmt::Display for Seconds {
     /// Writes the largest unit that divides the value exactly, so `300` reads `5m`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.0;
-        if value != 0 && value % 86_400 == 0 {
+        if value != 0 && value.is_multiple_of(86_400) {
             write!(f, "{}d", value / 86_400)
-        } else if value != 0 && value % 3600 == 0 {
+        } else if value != 0 && value.is_multiple_of(3600) {
             write!(f, "{}h", value / 3600)
-        } else if value != 0 && value % 60 == 0 {
+        } else if value != 0 && value.is_multiple_of(60) {
             write!(f, "{}m", value / 60)
         } else {
             write!(f, "{value}s")

@@ -313,10 +313,11 @@ pub enum Scheme {
 }
 
 /// How the server workload expects to receive a credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Authentication {
     /// `Authorization: Bearer <credential>`.
+    #[default]
     Bearer,
     /// A custom header carrying the credential as its whole value.
     Header { header: String },
@@ -327,12 +328,6 @@ pub enum Authentication {
     },
     /// A query parameter.
     Query { parameter: String },
-}
-
-impl Default for Authentication {
-    fn default() -> Self {
-        Authentication::Bearer
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,18 @@ fn main() {
     let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!("machine: {threads} cores; {seconds} s per case; {concurrency} requests in flight");
 
+    // MAYFLY_BENCH_CASE=repeated or =fresh runs only that case, for profiling.
+    let only = std::env::var("MAYFLY_BENCH_CASE").ok();
+    if let Some(case) = only.as_deref() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let bench = BenchServer::start().await;
+            let evidence = if case == "fresh" { Evidence::Fresh } else { Evidence::Repeated };
+            bench.run(evidence, Duration::from_secs(seconds), concurrency).await.print(case);
+        });
+        return;
+    }
+
     let (sign_one, verify_one) = raw_rates(Duration::from_secs(seconds.min(5)));
     let sign_all = raw_sign_all_cores(threads, Duration::from_secs(seconds.min(5)));
     println!("raw ES256 sign, one thread:      {sign_one:>9.0} /s");
@@ -38,6 +50,10 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let bench = BenchServer::start().await;
+        if std::env::var("MAYFLY_BENCH_HEALTHZ").is_ok() {
+            let healthz = bench.run(Evidence::Healthz, Duration::from_secs(seconds), concurrency).await;
+            healthz.print("GET /healthz (HTTP stack and load generator only)");
+        }
         let repeated = bench.run(Evidence::Repeated, Duration::from_secs(seconds), concurrency).await;
         repeated.print("repeated evidence (verified-evidence cache)");
         println!("  target: half of {sign_all:.0} = {:.0} /s", sign_all / 2.0);
@@ -99,6 +115,7 @@ fn raw_sign_all_cores(threads: usize, duration: Duration) -> f64 {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Evidence {
+    Healthz,
     Repeated,
     Fresh,
 }
@@ -175,11 +192,12 @@ impl BenchServer {
         // the measured time signing them.
         let estimate = (duration.as_secs() as usize + 1) * 30_000;
         let tokens: Arc<Vec<String>> = Arc::new(match evidence {
-            Evidence::Repeated => vec![self.evidence_token(0)],
+            Evidence::Repeated | Evidence::Healthz => vec![self.evidence_token(0)],
             Evidence::Fresh => (1..=estimate as u64).map(|i| self.evidence_token(i)).collect(),
         });
         let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
         let url = format!("{}/v1/credentials", self.url);
+        let healthz = format!("{}/healthz", self.url);
         let body = json!({"server_workload": "bench-api"}).to_string();
         let next = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -187,7 +205,7 @@ impl BenchServer {
 
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (client, url, body, tokens, next, stop) = (client.clone(), url.clone(), body.clone(), tokens.clone(), next.clone(), stop.clone());
+                let (client, url, healthz, body, tokens, next, stop) = (client.clone(), url.clone(), healthz.clone(), body.clone(), tokens.clone(), next.clone(), stop.clone());
                 tokio::spawn(async move {
                     let (mut granted, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
                     while !stop.load(Ordering::Relaxed) {
@@ -196,8 +214,8 @@ impl BenchServer {
                             break;
                         };
                         let sent = Instant::now();
-                        let response = client
-                            .post(&url)
+                        let request = if evidence == Evidence::Healthz { client.get(&healthz) } else { client.post(&url) };
+                        let response = request
                             .bearer_auth(token)
                             .header("content-type", "application/json")
                             .body(body.clone())

@@ -48,11 +48,16 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>) -> AuditWriter {
+    /// Starts the writer on a thread of its own. On the shared runtime it would wait behind every
+    /// runnable request task at each of its awaits, and since all waiting requests depend on it,
+    /// that delay would set the pace of the whole server.
+    pub fn start(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>) -> std::io::Result<AuditWriter> {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run_writer(store, checkpoints, receiver));
-        AuditWriter { queue }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name("mayfly-audit".to_string())
+            .spawn(move || runtime.block_on(run_writer(store, checkpoints, receiver)))?;
+        Ok(AuditWriter { queue })
     }
 
     /// Appends one event and returns it once it is durable.
@@ -74,7 +79,7 @@ async fn run_writer(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>, mut r
             }
         }
 
-        let events: Vec<NewAuditEvent> = batch.iter().map(|pending| pending.event.clone()).collect();
+        let events: Vec<NewAuditEvent> = batch.iter_mut().map(|pending| std::mem::replace(&mut pending.event, placeholder_event())).collect();
         match store.append_audit(events).await {
             Ok(stored) => {
                 let appended = stored.len();
@@ -92,6 +97,11 @@ async fn run_writer(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>, mut r
             }
         }
     }
+}
+
+/// Stands in for an event moved out of its `Pending` into the batch.
+fn placeholder_event() -> NewAuditEvent {
+    NewAuditEvent::new(String::new(), Timestamp::UNIX_EPOCH, mayfly_domain::audit::AuditKind::CredentialRequest, serde_json::Value::Null)
 }
 
 /// Writes signed checkpoints every N events or T seconds.
@@ -269,7 +279,8 @@ fn check_event(event: &AuditEvent, previous: Option<&(i64, String)>, checkpoints
                 } else {
                     format!("events {} to {} are missing (deleted)", seq + 1, event.seq - 1)
                 };
-                problem(report, missing);
+                // Reported at the first missing sequence number, like a deletion from the end.
+                report.problems.push(Problem { seq: seq + 1, problem: missing });
             }
             Some(hash.clone())
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
 use mayfly_domain::config::Config;
 use mayfly_domain::resources::{Resource, ResourceKind};
-use mayfly_store::{ChangeSet, ResourcePut, ResourceRef};
+use mayfly_store::{ChangeSet, ResourcePut, ResourceRef, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -148,6 +148,17 @@ pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> 
         );
         event.server_workload = Some(name.clone());
         change_set.audit.push(event);
+    }
+
+    // A deleted resource that something still refers to is a conflict naming the referrers,
+    // checked before the whole-configuration validation would report it as a missing reference.
+    for (kind, name) in &deletes {
+        let referrers = next.referrers(*kind, name);
+        if !referrers.is_empty() {
+            let referrers = referrers.into_iter().map(|(kind, name)| ResourceRef::new(kind.as_str(), name)).collect();
+            let error = StoreError::ReferencedBy { kind: kind.as_str().to_string(), name: name.clone(), referrers };
+            return Err(ApiError::from_store(error, &request_id));
+        }
     }
 
     next.reindex();

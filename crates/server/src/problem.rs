@@ -172,3 +172,12 @@ pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection, limit:
         other => ApiError::bad_request(format!("invalid JSON body: {}", other.body_text())),
     }
 }
+
+/// Maps a raw body rejection to 413 when the body is over the limit, and to 400 otherwise.
+pub fn bytes_rejection(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge { limit }
+    } else {
+        ApiError::bad_request(format!("reading the request body failed: {}", rejection.body_text()))
+    }
+}

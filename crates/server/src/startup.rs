@@ -113,7 +113,7 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
 
     let keys = KeyRing::load(store.clone(), kek, settings.key_rotation_period.as_duration(), clock::now()).await?;
     let checkpoints = Checkpointer::new(store.clone(), keys.clone(), settings.checkpoint_every_events as usize);
-    let audit = AuditWriter::start(store.clone(), checkpoints.clone());
+    let audit = AuditWriter::start(store.clone(), checkpoints.clone()).context("starting the audit writer thread")?;
     let state: SharedState =
         Arc::new(AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle()));
     state.reload_config().await?;

@@ -88,9 +88,9 @@ impl AppState {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Reads the configuration from the store when its version changed. Emptying the evidence
-    /// caches when a trust provider changed, and making sure every signing algorithm in use has a
-    /// key.
+    /// Reads the configuration from the store when its version changed, makes sure every signing
+    /// algorithm it uses has an active key, empties the evidence caches when a trust provider
+    /// changed, and then puts the configuration in force.
     pub async fn reload_config(&self) -> Result<(), StoreError> {
         let version = self.store.config_version().await?;
         if version == self.config().version {
@@ -118,20 +118,26 @@ impl AppState {
         let mut config = Config::from_resources(resources);
         config.enabled = enabled.into_iter().collect();
 
+        // Keys come first, so a configuration is put in force only after every algorithm it uses
+        // has an active key (unless generating one failed), even while another reload is running.
+        let algorithms = algorithms_in_use(&config);
+        if let Err(error) = self.keys.tick(crate::clock::now(), &algorithms).await {
+            tracing::error!(error = %error, "preparing signing keys for the configured algorithms failed");
+        }
+
         let previous = self.config();
         if previous.config.trust_providers != config.trust_providers {
             self.evidence_cache.clear();
             self.oidc.clear();
         }
-        let algorithms = algorithms_in_use(&config);
         let snapshot = Arc::new(ConfigSnapshot { config, version });
-        match self.config.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
-        }
-
-        if let Err(error) = self.keys.tick(crate::clock::now(), &algorithms).await {
-            tracing::error!(error = %error, "preparing signing keys for the configured algorithms failed");
+        let mut guard = match self.config.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // A slower concurrent reload must not replace a newer configuration with an older one.
+        if guard.version < version {
+            *guard = snapshot;
         }
         Ok(())
     }

@@ -52,7 +52,7 @@ impl ApiClient {
         Ok(ApiClient { http, base, token })
     }
 
-    /// The server address, for messages.
+    /// Returns the server address, for messages.
     pub fn address(&self) -> &str {
         self.base.as_str().trim_end_matches('/')
     }
@@ -127,12 +127,14 @@ impl ApiClient {
             .await
             .map_err(|error| self.transport_error(&error))?;
         let status = response.status().as_u16();
+        let request_id = request_id_header(response.headers());
         let body = response
             .bytes()
             .await
             .map_err(|error| self.transport_error(&error))?;
         RawResponse {
             status,
+            request_id,
             body: body.to_vec(),
         }
         .into_json()
@@ -146,15 +148,31 @@ impl ApiClient {
                 seconds: REQUEST_TIMEOUT.as_secs(),
             };
         }
-        let reason = error_chain(error);
         if error.is_connect() {
+            // The innermost cause ("Connection refused", a certificate error) is the useful part.
+            let reason = root_cause(error);
+            // NOTE: reqwest has no error kind for TLS failures, so they are recognized by the
+            // rustls message text ("invalid peer certificate: UnknownIssuer").
+            if reason.contains("certificate") {
+                return ApiError::Tls { address, reason };
+            }
             return ApiError::Connect { address, reason };
         }
-        ApiError::Request { address, reason }
+        ApiError::Request {
+            address,
+            reason: error_chain(error),
+        }
     }
 }
 
-fn parse_address(address: &str) -> Result<Url, ApiError> {
+/// Returns the `x-request-id` header that the server sets on every response.
+pub fn request_id_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let value = headers.get("x-request-id")?.to_str().ok()?;
+    Some(value.to_string())
+}
+
+/// Parses the server address: an http:// or https:// URL with a host and no query or fragment.
+pub fn parse_address(address: &str) -> Result<Url, ApiError> {
     let invalid = || ApiError::InvalidAddress {
         address: address.to_string(),
     };
@@ -178,6 +196,14 @@ fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, ApiError> {
         return Err(ca_error("no PEM certificate found".to_string()));
     }
     Ok(certificates)
+}
+
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Joins an error with its sources, because reqwest's own message ("error sending request")

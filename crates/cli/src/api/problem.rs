@@ -64,7 +64,7 @@ impl Problem {
     }
 }
 
-/// Why an API call failed.
+/// A failed API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The server address is not an http:// or https:// URL.
@@ -76,7 +76,7 @@ pub enum ApiError {
     /// resource in it.
     #[error("invalid name {value:?}: a name must not be empty, \".\" or \"..\"")]
     InvalidPathSegment { value: String },
-    /// The `--ca-file` could not be read or holds no PEM certificate.
+    /// The `--ca-file` could not be read or contains no PEM certificate.
     #[error("invalid CA file {path}: {reason}; check --ca-file or MAYFLY_CACERT")]
     CaFile { path: String, reason: String },
     /// The HTTP client could not be set up.
@@ -87,16 +87,21 @@ pub enum ApiError {
         "cannot connect to the mayfly server at {address}: {reason}; check MAYFLY_ADDR (or --addr) and that the server is running"
     )]
     Connect { address: String, reason: String },
+    /// The TLS handshake failed on the server's certificate.
+    #[error(
+        "TLS connection to the mayfly server at {address} failed: {reason}; if the server uses a private CA, pass its certificate with --ca-file or MAYFLY_CACERT"
+    )]
+    Tls { address: String, reason: String },
     /// The server did not respond in time.
     #[error("request to the mayfly server at {address} timed out after {seconds}s")]
     Timeout { address: String, seconds: u64 },
     /// The request failed after the connection was made.
     #[error("request to the mayfly server at {address} failed: {reason}")]
     Request { address: String, reason: String },
-    /// The server answered with a problem document.
+    /// The server responded with a problem document.
     #[error("{}", problem.message())]
     Problem { status: u16, problem: Box<Problem> },
-    /// The server answered with an error status but no problem document.
+    /// The server responded with an error status but no problem document.
     #[error("server returned HTTP status {status}: {body}")]
     UnexpectedStatus { status: u16, body: String },
     /// A success response did not hold valid JSON.
@@ -108,6 +113,8 @@ pub enum ApiError {
 #[derive(Debug)]
 pub struct RawResponse {
     pub status: u16,
+    /// The `x-request-id` response header, used when a problem document lacks `request_id`.
+    pub request_id: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -125,7 +132,10 @@ impl RawResponse {
         }
 
         match serde_json::from_slice::<Problem>(&self.body) {
-            Ok(problem) if problem.detail.is_some() || problem.title.is_some() => {
+            Ok(mut problem) if problem.detail.is_some() || problem.title.is_some() => {
+                if problem.request_id.is_none() {
+                    problem.request_id = self.request_id;
+                }
                 Err(ApiError::Problem {
                     status: self.status,
                     problem: Box::new(problem),
@@ -139,7 +149,7 @@ impl RawResponse {
     }
 }
 
-/// The first 200 characters of a body, cleaned for printing.
+/// Returns the first 200 characters of a body, cleaned for printing.
 fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut excerpt: String = text.trim().chars().take(200).collect();
@@ -159,8 +169,18 @@ mod tests {
     fn response(status: u16, body: &str) -> RawResponse {
         RawResponse {
             status,
+            request_id: Some("from-header".to_string()),
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn request_id_header_fills_missing_field() {
+        let body = r#"{"title":"Bad Request","status":400,"detail":"invalid name"}"#;
+        let Err(ApiError::Problem { problem, .. }) = response(400, body).into_json() else {
+            panic!("expected a problem");
+        };
+        assert_eq!(problem.request_id.as_deref(), Some("from-header"));
     }
 
     #[test]

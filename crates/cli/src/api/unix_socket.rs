@@ -18,7 +18,7 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read from the socket, in bytes.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// Why a request over the workload socket failed.
+/// A failed request over the workload socket.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     /// The socket could not be opened.
@@ -90,6 +90,7 @@ async fn exchange(socket: &Path, path: &str, body: &Value) -> Result<RawResponse
         .map_err(|error| http_error(error.to_string()))?;
 
     let status = response.status().as_u16();
+    let request_id = super::request_id_header(response.headers());
     let collected = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await;
@@ -106,6 +107,7 @@ async fn exchange(socket: &Path, path: &str, body: &Value) -> Result<RawResponse
     };
     Ok(RawResponse {
         status,
+        request_id,
         body: body.to_vec(),
     })
 }

@@ -78,7 +78,7 @@ pub async fn run(args: AdminTokenArgs) -> anyhow::Result<ExitCode> {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if token.is_empty() {
-                anyhow::bail!("the server's response to token creation holds no token");
+                anyhow::bail!("invalid response from the server: the created token is missing");
             }
             eprintln!(
                 "created {} token {:?}. Store it now: it is not shown again.",
@@ -95,7 +95,10 @@ pub async fn run(args: AdminTokenArgs) -> anyhow::Result<ExitCode> {
         }
         AdminTokenCommand::Revoke(revoke) => {
             client.delete(&["v1", "admin-tokens", &revoke.name]).await?;
-            println!("revoked admin token {:?}", clean_text(&revoke.name));
+            output::print_text(&format!(
+                "revoked admin token {:?}",
+                clean_text(&revoke.name)
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::connection::ClientOptions;
 use crate::output::{self, array_field, clean_text, field_text};
 
-/// Why a configuration file could not be read.
+/// A configuration file that cannot be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The file (or standard input) could not be read.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, Problem, unix_socket};
-use crate::connection::ClientOptions;
+use crate::connection::ServerOptions;
 use crate::output::{self, clean_text};
 use crate::secret::Secret;
 use crate::target::{Target, parse_target};
@@ -15,7 +15,7 @@ use crate::target::{Target, parse_target};
 /// Exit code when the server denies the credential request.
 pub const EXIT_DENIED: u8 = 3;
 
-/// Why a credential could not be obtained.
+/// A failure to obtain a credential, including a denial by the server.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// The server denied the request (401 or 403). Only the failing step and the request id are
@@ -45,7 +45,7 @@ pub struct CredentialArgs {
     pub command: CredentialCommand,
 
     #[command(flatten)]
-    pub client: ClientOptions,
+    pub server: ServerOptions,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -95,14 +95,14 @@ pub async fn run(args: CredentialArgs) -> anyhow::Result<ExitCode> {
     let result = match &get.oidc_token_file {
         Some(path) => {
             let token = read_token_file(path)?;
-            let client = args.client.client_with_token(Some(token))?;
+            let client = args.server.client_with_token(Some(token))?;
             client.post(&["v1", "credentials"], Some(&body)).await
         }
         None => {
             let socket = get
                 .socket
                 .clone()
-                .unwrap_or_else(|| args.client.data_dir.join("workload.sock"));
+                .unwrap_or_else(|| args.server.data_dir.join("workload.sock"));
             unix_socket::post_json(&socket, "/v1/credentials", &body)
                 .await?
                 .into_json()

@@ -48,7 +48,8 @@ pub struct RotateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct KeyArgs {
-    /// Key id (`kid`).
+    /// Key id (`kid`). It may start with `-`, as base64url key ids can.
+    #[arg(allow_hyphen_values = true)]
     pub kid: String,
 
     /// Output format.

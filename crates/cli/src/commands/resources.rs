@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use mayfly_domain::resources::ResourceKind;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_yaml_ng::{Mapping, Value as YamlValue};
 
 use crate::connection::ClientOptions;
 use crate::output::{self, OutputFormat, Table, array_field, field_text, time_text};
 
-/// Why a resource kind was rejected.
+/// An invalid resource kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KindError {
     /// The text names no resource kind.
@@ -72,7 +73,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
     match args.output {
         OutputFormat::Json => output::print_json(&response)?,
-        OutputFormat::Yaml => output::print_yaml(&config_file_form(kind, &items))?,
+        OutputFormat::Yaml => output::print_yaml(&config_file_form(kind, &items)?)?,
         OutputFormat::Table if items.is_empty() => {
             eprintln!("no {} found", kind.path_name().replace('-', " "));
         }
@@ -98,32 +99,54 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or(&args.name);
-    println!(
+    output::print_text(&format!(
         "deleted {} {:?}",
         output::clean_text(kind),
         output::clean_text(name)
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Turns API resources into a configuration file with one list, dropping the fields that the
-/// server adds (`created_at`, `updated_at`, `enabled`), since `mayfly apply` rejects them.
-pub fn config_file_form(kind: ResourceKind, items: &[Value]) -> Value {
-    let resources: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let mut item = item.clone();
-            if let Some(object) = item.as_object_mut() {
-                for server_field in ["created_at", "updated_at", "enabled"] {
-                    object.remove(server_field);
-                }
+/// Turns API resources into a configuration file with one list, the form `mayfly apply -f`
+/// reads. The fields that the server adds (`created_at`, `updated_at`, `enabled`) are dropped
+/// because the file format rejects them, and `name` and `kind` come first in each resource.
+pub fn config_file_form(
+    kind: ResourceKind,
+    items: &[Value],
+) -> Result<YamlValue, serde_yaml_ng::Error> {
+    const LEADING_FIELDS: [&str; 2] = ["name", "kind"];
+    const SERVER_FIELDS: [&str; 3] = ["created_at", "updated_at", "enabled"];
+
+    let mut resources = Vec::new();
+    for item in items {
+        let Some(object) = item.as_object() else {
+            resources.push(serde_yaml_ng::to_value(item)?);
+            continue;
+        };
+        let mut resource = Mapping::new();
+        for key in LEADING_FIELDS {
+            if let Some(value) = object.get(key) {
+                resource.insert(YamlValue::from(key), serde_yaml_ng::to_value(value)?);
             }
-            item
-        })
-        .collect();
-    let mut file = Map::new();
-    file.insert(kind.file_key().to_string(), Value::Array(resources));
-    Value::Object(file)
+        }
+        for (key, value) in object {
+            if LEADING_FIELDS.contains(&key.as_str()) || SERVER_FIELDS.contains(&key.as_str()) {
+                continue;
+            }
+            resource.insert(
+                YamlValue::from(key.as_str()),
+                serde_yaml_ng::to_value(value)?,
+            );
+        }
+        resources.push(YamlValue::Mapping(resource));
+    }
+
+    let mut file = Mapping::new();
+    file.insert(
+        YamlValue::from(kind.file_key()),
+        YamlValue::Sequence(resources),
+    );
+    Ok(YamlValue::Mapping(file))
 }
 
 /// Builds the table of resources of one kind, with a summary column chosen per kind.
@@ -202,10 +225,7 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
 fn client_spiffe_id(item: &Value) -> String {
     match item.get("spiffe_id").and_then(Value::as_str) {
         Some(id) => id.to_string(),
-        None => format!(
-            "(default: spiffe://<trust domain>/{})",
-            field_text(item, "name")
-        ),
+        None => "(default)".to_string(),
     }
 }
 

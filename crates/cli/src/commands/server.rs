@@ -8,7 +8,7 @@ use mayfly_server::settings::{DEV_TRUST_DOMAIN, LogFormat, Settings, SettingsErr
 
 use crate::logging;
 
-/// Why the server settings were rejected.
+/// Invalid server settings, or neither `--dev` nor `--config`.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerCommandError {
     /// Neither `--dev` nor `--config` was given.

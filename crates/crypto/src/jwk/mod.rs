@@ -113,11 +113,9 @@ fn parse_entry(entry: &Value) -> Result<VerifyingKey, JwkError> {
     }
     check_key_ops(entry)?;
 
-    let jwk: Jwk =
-        serde_json::from_value(entry.clone()).map_err(|error| JwkError::InvalidMember {
-            member: "(structure)",
-            reason: error.to_string(),
-        })?;
+    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|error| JwkError::Malformed {
+        reason: error.to_string(),
+    })?;
     VerifyingKey::from_jwk(&jwk)
 }
 
@@ -223,7 +221,7 @@ mod tests {
         assert!(skipped[0].contains("\"hmac\""), "{}", skipped[0]);
         assert!(skipped[0].contains("kty"), "{}", skipped[0]);
         assert!(skipped[2].contains("crv"), "{}", skipped[2]);
-        assert!(skipped[3].contains("y"), "{}", skipped[3]);
+        assert!(skipped[3].contains("missing member y"), "{}", skipped[3]);
     }
 
     #[test]
@@ -265,6 +263,17 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].jwk().x.as_deref(), first["x"].as_str());
         assert!(skipped[0].contains("same kid"), "{}", skipped[0]);
+    }
+
+    #[test]
+    fn parse_jwk_set_skips_mistyped_members() {
+        let mut numeric_kid = ec_jwk("k");
+        numeric_kid["kid"] = json!(5);
+
+        let (keys, skipped) = parse_jwk_set(&json!({"keys": [numeric_kid]}));
+
+        assert!(keys.is_empty());
+        assert!(skipped[0].contains("malformed"), "{}", skipped[0]);
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub enum JwkError {
     /// The key set entry is not a JSON object.
     #[error("key is not a JSON object")]
     NotAnObject,
+    /// A member has the wrong JSON type, such as a number for `kid`.
+    #[error("key is malformed: {reason}")]
+    Malformed {
+        /// serde_json's description of the problem.
+        reason: String,
+    },
     /// `key_ops` is present and does not include `verify`.
     #[error("key_ops does not allow verify")]
     KeyOperations,

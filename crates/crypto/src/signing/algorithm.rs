@@ -10,7 +10,7 @@ use super::SigningError;
 use crate::jws::{JwsAlgorithm, quote_untrusted};
 
 /// Algorithms Mayfly signs with. ES256 is the default because it is fast and every JWT-SVID
-/// client supports it; RSA signing is roughly 40 times slower, so RS256 and PS256 are opt-in.
+/// client supports it. RSA signing is much slower, so RS256 and PS256 are opt-in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Algorithm {
     /// ECDSA on P-256 with SHA-256.

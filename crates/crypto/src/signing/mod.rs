@@ -94,15 +94,13 @@ pub enum SigningError {
         /// The key's id.
         kid: String,
     },
-    /// The random number generator failed while generating a key id.
-    #[error(transparent)]
-    Random(#[from] RandomError),
 }
 
 /// A private signing key with its key id, algorithm and cached aws-lc-rs key pair.
 ///
-/// The private key lives in memory owned by aws-lc, which clears it when the key pair is freed.
-/// `Debug` prints only the key id and algorithm.
+/// The private key lives in memory owned by aws-lc, whose `OPENSSL_free` zeroes memory before
+/// releasing it (aws-lc-sys 0.47), so the key is cleared when the key pair is dropped. `Debug`
+/// prints only the key id and algorithm.
 pub struct SigningKey {
     kid: String,
     algorithm: Algorithm,
@@ -133,7 +131,8 @@ struct Header<'a> {
 
 impl SigningKey {
     /// Generates a new key pair: P-256 or P-384 for ES256 and ES384, 2048-bit RSA for RS256
-    /// and PS256. RSA generation takes from tens of milliseconds to over a second.
+    /// and PS256. RSA generation searches for random primes and is much slower than EC
+    /// generation, so keep it off the request path.
     pub fn generate(alg: Algorithm, kid: impl Into<String>) -> Result<SigningKey, SigningError> {
         let kid = checked_kid(kid.into())?;
 

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::Path;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use mayfly_crypto::signing::Algorithm;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,7 +12,7 @@ use super::AppState;
 use crate::auth::Admin;
 use crate::clock;
 use crate::keys::KeyError;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, bytes_rejection};
 
 fn map_error(error: KeyError) -> ApiError {
     match error {
@@ -38,8 +39,9 @@ pub struct RotateBody {
     algorithm: Option<String>,
 }
 
-pub async fn rotate(state: AppState, admin: Admin, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn rotate(state: AppState, admin: Admin, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
     admin.require_write()?;
+    let body = body.map_err(|rejection| bytes_rejection(rejection, state.settings.max_body_bytes))?;
     let body: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
         RotateBody::default()
     } else {

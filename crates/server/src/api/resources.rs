@@ -73,13 +73,34 @@ pub async fn put(
     for field in ["created_at", "updated_at", "enabled"] {
         map.remove(field);
     }
-    let resource = Resource::from_json(kind, body).map_err(|error| ApiError::bad_request(format!("invalid {kind} {name:?}: {error}")))?;
+    let resource = parse_resource(kind, body).map_err(|error| ApiError::bad_request(format!("invalid {kind} {name:?}: {error}")))?;
     let changes = commit_changes(&state, &admin.actor(), Request { puts: vec![resource], ..Request::default() }).await?;
     let record = state.store.get_resource(kind.as_str(), &name).await.map_err(|e| ApiError::from_store(e, "get"))?;
     Ok(Json(json!({
         "change": changes.first().map(|change| change.action),
         "resource": record.map(|record| render(&record, kind)),
     })))
+}
+
+/// Parses a resource body like [`Resource::from_json`], but an error starts with the path of the
+/// field at fault (such as `spiffe_id` or `identities[0].match`), as apply's errors do.
+/// NOTE: inside internally tagged kinds (trust and credential providers, access conditions)
+/// serde buffers the fields, so the path stops at the resource there.
+fn parse_resource(kind: ResourceKind, body: Value) -> Result<Resource, String> {
+    fn parse<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
+        serde_path_to_error::deserialize(body).map_err(|error| {
+            let path = error.path().to_string();
+            if path == "." { error.into_inner().to_string() } else { format!("{path}: {}", error.into_inner()) }
+        })
+    }
+    Ok(match kind {
+        ResourceKind::TrustProvider => Resource::TrustProvider(parse(body)?),
+        ResourceKind::ClientWorkload => Resource::ClientWorkload(parse(body)?),
+        ResourceKind::ServerWorkload => Resource::ServerWorkload(parse(body)?),
+        ResourceKind::CredentialProvider => Resource::CredentialProvider(parse(body)?),
+        ResourceKind::AccessCondition => Resource::AccessCondition(parse(body)?),
+        ResourceKind::AccessPolicy => Resource::AccessPolicy(parse(body)?),
+    })
 }
 
 pub async fn delete(state: AppState, admin: Admin, Path((kind, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {

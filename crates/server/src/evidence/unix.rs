@@ -43,10 +43,14 @@ pub enum UnixAttestationError {
     PidReused { pid: i32 },
 }
 
+/// Identifies one version of a file: device, inode, size, and modification time in seconds and
+/// nanoseconds.
+type FileVersion = (u64, u64, u64, i64, i64);
+
 /// Hashes executables, caching each hash by device, inode, size and modification time.
 pub struct ExecutableHasher {
     max_bytes: u64,
-    cache: Mutex<HashMap<(u64, u64, u64, i64, i64), Option<String>>>,
+    cache: Mutex<HashMap<FileVersion, Option<String>>>,
 }
 
 impl ExecutableHasher {

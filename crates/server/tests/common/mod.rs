@@ -39,8 +39,16 @@ impl TestServer {
         };
         adjust(&mut settings);
         let server = mayfly_server::start(settings, None).await.expect("server starts");
-        let base = format!("http://{}", server.addr);
-        let admin_token = server.first_admin_token.clone().expect("first start creates an admin token");
+        let scheme = if server.state.settings.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", server.addr);
+        // A data directory that was used before keeps its first token in the token file.
+        let admin_token = match &server.first_admin_token {
+            Some(token) => token.clone(),
+            None => {
+                let path = server.state.settings.data_dir.join("admin-token");
+                std::fs::read_to_string(&path).expect("admin token file is readable").trim().to_string()
+            }
+        };
         TestServer { server: Some(server), dir, base, admin_token, http: reqwest::Client::new() }
     }
 
@@ -98,8 +106,22 @@ impl TestServer {
     }
 
     pub async fn try_apply(&self, yaml: &str, prune: bool) -> (u16, Value) {
+        self.apply_with(yaml, prune, false).await
+    }
+
+    /// Applies a YAML configuration with both apply options and returns status and JSON body.
+    pub async fn apply_with(&self, yaml: &str, prune: bool, dry_run: bool) -> (u16, Value) {
         let config = mayfly_domain::config_file::parse("test.yaml", yaml).expect("test configuration parses");
-        self.post("/v1/apply", json!({"config": config, "prune": prune})).await
+        self.post("/v1/apply", json!({"config": config, "prune": prune, "dry_run": dry_run})).await
+    }
+
+    /// Sends an admin request with the bootstrap token and returns the whole response.
+    pub async fn admin_reply(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request).await
     }
 
     /// Requests a credential over HTTP with a bearer evidence token.
@@ -126,6 +148,43 @@ impl TestServer {
         let (status, body) = self.get(&format!("/v1/audit/events?{query}")).await;
         assert_eq!(status, 200, "{body}");
         body["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A response with its headers, for checks beyond status and body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON, or as a JSON string when it is not JSON.
+    pub body: Value,
+}
+
+impl Reply {
+    /// Sends `request` and reads the whole response.
+    pub async fn from(request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request is sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, body }
+    }
+
+    /// Returns a header's value, or `None` when it is missing or not text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Asserts that the response is an RFC 9457 problem document with `status`.
+    pub fn assert_problem(&self, status: u16) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.body);
+        assert_eq!(self.body["status"], json!(status), "{}", self.body);
+    }
+
+    /// Returns the problem's `detail`, or an empty string.
+    pub fn detail(&self) -> &str {
+        self.body["detail"].as_str().unwrap_or_default()
     }
 }
 

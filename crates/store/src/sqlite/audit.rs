@@ -1,6 +1,6 @@
 //! The audit log: appending to the hash chain and reading events back.
 
-use mayfly_domain::audit::{AuditEvent, NewAuditEvent, chain_hash};
+use mayfly_domain::audit::{AuditEvent, NewAuditEvent, chain_hash_of_json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
@@ -41,15 +41,15 @@ pub(super) async fn append_in(
     let mut prev_hash: String = head.try_get("hash").map_err(db_error)?;
 
     let mut appended = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.len());
     for event in events {
         let (event, json) = canonical_form(event)?;
         seq = seq
             .checked_add(1)
             .ok_or_else(|| StoreError::Corrupt(format!("audit sequence {seq} overflows")))?;
-        let hash = chain_hash(&prev_hash, seq, &event);
+        let hash = chain_hash_of_json(&prev_hash, seq, &json);
 
-        insert_event(conn, seq, &event, &json, &prev_hash, &hash).await?;
-
+        rows.push(json);
         appended.push(AuditEvent {
             seq,
             event,
@@ -57,6 +57,12 @@ pub(super) async fn append_in(
             hash: hash.clone(),
         });
         prev_hash = hash;
+    }
+
+    // Many rows per statement: each statement is a round trip to the connection's worker
+    // thread, which would otherwise dominate the cost of a large group commit.
+    for (events, jsons) in appended.chunks(ROWS_PER_INSERT).zip(rows.chunks(ROWS_PER_INSERT)) {
+        insert_events(conn, events, jsons).await?;
     }
 
     sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -158,8 +164,13 @@ pub(super) async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, Sto
 /// for floating-point numbers in `detail`, which serde_json's default parser does not always
 /// read back to the same value.
 fn canonical_form(event: NewAuditEvent) -> Result<(NewAuditEvent, String), StoreError> {
-    let id = event.id.clone();
     let mut json = event.canonical_json();
+    // Strings, integers and booleans serialize the same after a round trip; only floats can
+    // change, so only events that hold one pay for the check.
+    if !event.has_float() {
+        return Ok((event, json));
+    }
+    let id = event.id.clone();
 
     // One round trip is normally a fixed point; a second absorbs one more rounding step.
     for _ in 0..2 {
@@ -181,38 +192,52 @@ fn canonical_form(event: NewAuditEvent) -> Result<(NewAuditEvent, String), Store
     })
 }
 
-async fn insert_event(
+/// Rows per INSERT statement: 10 parameters each keeps a statement far below SQLite's limit of
+/// 32,766 parameters.
+const ROWS_PER_INSERT: usize = 200;
+
+async fn insert_events(
     conn: &mut SqliteConnection,
-    seq: i64,
-    event: &NewAuditEvent,
-    json: &str,
-    prev_hash: &str,
-    hash: &str,
+    events: &[AuditEvent],
+    jsons: &[String],
 ) -> Result<(), StoreError> {
-    let inserted = sqlx::query(
+    let mut query = QueryBuilder::<Sqlite>::new(
         "INSERT INTO audit_events (seq, id, time_us, kind, outcome, server_workload, \
-         client_workload, event_json, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(seq)
-    .bind(&event.id)
-    .bind(to_micros(event.time))
-    .bind(event.kind.as_str())
-    .bind(event.outcome.map(|outcome| outcome.as_str()))
-    .bind(&event.server_workload)
-    .bind(&event.client_workload)
-    .bind(json)
-    .bind(prev_hash)
-    .bind(hash)
-    .execute(&mut *conn)
-    .await;
+         client_workload, event_json, prev_hash, hash) ",
+    );
+    query.push_values(events.iter().zip(jsons), |mut row, (stored, json)| {
+        let event = &stored.event;
+        row.push_bind(stored.seq)
+            .push_bind(event.id.clone())
+            .push_bind(to_micros(event.time))
+            .push_bind(event.kind.as_str())
+            .push_bind(event.outcome.map(|outcome| outcome.as_str()))
+            .push_bind(event.server_workload.clone())
+            .push_bind(event.client_workload.clone())
+            .push_bind(json.clone())
+            .push_bind(stored.prev_hash.clone())
+            .push_bind(stored.hash.clone());
+    });
+    let inserted = query.build().execute(&mut *conn).await;
 
     match inserted {
         Ok(_) => Ok(()),
-        Err(err) if is_unique_violation(&err) && id_exists(conn, &event.id).await? => {
-            Err(StoreError::DuplicateAuditEvent {
-                id: event.id.clone(),
-            })
+        Err(err) if is_unique_violation(&err) => {
+            for stored in events {
+                if id_exists(conn, &stored.event.id).await? {
+                    return Err(StoreError::DuplicateAuditEvent {
+                        id: stored.event.id.clone(),
+                    });
+                }
+            }
+            // The batch may repeat an id within itself, which the table also rejects.
+            let mut seen = std::collections::HashSet::new();
+            match events.iter().find(|stored| !seen.insert(stored.event.id.as_str())) {
+                Some(stored) => Err(StoreError::DuplicateAuditEvent {
+                    id: stored.event.id.clone(),
+                }),
+                None => Err(db_error(err)),
+            }
         }
         Err(err) => Err(db_error(err)),
     }

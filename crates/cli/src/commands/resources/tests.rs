@@ -45,10 +45,15 @@ fn yaml_form_of_api_resources_applies_again() {
                "created_at": "2026-12-04T10:00:00Z", "updated_at": "2026-12-04T11:00:00Z"}),
     ];
 
-    let file = config_file_form(ResourceKind::ServerWorkload, &items);
+    let file = config_file_form(ResourceKind::ServerWorkload, &items).unwrap();
     let yaml = serde_yaml_ng::to_string(&file).unwrap();
     let parsed = mayfly_domain::config_file::parse("get.yaml", &yaml);
 
+    assert!(
+        yaml.starts_with("server_workloads:\n- name: payments-api\n"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("enabled"), "{yaml}");
     assert!(parsed.is_ok(), "{parsed:?}\n{yaml}");
     let parsed = parsed.unwrap();
     assert_eq!(parsed.server_workloads.len(), 1);
