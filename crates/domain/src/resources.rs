@@ -144,7 +144,7 @@ impl<'de> Deserialize<'de> for MatchValue {
 // Trust providers
 
 /// A verifier of evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TrustProvider {
     /// OIDC or JWT tokens from an issuer: Kubernetes service accounts, CI systems, any OIDC issuer.
@@ -392,7 +392,7 @@ impl SigningAlgorithm {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CredentialProvider {
     /// A JWT-SVID signed by Mayfly.
@@ -451,7 +451,7 @@ impl CredentialProvider {
 // ---------------------------------------------------------------------------------------------
 // Access conditions
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AccessCondition {
     /// Weekdays and hours in an IANA time zone.
@@ -675,6 +675,72 @@ impl Resource {
             _ => Vec::new(),
         }
     }
+}
+
+// Kinds tagged by a `kind` field are read in two steps, the tag first and then the variant's own
+// struct, because serde's derived tagged enums buffer their content and so lose the path of the
+// field at fault: "allow[0]: invalid network" instead of only "invalid network".
+
+impl<'de> Deserialize<'de> for TrustProvider {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, body) = split_kind(deserializer, "trust provider", &["oidc", "unix"])?;
+        match kind.as_str() {
+            "oidc" => parse_variant(body).map(TrustProvider::Oidc),
+            _ => parse_variant(body).map(TrustProvider::Unix),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialProvider {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (_, body) = split_kind(deserializer, "credential provider", &["jwt_svid"])?;
+        parse_variant(body).map(CredentialProvider::JwtSvid)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessCondition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, body) = split_kind(deserializer, "access condition", &["time_window", "source_ip"])?;
+        match kind.as_str() {
+            "time_window" => parse_variant(body).map(AccessCondition::TimeWindow),
+            _ => parse_variant(body).map(AccessCondition::SourceIp),
+        }
+    }
+}
+
+/// Reads a resource as a JSON object and takes out its `kind`, which must be one of `kinds`.
+fn split_kind<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    what: &str,
+    kinds: &[&str],
+) -> Result<(String, serde_json::Value), D::Error> {
+    let mut value = serde_json::Value::deserialize(deserializer)?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(serde::de::Error::custom(format!("a {what} must be a mapping of fields")));
+    };
+    let kind = match object.remove("kind") {
+        Some(serde_json::Value::String(kind)) => kind,
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!("kind: expected one of {kinds:?}, found {other}")));
+        }
+        None => return Err(serde::de::Error::custom(format!("kind: missing; a {what} needs one of {kinds:?}"))),
+    };
+    if !kinds.contains(&kind.as_str()) {
+        return Err(serde::de::Error::custom(format!("kind: unknown {what} kind {kind:?}, expected one of {kinds:?}")));
+    }
+    Ok((kind, value))
+}
+
+/// Deserializes a variant's struct, prefixing errors with the path of the field at fault.
+fn parse_variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(body: serde_json::Value) -> Result<T, E> {
+    serde_path_to_error::deserialize(body).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            E::custom(error.into_inner())
+        } else {
+            E::custom(format!("{path}: {}", error.into_inner()))
+        }
+    })
 }
 
 fn is_false(value: &bool) -> bool {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::clock;
 use crate::evidence::unix::{self, PeerAtAccept};
 use crate::problem::ApiError;
-use crate::state::{AppState, signing_algorithm};
+use crate::state::{AppState, ConfigSnapshot, signing_algorithm};
 
 /// The body of a credential request.
 #[derive(Debug, Deserialize)]
@@ -83,7 +83,7 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
     detail.insert("transport".into(), json!(call.transport));
     detail.insert("target".into(), json!(target.to_string()));
 
-    let attestations = match collect_evidence(state, config, &call.evidence, now, &mut detail).await {
+    let attestations = match collect_evidence(state, &snapshot, &call.evidence, now, &mut detail).await {
         Ok(attestations) => attestations,
         Err(reason) => {
             let denial = Denial::new(Step::Evidence, reason);
@@ -181,7 +181,7 @@ fn parse_target(request: CredentialRequest) -> Result<Target, ApiError> {
 
 async fn collect_evidence(
     state: &AppState,
-    config: &mayfly_domain::config::Config,
+    snapshot: &ConfigSnapshot,
     evidence: &Evidence,
     now: Timestamp,
     detail: &mut Map<String, Value>,
@@ -192,15 +192,15 @@ async fn collect_evidence(
         }
         Evidence::Bearer(token) => {
             let now_seconds = now.as_second();
-            if let Some(attestations) = state.evidence_cache.get(token, now_seconds) {
+            if let Some(attestations) = state.evidence_cache.get(token, now_seconds, snapshot.version) {
                 detail.insert("evidence".into(), evidence_summary(&attestations, true));
                 return Ok(attestations);
             }
-            let outcome = state.oidc.verify(config, token, now_seconds).await;
+            let outcome = state.oidc.verify(&snapshot.config, token, now_seconds).await;
             if outcome.attestations.is_empty() {
                 return Err(outcome.rejections.join("; "));
             }
-            state.evidence_cache.insert(token, outcome.attestations.clone(), outcome.expires_at, now_seconds);
+            state.evidence_cache.insert(token, outcome.attestations.clone(), outcome.expires_at, now_seconds, snapshot.version);
             detail.insert("evidence".into(), evidence_summary(&outcome.attestations, false));
             Ok(outcome.attestations)
         }
@@ -214,7 +214,7 @@ async fn collect_evidence(
             .map_err(|error| format!("unix attestation failed: {error}"))?
             .map_err(|error| error.to_string())?;
             detail.insert("evidence".into(), json!({"kind": "unix", "attributes": attributes}));
-            let attestations = unix::attestations(config, &attributes);
+            let attestations = unix::attestations(&snapshot.config, &attributes);
             if attestations.is_empty() {
                 return Err("no unix trust provider is configured, so processes on the workload socket cannot be attested".to_string());
             }

@@ -46,6 +46,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/{kind}", get(resources::list))
         .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))
         .fallback(public::not_found)
+        .layer(middleware::from_fn(plain_errors_as_problems))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -58,6 +59,7 @@ pub fn workload_router(state: SharedState) -> Router {
         .route("/healthz", get(public::healthz))
         .route("/v1/credentials", post(public::credentials_unix))
         .fallback(public::not_found)
+        .layer(middleware::from_fn(plain_errors_as_problems))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -75,6 +77,38 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Turns the plain-text error responses that axum's extractors and router produce (an undecodable
+/// path parameter, a wrong method, a bad query string) into problem documents like every other
+/// error of the API.
+async fn plain_errors_as_problems(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(crate::problem::PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let problem = serde_json::json!({
+        "type": "urn:mayfly:problem:invalid-request",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut rebuilt = Response::from_parts(parts, axum::body::Body::from(problem.to_string()));
+    rebuilt.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(crate::problem::PROBLEM_JSON));
+    rebuilt.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    rebuilt
 }
 
 /// Returns the client address, believing `X-Forwarded-For` only from trusted proxies.

@@ -1,7 +1,8 @@
 //! A cache of verified evidence tokens, keyed by the SHA-256 of the token, so a workload that
 //! presents the same token again is not verified again until the token expires. Entries belong
-//! to one generation of the trust provider configuration and the whole cache is emptied when a
-//! trust provider changes.
+//! to the configuration version they were verified under, and are served only under that version,
+//! so a verification that was still running while a trust provider changed cannot put its token
+//! back for later requests. The whole cache is also emptied when a trust provider changes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ const MAX_ENTRIES: usize = 10_000;
 struct Entry {
     attestations: Vec<Attestation>,
     expires_at: i64,
+    version: i64,
 }
 
 /// Verified tokens and what they attested.
@@ -30,16 +32,18 @@ impl Default for EvidenceCache {
 }
 
 impl EvidenceCache {
-    /// Returns the attestations of a token verified before and not yet expired at `now`.
-    pub fn get(&self, token: &str, now: i64) -> Option<Vec<Attestation>> {
+    /// Returns the attestations of a token verified under configuration `version` and not yet
+    /// expired at `now`.
+    pub fn get(&self, token: &str, now: i64, version: i64) -> Option<Vec<Attestation>> {
         let key = digest(token);
         let entries = self.entries.lock().ok()?;
         let entry = entries.get(&key)?;
-        (entry.expires_at > now).then(|| entry.attestations.clone())
+        (entry.expires_at > now && entry.version == version).then(|| entry.attestations.clone())
     }
 
-    /// Remembers a verified token until `expires_at` (Unix seconds).
-    pub fn insert(&self, token: &str, attestations: Vec<Attestation>, expires_at: i64, now: i64) {
+    /// Remembers a token verified under configuration `version` until `expires_at` (Unix
+    /// seconds).
+    pub fn insert(&self, token: &str, attestations: Vec<Attestation>, expires_at: i64, now: i64, version: i64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -49,7 +53,7 @@ impl EvidenceCache {
                 entries.clear();
             }
         }
-        entries.insert(digest(token), Entry { attestations, expires_at });
+        entries.insert(digest(token), Entry { attestations, expires_at, version });
     }
 
     /// Forgets every token; called when trust providers change.
