@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 /// The `prev_hash` of the very first event of a chain: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// What an audit event records.
+/// The kind of fact an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
@@ -76,14 +76,14 @@ impl Outcome {
 
 /// An audit event before the store gives it a sequence number and a place in the chain.
 ///
-/// The fields are declared in alphabetical order so that serializing the struct directly yields
-/// the canonical form (sorted keys) without building a `serde_json::Value` first; a test guards
-/// that both forms agree.
+/// The fields are declared in alphabetical order, so serializing the struct directly yields the
+/// canonical form (sorted keys) without building a `serde_json::Value` first. A test checks that
+/// both forms agree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewAuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_workload: Option<String>,
-    /// Everything else the event records; its shape depends on `kind`. Never holds a secret.
+    /// Everything else the event records; its shape depends on `kind`. Never contains a secret.
     pub detail: serde_json::Value,
     /// Unique event id (a UUID), kept when the event is shipped again so receivers can drop
     /// duplicates.
@@ -120,7 +120,7 @@ impl NewAuditEvent {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Reports whether `detail` holds a floating-point number anywhere. Such numbers may not
+    /// Reports whether `detail` contains a floating-point number anywhere. Such numbers may not
     /// survive a parse and re-serialize unchanged, so stores check their round trip.
     pub fn has_float(&self) -> bool {
         fn walk(value: &serde_json::Value) -> bool {

@@ -9,7 +9,7 @@ use jiff::tz::TimeZone;
 use crate::error::FieldError;
 use crate::resources::{AccessCondition, SourceIpCondition, TimeWindowCondition, Weekday};
 
-/// What a request looks like to an access condition.
+/// The request attributes that access conditions read.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestContext {
     pub now: Timestamp,

@@ -69,7 +69,7 @@ pub struct CredentialResponse {
     pub request_id: String,
 }
 
-/// Runs the whole credential flow and writes its audit event before answering.
+/// Runs the whole credential flow and writes its audit event before the response.
 pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
     let started = Instant::now();
     let now = clock::now();

@@ -52,7 +52,7 @@ pub fn tls_acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ListenError> 
         .and_then(|iter| iter.collect())
         .map_err(|error| ListenError::Tls(format!("reading certificates from {}: {error}", settings.cert_file.display())))?;
     if certs.is_empty() {
-        return Err(ListenError::Tls(format!("{} holds no certificate", settings.cert_file.display())));
+        return Err(ListenError::Tls(format!("{} contains no certificate", settings.cert_file.display())));
     }
     let key = PrivateKeyDer::from_pem_file(&settings.key_file)
         .map_err(|error| ListenError::Tls(format!("reading the private key from {}: {error}", settings.key_file.display())))?;

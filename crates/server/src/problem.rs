@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// Content type of problem documents.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error answered to an API client.
+/// An error returned to an API client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request body or a parameter is malformed or fails validation.

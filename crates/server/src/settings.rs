@@ -159,7 +159,7 @@ impl Settings {
     }
 
     /// The issuer URL: the configured one without a trailing `/`, or one derived from the listen
-    /// address (`localhost` stands in for an unspecified address).
+    /// address (`localhost` replaces an unspecified address).
     pub fn issuer_url(&self) -> String {
         if let Some(issuer) = &self.issuer {
             return issuer.trim_end_matches('/').to_string();

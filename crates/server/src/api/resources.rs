@@ -83,9 +83,8 @@ pub async fn put(
 }
 
 /// Parses a resource body like [`Resource::from_json`], but an error starts with the path of the
-/// field at fault (such as `spiffe_id` or `identities[0].match`), as apply's errors do.
-/// NOTE: inside internally tagged kinds (trust and credential providers, access conditions)
-/// serde buffers the fields, so the path stops at the resource there.
+/// field at fault (such as `spiffe_id` or `identities[0].match`), as apply's errors do. Tagged
+/// kinds (trust and credential providers, access conditions) add the path of their own fields.
 fn parse_resource(kind: ResourceKind, body: Value) -> Result<Resource, String> {
     fn parse<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
         serde_path_to_error::deserialize(body).map_err(|error| {

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use mayfly_domain::decide::Attestation;
 use sha2::{Digest, Sha256};
 
-/// What the kernel says about the peer at accept time.
+/// The peer as the kernel reported it when the connection was accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAtAccept {
     pub pid: Option<i32>,
