@@ -143,11 +143,14 @@ pub fn parse(file: &str, text: &str) -> Result<ConfigFile, FileError> {
     let parsed: ConfigFile = if text.trim().is_empty() {
         ConfigFile::default()
     } else {
-        serde_yaml_ng::from_str(text).map_err(|error| FileError {
-            file: file.to_string(),
-            line: error.location().map(|location| location.line()),
-            resource: None,
-            message: error.to_string(),
+        serde_yaml_ng::from_str(text).map_err(|error| {
+            let line = error.location().map(|location| location.line());
+            let mut message = error.to_string();
+            // The line already leads the rendered error, so drop the parser's own suffix.
+            if let Some(index) = message.rfind(" at line ") {
+                message.truncate(index);
+            }
+            FileError { file: file.to_string(), line, resource: None, message }
         })?
     };
     validate_resources(file, Some(text), &parsed.clone().into_resources())?;

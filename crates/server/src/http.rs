@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,8 +72,17 @@ pub fn tls_acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ListenError> 
 /// (callers are identified by attestation, not by file permissions).
 pub fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
     let bind_error = |source| ListenError::Bind { address: path.display().to_string(), source };
-    if path.exists() {
-        std::fs::remove_file(path).map_err(bind_error)?;
+    // Only a socket left behind by a stopped server is removed; any other file at the path is
+    // kept and the start fails, so a mistyped setting never deletes data.
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_socket() => std::fs::remove_file(path).map_err(bind_error)?,
+        Ok(_) => {
+            return Err(bind_error(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way; move it or choose another workload_socket path",
+            )));
+        }
+        Err(_) => {}
     }
     let listener = UnixListener::bind(path).map_err(bind_error)?;
     use std::os::unix::fs::PermissionsExt;

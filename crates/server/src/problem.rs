@@ -58,7 +58,9 @@ impl ApiError {
     pub fn from_store(error: StoreError, request_id: &str) -> ApiError {
         match error {
             StoreError::NotFound { kind, name } => ApiError::NotFound { kind, name },
-            StoreError::ReferencedBy { kind, name, referrers } => {
+            StoreError::ReferencedBy { kind, name, mut referrers } => {
+                referrers.sort();
+                referrers.dedup();
                 let list: Vec<String> = referrers.iter().map(|r| format!("{} {:?}", r.kind, r.name)).collect();
                 ApiError::Conflict {
                     detail: format!("{kind} {name:?} is referenced by {}; change or delete those first", list.join(", ")),

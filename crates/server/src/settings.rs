@@ -40,6 +40,9 @@ pub struct Settings {
     /// Trust domain of the SPIFFE IDs this server issues.
     pub trust_domain: Option<String>,
     /// Dev mode: generate a key-encryption key in the data directory when none is configured.
+    /// Set only by the `--dev` flag, never by a settings file, so a production file cannot
+    /// switch it on by accident.
+    #[serde(skip)]
     pub dev: bool,
     /// TLS for the API listener.
     pub tls: Option<TlsSettings>,

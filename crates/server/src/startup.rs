@@ -46,6 +46,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+    /// Open lock file; the kernel releases the lock when it is closed.
+    _data_dir_lock: std::fs::File,
 }
 
 impl RunningServer {
@@ -97,6 +99,7 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     settings.validate()?;
     let trust_domain = trust_domain(&settings)?;
     create_private_dir(&settings.data_dir)?;
+    let data_dir_lock = lock_data_dir(&settings.data_dir)?;
 
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&settings.data_dir.join(DATABASE_FILE))
@@ -145,7 +148,16 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
         data_dir = %settings.data_dir.display(),
         "mayfly server ready"
     );
-    Ok(RunningServer { addr: settings.listen, socket_path, first_admin_token, state, shutdown, listeners, background })
+    Ok(RunningServer {
+        addr: settings.listen,
+        socket_path,
+        first_admin_token,
+        state,
+        shutdown,
+        listeners,
+        background,
+        _data_dir_lock: data_dir_lock,
+    })
 }
 
 fn trust_domain(settings: &Settings) -> anyhow::Result<TrustDomain> {
@@ -155,6 +167,27 @@ fn trust_domain(settings: &Settings) -> anyhow::Result<TrustDomain> {
         (None, false) => bail!("trust_domain is not set: pass --trust-domain or set trust_domain in the settings file"),
     };
     TrustDomain::parse(&name).with_context(|| "invalid trust_domain setting")
+}
+
+/// Takes an exclusive lock on `<data_dir>/lock`, so a second server cannot open the same database
+/// and replace the first one's workload socket.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(error) if error == rustix::io::Errno::WOULDBLOCK => bail!(
+            "the data directory {} is in use by another mayfly server; stop it or choose another --data-dir",
+            data_dir.display()
+        ),
+        Err(error) => Err(anyhow::anyhow!("locking {} failed: {error}", path.display())),
+    }
 }
 
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {

@@ -88,8 +88,9 @@ fn unknown_tls_key_is_rejected_by_name() {
 async fn audit_retention_out_of_range_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for days in [0, 366] {
-        let path = write_file(dir.path(), "mayfly.toml", &format!("dev = true\naudit_retention_days = {days}\n"));
+        let path = write_file(dir.path(), "mayfly.toml", &format!("audit_retention_days = {days}\n"));
         let mut settings = Settings::from_file(&path).unwrap();
+        settings.dev = true;
 
         let message = settings.validate().err().unwrap().to_string();
 
@@ -331,4 +332,44 @@ async fn shutdown_writes_final_checkpoint() {
     assert_eq!(checkpoint.head_hash, head_hash);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the API still accepts connections");
     assert!(!socket.exists(), "the workload socket file is left behind");
+}
+
+#[test]
+fn settings_file_cannot_turn_on_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "mayfly.toml", "dev = true\n");
+    let error = Settings::from_file(&path).unwrap_err().to_string();
+    assert!(error.contains("dev"), "{error}");
+}
+
+#[tokio::test]
+async fn second_server_on_same_data_dir_is_refused() {
+    let first = TestServer::start().await;
+    let settings = Settings {
+        dev: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: first.data_dir(),
+        ..Settings::default()
+    };
+    let error = start_error(settings).await;
+    assert!(error.contains("in use by another mayfly server"), "{error}");
+
+    let (status, _) = first.credential_over_socket(json!({"server_workload": "none"})).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn regular_file_at_socket_path_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = write_file(dir.path(), "precious.txt", "keep me\n");
+    let settings = Settings {
+        dev: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        workload_socket: Some(precious.clone()),
+        ..Settings::default()
+    };
+    let error = start_error(settings).await;
+    assert!(error.contains("not a socket"), "{error}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
 }
