@@ -101,7 +101,7 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    eprintln!("error: {}", output::clean_text(&error_chain(error)));
+    eprintln!("error: {}", output::clean_multiline_text(&error_chain(error)));
     ExitCode::FAILURE
 }
 

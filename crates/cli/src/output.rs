@@ -128,6 +128,14 @@ pub fn clean_text(text: &str) -> String {
         .collect()
 }
 
+/// Like [`clean_text`] but keeps line breaks, for multi-line messages such as a TOML parser's
+/// error with its excerpt of the file.
+pub fn clean_multiline_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
 /// Returns a field of a JSON object as display text: strings as they are, other values as JSON,
 /// and `-` when the field is missing or null.
 pub fn field_text(value: &Value, key: &str) -> String {

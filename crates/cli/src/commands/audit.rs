@@ -56,7 +56,7 @@ pub struct ListArgs {
     pub until: Option<String>,
 
     /// Maximum number of events in one page.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
 
     /// Continue after the previous page, with the cursor it printed.
