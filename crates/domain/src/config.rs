@@ -29,6 +29,10 @@ pub enum ConfigError {
     /// Two client workloads share a SPIFFE ID.
     #[error("client_workload {name:?}: spiffe_id {spiffe_id} is already used by client_workload {other:?}")]
     DuplicateSpiffeId { name: String, other: String, spiffe_id: String },
+    /// A client workload's SPIFFE ID lies in another trust domain, which this server does not
+    /// issue identities for.
+    #[error("client_workload {name:?}: spiffe_id {spiffe_id} is outside the trust domain {trust_domain}; use spiffe://{trust_domain}/...")]
+    ForeignSpiffeId { name: String, spiffe_id: String, trust_domain: String },
     /// A unix identity rule uses an attribute that unix attestation does not provide.
     #[error("client_workload {name:?}: identities[{index}].match has attribute {attribute:?}, which trust provider {trust_provider:?} (unix) does not attest; use uid, gid, pid, path or sha256")]
     UnknownUnixAttribute { name: String, index: usize, attribute: String, trust_provider: String },
@@ -248,6 +252,15 @@ impl Config {
 
         let mut spiffe_ids: BTreeMap<String, &str> = BTreeMap::new();
         for client in self.client_workloads.values() {
+            if let Some(id) = &client.spiffe_id
+                && id.trust_domain() != trust_domain.as_str()
+            {
+                errors.push(ConfigError::ForeignSpiffeId {
+                    name: client.name.clone(),
+                    spiffe_id: id.to_string(),
+                    trust_domain: trust_domain.to_string(),
+                });
+            }
             let spiffe_id = self.spiffe_id_of(client, trust_domain);
             if let Some(other) = spiffe_ids.insert(spiffe_id.clone(), &client.name) {
                 errors.push(ConfigError::DuplicateSpiffeId {

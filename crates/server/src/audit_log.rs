@@ -24,6 +24,8 @@ use crate::keys::KeyRing;
 const MAX_BATCH: usize = 512;
 /// Requests that may wait for the writer before new ones are turned away.
 const QUEUE_DEPTH: usize = 8192;
+/// Events read per page while verifying the chain.
+const VERIFY_PAGE_SIZE: u32 = 1000;
 
 /// Why an audit write failed. The credential that depended on it is not released.
 #[derive(Debug, thiserror::Error)]
@@ -234,12 +236,29 @@ pub async fn verify(store: &dyn Store, keys: &KeyRing) -> Result<VerifyReport, S
 
     let mut previous: Option<(i64, String)> = None;
     let mut next_seq = 0;
+    let mut page_size = VERIFY_PAGE_SIZE;
     loop {
-        let page = store.audit_range(next_seq, 1000).await?;
-        let Some(last) = page.last() else {
+        let page = match store.audit_range(next_seq, page_size).await {
+            Ok(page) => page,
+            // A row that does not decode fails its whole page: read one event at a time to
+            // reach it, then report it and stop, because the chain cannot be followed past it.
+            Err(StoreError::Corrupt(_)) if page_size > 1 => {
+                page_size = 1;
+                continue;
+            }
+            Err(StoreError::Corrupt(reason)) => {
+                let seq = previous.as_ref().map_or(1, |(seq, _)| seq.saturating_add(1));
+                report.problems.push(Problem {
+                    seq,
+                    problem: format!("the stored event after event {} cannot be read, so verification stopped there: {reason}", seq - 1),
+                });
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        let Some(last_seq) = page.last().map(|event| event.seq) else {
             break;
         };
-        next_seq = last.seq + 1;
         for event in &page {
             check_event(event, previous.as_ref(), &valid_checkpoints, &mut report);
             report.events_checked += 1;
@@ -247,6 +266,11 @@ pub async fn verify(store: &dyn Store, keys: &KeyRing) -> Result<VerifyReport, S
             report.last_seq = Some(event.seq);
             previous = Some((event.seq, event.hash.clone()));
         }
+        // A crafted row at the largest sequence number ends the chain instead of wrapping.
+        let Some(following) = last_seq.checked_add(1) else {
+            break;
+        };
+        next_seq = following;
     }
 
     for checkpoint in &valid_checkpoints {

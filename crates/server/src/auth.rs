@@ -6,7 +6,6 @@ use axum::http::request::Parts;
 use mayfly_crypto::token::hash_token;
 use serde::{Deserialize, Serialize};
 
-use crate::clock;
 use crate::problem::ApiError;
 use crate::state::SharedState;
 
@@ -83,7 +82,7 @@ impl FromRequestParts<SharedState> for Admin {
             .store
             .find_active_admin_token_by_hash(&hash_token(token))
             .await
-            .map_err(|error| ApiError::from_store(error, &clock::new_request_id()))?;
+            .map_err(|error| ApiError::from_store(error, "admin token lookup"))?;
         let Some(record) = record.filter(|record| record.revoked_at.is_none()) else {
             return Err(ApiError::Unauthorized("the admin token is unknown or revoked".to_string()));
         };

@@ -61,9 +61,8 @@ pub struct Request {
 
 /// Validates and stores a configuration write; returns one entry per resource touched.
 pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> Result<Vec<Change>, ApiError> {
-    let request_id = clock::new_request_id();
     let _writer = state.admin_writes.lock().await;
-    state.reload_config().await.map_err(|error| ApiError::from_store(error, &request_id))?;
+    state.reload_config().await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
     let snapshot = state.config();
     let current = &snapshot.config;
     let now = clock::now();
@@ -157,7 +156,7 @@ pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> 
         if !referrers.is_empty() {
             let referrers = referrers.into_iter().map(|(kind, name)| ResourceRef::new(kind.as_str(), name)).collect();
             let error = StoreError::ReferencedBy { kind: kind.as_str().to_string(), name: name.clone(), referrers };
-            return Err(ApiError::from_store(error, &request_id));
+            return Err(ApiError::from_store(error, "configuration change"));
         }
     }
 
@@ -167,8 +166,11 @@ pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> 
     if request.dry_run || !change_set.changes_resources() {
         return Ok(changes);
     }
-    state.store.commit(change_set).await.map_err(|error| ApiError::from_store(error, &request_id))?;
-    state.reload_config().await.map_err(|error| ApiError::from_store(error, &request_id))?;
+    state.store.commit(change_set).await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
+    // Waits for the credential requests already decided on the previous configuration, so none
+    // of them is still deciding or writing its audit event after this change returns.
+    let _gate = state.issuance.write().await;
+    state.reload_config().await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
     Ok(changes)
 }
 

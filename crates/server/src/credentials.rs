@@ -74,8 +74,7 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
     let started = Instant::now();
     let now = clock::now();
     let target = parse_target(request)?;
-    let snapshot = state.config();
-    let config = &snapshot.config;
+    let evidence_snapshot = state.config();
 
     let mut detail = Map::new();
     detail.insert("request_id".into(), json!(call.request_id));
@@ -83,13 +82,25 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
     detail.insert("transport".into(), json!(call.transport));
     detail.insert("target".into(), json!(target.to_string()));
 
-    let attestations = match collect_evidence(state, &snapshot, &call.evidence, now, &mut detail).await {
+    let attestations = match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
         Ok(attestations) => attestations,
         Err(reason) => {
             let denial = Denial::new(Step::Evidence, reason);
             return deny(state, &call, now, denial, detail, started).await;
         }
     };
+
+    // Verifying evidence may wait on an issuer for seconds, so the decision reads the
+    // configuration in force after it. The issuance gate stays locked for reading until the audit
+    // event is written, so a configuration change (such as a disable) that has returned is seen by
+    // every decision made after it.
+    let _issuing = state.issuance.read().await;
+    let snapshot = state.config();
+    let config = &snapshot.config;
+    if snapshot.version != evidence_snapshot.version && config.trust_providers != evidence_snapshot.config.trust_providers {
+        let reason = "trust providers changed while the evidence was verified; send the request again".to_string();
+        return deny(state, &call, now, Denial::new(Step::Evidence, reason), detail, started).await;
+    }
 
     let input = DecisionInput {
         target: &target,
@@ -160,9 +171,26 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
     })
 }
 
+/// Maximum length of a requested server workload name, in bytes: resource names are DNS labels.
+const MAX_NAME_BYTES: usize = 63;
+/// Maximum length of a requested target host, in bytes, as for a DNS name.
+const MAX_HOST_BYTES: usize = 253;
+
+/// Reads the target of a request. Names and hosts longer than any resource can have are
+/// rejected here, before they would be copied into an audit event.
 fn parse_target(request: CredentialRequest) -> Result<Target, ApiError> {
     match (request.server_workload, request.target) {
+        (Some(name), None) if name.len() > MAX_NAME_BYTES => Err(ApiError::invalid(
+            "server_workload",
+            &shorten(&name),
+            &format!("is {} bytes, longer than the maximum of {MAX_NAME_BYTES}", name.len()),
+        )),
         (Some(name), None) if !name.is_empty() => Ok(Target::Name(name)),
+        (None, Some(target)) if target.host.len() > MAX_HOST_BYTES => Err(ApiError::invalid(
+            "target",
+            &shorten(&target.host),
+            &format!("host is {} bytes, longer than the maximum of {MAX_HOST_BYTES}", target.host.len()),
+        )),
         (None, Some(target)) if !target.host.is_empty() && target.port != 0 => {
             Ok(Target::HostPort { host: target.host, port: target.port })
         }
@@ -176,6 +204,14 @@ fn parse_target(request: CredentialRequest) -> Result<Target, ApiError> {
             "",
             "set exactly one of server_workload (a name) or target ({\"host\", \"port\"})",
         )),
+    }
+}
+
+/// Cuts an untrusted value to its first 64 characters for an error message.
+fn shorten(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_string(),
     }
 }
 

@@ -9,6 +9,16 @@ use mayfly_domain::decide::Step;
 use mayfly_store::StoreError;
 use serde_json::{Value, json};
 
+tokio::task_local! {
+    /// Id of the request being served, set by the API's request id middleware.
+    pub static CURRENT_REQUEST_ID: String;
+}
+
+/// Returns the id of the request being served, or a new one outside a request.
+pub fn current_request_id() -> String {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| crate::clock::new_request_id())
+}
+
 /// Content type of problem documents.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -54,8 +64,11 @@ impl ApiError {
         ApiError::Invalid { detail: detail.into(), field: None, value: None }
     }
 
-    /// Maps a store error, logging the detail of failures the client must not see.
-    pub fn from_store(error: StoreError, request_id: &str) -> ApiError {
+    /// Maps a store error, logging the detail of failures the client must not see. `context`
+    /// names the operation in the log; the request id is the one of the request being served.
+    pub fn from_store(error: StoreError, context: &str) -> ApiError {
+        let request_id = current_request_id();
+        let request_id = request_id.as_str();
         match error {
             StoreError::NotFound { kind, name } => ApiError::NotFound { kind, name },
             StoreError::ReferencedBy { kind, name, mut referrers } => {
@@ -76,7 +89,7 @@ impl ApiError {
                 ApiError::Conflict { detail: format!("{kind} {name:?} already exists"), referrers: Vec::new() }
             }
             other => {
-                tracing::error!(request_id, error = %other, "store operation failed");
+                tracing::error!(request_id, context, error = %other, "store operation failed");
                 ApiError::Unavailable { request_id: request_id.to_string() }
             }
         }

@@ -36,6 +36,11 @@ pub struct AppState {
     /// Serializes configuration writes made through this server, so each is validated against
     /// the configuration it will replace.
     pub admin_writes: tokio::sync::Mutex<()>,
+    /// Lock between credential decisions and configuration writes. A credential request locks it
+    /// for reading from its decision until its audit event is written, and a configuration write
+    /// locks it for writing while it puts its result in force. So once a write returns, no
+    /// decision made on the configuration before it is still running.
+    pub issuance: tokio::sync::RwLock<()>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     config: RwLock<Arc<ConfigSnapshot>>,
     ready: AtomicBool,
@@ -66,6 +71,7 @@ impl AppState {
             trust_domain,
             issuer,
             admin_writes: tokio::sync::Mutex::new(()),
+            issuance: tokio::sync::RwLock::new(()),
             metrics,
             config: RwLock::new(Arc::new(ConfigSnapshot { config: Config::default(), version: -1 })),
             ready: AtomicBool::new(false),

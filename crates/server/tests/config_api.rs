@@ -375,7 +375,7 @@ async fn deleting_referenced_trust_provider_is_conflict() {
     reply.assert_problem(409);
     assert_eq!(
         reply.body["referrers"],
-        json!([{"kind": "client_workload", "name": "billing"}, {"kind": "access_policy", "name": "billing-payments"}])
+        json!([{"kind": "access_policy", "name": "billing-payments"}, {"kind": "client_workload", "name": "billing"}])
     );
 }
 

@@ -74,7 +74,7 @@ pub async fn revoke(state: AppState, admin: Admin, Path(name): Path<String>) -> 
 /// Makes a new admin token and the record that stores only its hash.
 pub fn new_admin_token(name: &str, role: Role) -> Result<(AdminTokenRecord, mayfly_crypto::token::SecretString), ApiError> {
     let token = generate_token("mfy_admin_").map_err(|error| {
-        let request_id = clock::new_request_id();
+        let request_id = crate::problem::current_request_id();
         tracing::error!(request_id, error = %error, "generating an admin token failed");
         ApiError::Internal { request_id }
     })?;

@@ -20,7 +20,7 @@ fn map_error(error: KeyError) -> ApiError {
         KeyError::WrongState { .. } => ApiError::Conflict { detail: error.to_string(), referrers: Vec::new() },
         KeyError::Store(error) => ApiError::from_store(error, "keys"),
         other => {
-            let request_id = clock::new_request_id();
+            let request_id = crate::problem::current_request_id();
             tracing::error!(request_id, error = %other, "signing key operation failed");
             ApiError::Internal { request_id }
         }

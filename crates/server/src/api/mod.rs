@@ -9,6 +9,7 @@ mod public;
 mod resources;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -16,11 +17,16 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::timeout::RequestBodyDeadlineLayer;
 
 use crate::state::SharedState;
 
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Time a client has to send the whole request body once its headers are read. Without it a
+/// client that stops sending keeps its connection and handler task forever.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the router of the TCP listener.
 pub fn router(state: SharedState) -> Router {
@@ -49,6 +55,7 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn(plain_errors_as_problems))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyDeadlineLayer::new(BODY_READ_TIMEOUT))
         .with_state(state)
 }
 
@@ -62,6 +69,7 @@ pub fn workload_router(state: SharedState) -> Router {
         .layer(middleware::from_fn(plain_errors_as_problems))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyDeadlineLayer::new(BODY_READ_TIMEOUT))
         .with_state(state)
 }
 
@@ -72,7 +80,7 @@ pub struct RequestId(pub String);
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = crate::clock::new_request_id();
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let mut response = crate::problem::CURRENT_REQUEST_ID.scope(id.clone(), next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -118,11 +126,18 @@ pub fn client_ip(state: &SharedState, peer: SocketAddr, headers: &axum::http::He
     if !trusted {
         return peer_ip;
     }
-    // The rightmost address not added by a trusted proxy is the client.
-    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect::<Vec<_>>().join(",");
+    let values = headers.get_all("x-forwarded-for");
+    if values.iter().next().is_none() {
+        // The proxy sent the request on its own behalf.
+        return peer_ip;
+    }
+    // The rightmost address not added by a trusted proxy is the client. An entry that is not an
+    // address leaves the client unknown: it gets the unspecified address, which no allowlist
+    // short of 0.0.0.0/0 contains, rather than the proxy's own address.
+    let forwarded = values.iter().map(|value| value.to_str().unwrap_or("")).collect::<Vec<_>>().join(",");
     for candidate in forwarded.rsplit(',') {
-        let Ok(address) = candidate.trim().parse::<std::net::IpAddr>() else {
-            return peer_ip;
+        let Some(address) = parse_forwarded_address(candidate) else {
+            return std::net::IpAddr::from([0, 0, 0, 0]);
         };
         let address = mayfly_domain::conditions::canonical_ip(address);
         if !state.settings.trusted_proxies.iter().any(|network| network.contains(&address)) {
@@ -130,6 +145,13 @@ pub fn client_ip(state: &SharedState, peer: SocketAddr, headers: &axum::http::He
         }
     }
     peer_ip
+}
+
+/// Parses one `X-Forwarded-For` entry: an IP address, optionally with a port as some proxies
+/// write it (`192.0.2.1:443`, `[2001:db8::1]:443`).
+fn parse_forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim();
+    entry.parse().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|address| address.ip()))
 }
 
 /// Connection info of the TCP listener (plain or TLS).

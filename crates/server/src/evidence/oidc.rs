@@ -16,11 +16,13 @@ use serde_json::Value;
 
 /// How long fetched keys are used before they are fetched again.
 const KEYS_TTL: Duration = Duration::from_secs(300);
-/// Shortest time between two fetches for the same provider, so tokens with unknown `kid`s cannot
-/// make the server hammer the issuer.
+/// Shortest time between two fetches from the same key source after a refresh or a failed fetch,
+/// so tokens with unknown `kid`s or an unreachable issuer cannot make the server hammer the issuer.
 const MIN_REFETCH: Duration = Duration::from_secs(30);
 /// Largest JWKS or discovery document read, in bytes.
 const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
+/// Characters of an unknown issuer copied into a rejection.
+const MAX_SHOWN_ISSUER_CHARS: usize = 96;
 
 /// The outcome of checking a bearer token against every `oidc` trust provider.
 pub struct OidcOutcome {
@@ -31,15 +33,19 @@ pub struct OidcOutcome {
     pub rejections: Vec<String>,
 }
 
-struct CachedKeys {
-    keys: Arc<Vec<VerifyingKey>>,
-    fetched_at: Instant,
+/// The keys last fetched from one key source, and its last failed fetch.
+#[derive(Default)]
+struct KeySlot {
+    keys: Option<(Arc<Vec<VerifyingKey>>, Instant)>,
+    failure: Option<(String, Instant)>,
 }
 
 /// Fetches and caches issuers' keys.
 pub struct OidcVerifier {
     client: reqwest::Client,
-    keys: Mutex<HashMap<String, CachedKeys>>,
+    /// One slot per key source. A request holds the slot's lock while it fetches, so concurrent
+    /// requests wait for that fetch instead of starting their own.
+    keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<KeySlot>>>>,
 }
 
 impl OidcVerifier {
@@ -89,8 +95,15 @@ impl OidcVerifier {
         }
 
         if outcome.attestations.is_empty() && outcome.rejections.is_empty() {
-            let shown = issuer.unwrap_or_else(|| "(none)".to_string());
-            outcome.rejections.push(format!("no oidc trust provider has issuer {shown:?}"));
+            // The issuer comes from an unverified token: only its start goes to the audit event.
+            let shown = match issuer {
+                Some(issuer) if issuer.chars().count() > MAX_SHOWN_ISSUER_CHARS => {
+                    format!("{:?}...", issuer.chars().take(MAX_SHOWN_ISSUER_CHARS).collect::<String>())
+                }
+                Some(issuer) => format!("{issuer:?}"),
+                None => "(none)".to_string(),
+            };
+            outcome.rejections.push(format!("no oidc trust provider has issuer {shown}"));
         }
         outcome
     }
@@ -119,15 +132,23 @@ impl OidcVerifier {
             return Ok(Arc::new(parse_jwk_set(jwks).0));
         }
 
-        let cached = self.keys.lock().ok().and_then(|keys| {
-            keys.get(&provider.name).map(|cached| (cached.keys.clone(), cached.fetched_at.elapsed()))
-        });
-        if let Some((keys, age)) = &cached {
-            let fresh = *age < KEYS_TTL && !refresh;
-            let throttled = refresh && *age < MIN_REFETCH;
+        let slot = self.slot(key_cache_key(provider, &source));
+        let mut slot = slot.lock().await;
+        if let Some((keys, fetched_at)) = &slot.keys {
+            let age = fetched_at.elapsed();
+            let fresh = age < KEYS_TTL && !refresh;
+            let throttled = refresh && age < MIN_REFETCH;
             if fresh || throttled {
                 return Ok(keys.clone());
             }
+        }
+        if let Some((reason, failed_at)) = &slot.failure
+            && failed_at.elapsed() < MIN_REFETCH
+        {
+            return match &slot.keys {
+                Some((keys, _)) => Ok(keys.clone()),
+                None => Err(format!("{reason}; the next fetch waits until {}s after this failure", MIN_REFETCH.as_secs())),
+            };
         }
 
         let fetched = match source {
@@ -137,20 +158,31 @@ impl OidcVerifier {
         match fetched {
             Ok(keys) => {
                 let keys = Arc::new(keys);
-                if let Ok(mut cache) = self.keys.lock() {
-                    cache.insert(provider.name.clone(), CachedKeys { keys: keys.clone(), fetched_at: Instant::now() });
-                }
+                slot.keys = Some((keys.clone(), Instant::now()));
+                slot.failure = None;
                 Ok(keys)
             }
-            Err(reason) => match cached {
-                // Keep using the last good keys while the issuer is unreachable.
-                Some((keys, _)) => {
-                    tracing::warn!(trust_provider = %provider.name, reason = %reason, "key fetch failed; using the keys fetched before");
-                    Ok(keys)
+            Err(reason) => {
+                slot.failure = Some((reason.clone(), Instant::now()));
+                match &slot.keys {
+                    // Keep using the last good keys while the issuer is unreachable.
+                    Some((keys, _)) => {
+                        tracing::warn!(trust_provider = %provider.name, reason = %reason, "key fetch failed; using the keys fetched before");
+                        Ok(keys.clone())
+                    }
+                    None => Err(reason),
                 }
-                None => Err(reason),
-            },
+            }
         }
+    }
+
+    /// Returns the slot of a key source, creating it on first use.
+    fn slot(&self, key: String) -> Arc<tokio::sync::Mutex<KeySlot>> {
+        let mut slots = match self.keys.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots.entry(key).or_default().clone()
     }
 
     async fn discover(&self, issuer: &str) -> Result<Vec<VerifyingKey>, String> {
@@ -195,6 +227,16 @@ impl OidcVerifier {
 impl Default for OidcVerifier {
     fn default() -> Self {
         OidcVerifier::new()
+    }
+}
+
+/// Returns the key under which a provider's fetched keys are cached: its name and where the keys
+/// come from. A fetch that was still running when the provider moved to another key source stores
+/// its keys under the old source, where no later verification looks.
+fn key_cache_key(provider: &OidcTrustProvider, source: &KeySource<'_>) -> String {
+    match source {
+        KeySource::Uri(uri) => format!("{}\njwks_uri {uri}", provider.name),
+        _ => format!("{}\ndiscovery {}", provider.name, provider.issuer),
     }
 }
 

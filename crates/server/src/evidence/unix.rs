@@ -43,11 +43,12 @@ pub enum UnixAttestationError {
     PidReused { pid: i32 },
 }
 
-/// Identifies one version of a file: device, inode, size, and modification time in seconds and
-/// nanoseconds.
-type FileVersion = (u64, u64, u64, i64, i64);
+/// Identifies one version of a file: device, inode, size, and the modification and status
+/// change times in seconds and nanoseconds. The owner of a file can set its modification time
+/// back after rewriting it, but the kernel sets the status change time on every write.
+type FileVersion = (u64, u64, u64, (i64, i64), (i64, i64));
 
-/// Hashes executables, caching each hash by device, inode, size and modification time.
+/// Hashes executables, caching each hash by [`FileVersion`].
 pub struct ExecutableHasher {
     max_bytes: u64,
     cache: Mutex<HashMap<FileVersion, Option<String>>>,
@@ -61,7 +62,13 @@ impl ExecutableHasher {
     /// Returns the hex SHA-256 of the file, or `None` when it is larger than the limit.
     fn hash(&self, file: &mut File) -> std::io::Result<Option<String>> {
         let metadata = file.metadata()?;
-        let key = (metadata.dev(), metadata.ino(), metadata.size(), metadata.mtime(), metadata.mtime_nsec());
+        let key = (
+            metadata.dev(),
+            metadata.ino(),
+            metadata.size(),
+            (metadata.mtime(), metadata.mtime_nsec()),
+            (metadata.ctime(), metadata.ctime_nsec()),
+        );
         if let Some(cached) = self.cache.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
             return Ok(cached);
         }
