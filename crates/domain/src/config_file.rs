@@ -84,10 +84,34 @@ impl ConfigFile {
 }
 
 /// Replaces every `${NAME}` with the value `lookup` returns. `$${` stands for a literal `${`.
-/// A name that `lookup` does not know is an error naming it and its line.
+/// A name that `lookup` does not know is an error naming it and its line. Lines that are
+/// comments (first non-blank character `#`) are left as they are.
 pub fn expand_variables(file: &str, text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, FileError> {
     let mut output = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        // Whole-line comments are copied as they are, so a comment may mention a variable that
+        // is not set.
+        if line.trim_start().starts_with('#') {
+            output.push_str(line);
+        } else {
+            output.push_str(&expand_line(file, line, offset, text, &lookup)?);
+        }
+        offset += line.len();
+    }
+    Ok(output)
+}
+
+/// Expands one line; `offset` is where it starts in `text`, for line numbers in errors.
+fn expand_line(
+    file: &str,
+    line_text: &str,
+    offset: usize,
+    text: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<String, FileError> {
+    let mut output = String::with_capacity(line_text.len());
+    let mut rest = line_text;
     while let Some(index) = rest.find('$') {
         output.push_str(&rest[..index]);
         let after = &rest[index..];
@@ -101,7 +125,7 @@ pub fn expand_variables(file: &str, text: &str, lookup: impl Fn(&str) -> Option<
             rest = &after[1..];
             continue;
         };
-        let line = text[..text.len() - after.len()].matches('\n').count() + 1;
+        let line = text[..offset + line_text.len() - after.len()].matches('\n').count() + 1;
         let Some(end) = body.find('}') else {
             return Err(FileError {
                 file: file.to_string(),
@@ -286,6 +310,7 @@ access_policies:
         assert!(error.is_some_and(|e| e.message.contains("MISSING")));
         assert!(expand_variables("f", "a: ${OPEN", lookup).is_err());
         assert!(expand_variables("f", "a: ${1X}", lookup).is_err());
+        assert_eq!(expand_variables("f", "  # uses ${UNSET}\nport: ${PORT}\n", lookup), Ok("  # uses ${UNSET}\nport: 8443\n".to_string()));
     }
 
     #[test]
