@@ -981,7 +981,7 @@ async fn unreadable_audit_row_is_reported() {
 }
 
 #[tokio::test]
-#[ignore = "the store keeps outcome, kind and workload names in index columns that the chain hash does not cover; verify would need the raw rows from the store"]
+
 async fn edited_index_column_is_detected() {
     let dir = stopped_server_with_events().await;
     execute(

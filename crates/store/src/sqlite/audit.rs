@@ -80,7 +80,8 @@ pub(super) async fn list(
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT seq, event_json, prev_hash, hash FROM audit_events WHERE 1 = 1",
+        "SELECT seq, id, time_us, kind, outcome, server_workload, client_workload, event_json, \
+         prev_hash, hash FROM audit_events WHERE 1 = 1",
     );
 
     if let Some(server_workload) = &filter.server_workload {
@@ -134,7 +135,8 @@ pub(super) async fn range(
     limit: u32,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let rows = sqlx::query(
-        "SELECT seq, event_json, prev_hash, hash FROM audit_events \
+        "SELECT seq, id, time_us, kind, outcome, server_workload, client_workload, event_json, \
+         prev_hash, hash FROM audit_events \
          WHERE seq >= $1 ORDER BY seq ASC LIMIT $2",
     )
     .bind(from_seq)
@@ -254,10 +256,48 @@ async fn id_exists(conn: &mut SqliteConnection, id: &str) -> Result<bool, StoreE
 
 fn decode_event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
     let json: String = row.try_get("event_json").map_err(db_error)?;
-    Ok(AuditEvent {
+    let stored = AuditEvent {
         seq: row.try_get("seq").map_err(db_error)?,
         event: from_json_text("audit_events.event_json", &json)?,
         prev_hash: row.try_get("prev_hash").map_err(db_error)?,
         hash: row.try_get("hash").map_err(db_error)?,
-    })
+    };
+    check_index_columns(row, &stored)?;
+    Ok(stored)
+}
+
+/// Checks that the columns that queries filter on agree with the hashed event JSON. The chain
+/// hash covers only the JSON, so an edited column could otherwise hide an event from filtered
+/// queries while the chain still verifies.
+fn check_index_columns(row: &SqliteRow, stored: &AuditEvent) -> Result<(), StoreError> {
+    let event = &stored.event;
+    let id: String = row.try_get("id").map_err(db_error)?;
+    let time_us: i64 = row.try_get("time_us").map_err(db_error)?;
+    let kind: String = row.try_get("kind").map_err(db_error)?;
+    let outcome: Option<String> = row.try_get("outcome").map_err(db_error)?;
+    let server_workload: Option<String> = row.try_get("server_workload").map_err(db_error)?;
+    let client_workload: Option<String> = row.try_get("client_workload").map_err(db_error)?;
+
+    let mismatch = if id != event.id {
+        Some("id")
+    } else if time_us != to_micros(event.time) {
+        Some("time_us")
+    } else if kind != event.kind.as_str() {
+        Some("kind")
+    } else if outcome.as_deref() != event.outcome.map(|outcome| outcome.as_str()) {
+        Some("outcome")
+    } else if server_workload != event.server_workload {
+        Some("server_workload")
+    } else if client_workload != event.client_workload {
+        Some("client_workload")
+    } else {
+        None
+    };
+    match mismatch {
+        Some(column) => Err(StoreError::Corrupt(format!(
+            "audit event {}: column {column} differs from the event's hashed content (edited)",
+            stored.seq
+        ))),
+        None => Ok(()),
+    }
 }
