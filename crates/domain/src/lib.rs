@@ -11,4 +11,6 @@ pub mod decide;
 pub mod duration;
 pub mod error;
 pub mod resources;
+pub mod secret;
 pub mod spiffe;
+pub mod static_secret;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::duration::Seconds;
 use crate::error::FieldError;
 use crate::spiffe::SpiffeId;
+pub use crate::static_secret::StaticSecretProvider;
 
 /// Longest credential lifetime a provider may configure: 24 hours. It also bounds how long a
 /// retired signing key stays published.
@@ -397,6 +398,18 @@ impl SigningAlgorithm {
 pub enum CredentialProvider {
     /// A JWT-SVID signed by Mayfly.
     JwtSvid(JwtSvidProvider),
+    /// An API key or a username and password, stored encrypted.
+    StaticSecret(StaticSecretProvider),
+}
+
+/// How long a provider's credentials typically live, for operators comparing providers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TypicalLifetime {
+    /// A fixed lifetime set by the provider.
+    Fixed { seconds: u64 },
+    /// Valid until an operator replaces it.
+    UntilRotated,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,18 +432,38 @@ impl CredentialProvider {
     pub fn name(&self) -> &str {
         match self {
             CredentialProvider::JwtSvid(provider) => &provider.name,
+            CredentialProvider::StaticSecret(provider) => &provider.name,
+        }
+    }
+
+    /// The `credential_type` of what the provider produces: `jwt_svid`, `api_key`, `password`.
+    pub fn credential_type(&self) -> &'static str {
+        match self {
+            CredentialProvider::JwtSvid(_) => "jwt_svid",
+            CredentialProvider::StaticSecret(provider) => provider.credential_type(),
+        }
+    }
+
+    pub fn typical_lifetime(&self) -> TypicalLifetime {
+        match self {
+            CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
+            CredentialProvider::StaticSecret(_) => TypicalLifetime::UntilRotated,
         }
     }
 
     pub fn kind_name(&self) -> &'static str {
         match self {
             CredentialProvider::JwtSvid(_) => "jwt_svid",
+            CredentialProvider::StaticSecret(_) => "static_secret",
         }
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("name", self.name())?;
-        let CredentialProvider::JwtSvid(provider) = self;
+        let provider = match self {
+            CredentialProvider::JwtSvid(provider) => provider,
+            CredentialProvider::StaticSecret(provider) => return provider.validate(),
+        };
         if provider.audience.is_empty() {
             return Err(FieldError::new("audience", "[]", "must list at least one audience"));
         }
@@ -693,8 +726,12 @@ impl<'de> Deserialize<'de> for TrustProvider {
 
 impl<'de> Deserialize<'de> for CredentialProvider {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (_, body) = split_kind(deserializer, "credential provider", &["jwt_svid"])?;
-        parse_variant(body).map(CredentialProvider::JwtSvid)
+        let kinds = ["jwt_svid", "static_secret"];
+        let (kind, body) = split_kind(deserializer, "credential provider", &kinds)?;
+        match kind.as_str() {
+            "jwt_svid" => parse_variant(body).map(CredentialProvider::JwtSvid),
+            _ => parse_variant(body).map(CredentialProvider::StaticSecret),
+        }
     }
 }
 

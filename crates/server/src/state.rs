@@ -147,8 +147,10 @@ impl AppState {
 pub fn algorithms_in_use(config: &Config) -> Vec<Algorithm> {
     let mut algorithms = vec![Algorithm::ES256];
     for provider in config.credential_providers.values() {
-        let CredentialProvider::JwtSvid(jwt) = provider;
-        let algorithm = signing_algorithm(jwt.algorithm);
+        let algorithm = match provider {
+            CredentialProvider::JwtSvid(jwt) => signing_algorithm(jwt.algorithm),
+            _ => continue,
+        };
         if !algorithms.contains(&algorithm) {
             algorithms.push(algorithm);
         }
