@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::duration::Seconds;
 use crate::error::FieldError;
 use crate::spiffe::SpiffeId;
+pub use crate::oauth::OauthClientCredentialsProvider;
 pub use crate::static_secret::StaticSecretProvider;
 
 /// Longest credential lifetime a provider may configure: 24 hours. It also bounds how long a
@@ -400,6 +401,8 @@ pub enum CredentialProvider {
     JwtSvid(JwtSvidProvider),
     /// An API key or a username and password, stored encrypted.
     StaticSecret(StaticSecretProvider),
+    /// An access token from the target's OAuth authorization server.
+    OauthClientCredentials(OauthClientCredentialsProvider),
 }
 
 /// How long a provider's credentials typically live, for operators comparing providers.
@@ -410,6 +413,8 @@ pub enum TypicalLifetime {
     Fixed { seconds: u64 },
     /// Valid until an operator replaces it.
     UntilRotated,
+    /// Set by the target's token service with each credential (`expires_in`).
+    SetByTarget,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +438,7 @@ impl CredentialProvider {
         match self {
             CredentialProvider::JwtSvid(provider) => &provider.name,
             CredentialProvider::StaticSecret(provider) => &provider.name,
+            CredentialProvider::OauthClientCredentials(provider) => &provider.name,
         }
     }
 
@@ -441,6 +447,7 @@ impl CredentialProvider {
         match self {
             CredentialProvider::JwtSvid(_) => "jwt_svid",
             CredentialProvider::StaticSecret(provider) => provider.credential_type(),
+            CredentialProvider::OauthClientCredentials(_) => "access_token",
         }
     }
 
@@ -448,6 +455,7 @@ impl CredentialProvider {
         match self {
             CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
             CredentialProvider::StaticSecret(_) => TypicalLifetime::UntilRotated,
+            CredentialProvider::OauthClientCredentials(_) => TypicalLifetime::SetByTarget,
         }
     }
 
@@ -455,6 +463,7 @@ impl CredentialProvider {
         match self {
             CredentialProvider::JwtSvid(_) => "jwt_svid",
             CredentialProvider::StaticSecret(_) => "static_secret",
+            CredentialProvider::OauthClientCredentials(_) => "oauth_client_credentials",
         }
     }
 
@@ -463,6 +472,7 @@ impl CredentialProvider {
         let provider = match self {
             CredentialProvider::JwtSvid(provider) => provider,
             CredentialProvider::StaticSecret(provider) => return provider.validate(),
+            CredentialProvider::OauthClientCredentials(provider) => return provider.validate(),
         };
         if provider.audience.is_empty() {
             return Err(FieldError::new("audience", "[]", "must list at least one audience"));
@@ -726,11 +736,12 @@ impl<'de> Deserialize<'de> for TrustProvider {
 
 impl<'de> Deserialize<'de> for CredentialProvider {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let kinds = ["jwt_svid", "static_secret"];
+        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials"];
         let (kind, body) = split_kind(deserializer, "credential provider", &kinds)?;
         match kind.as_str() {
             "jwt_svid" => parse_variant(body).map(CredentialProvider::JwtSvid),
-            _ => parse_variant(body).map(CredentialProvider::StaticSecret),
+            "static_secret" => parse_variant(body).map(CredentialProvider::StaticSecret),
+            _ => parse_variant(body).map(CredentialProvider::OauthClientCredentials),
         }
     }
 }
@@ -784,7 +795,7 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
-fn validate_url(field: &str, value: &str) -> Result<(), FieldError> {
+pub(crate) fn validate_url(field: &str, value: &str) -> Result<(), FieldError> {
     let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !value.contains(char::is_whitespace) => Ok(()),

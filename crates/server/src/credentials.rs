@@ -113,10 +113,11 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
 
     let issued = match providers::produce(state, &grant, now).await {
         Ok(issued) => issued,
-        Err(reason) => {
+        Err(failure) => {
+            detail.extend(failure.audit);
             let denial = Denial {
                 step: Step::CredentialProvider,
-                reason,
+                reason: failure.reason,
                 client_workload: Some(grant.client_workload.name.clone()),
                 server_workload: Some(grant.server_workload.name.clone()),
                 policy: Some(grant.policy.name.clone()),

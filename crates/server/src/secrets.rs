@@ -88,6 +88,21 @@ pub fn seal_resource(kek: &KeyEncryptionKey, current: &Config, resource: Resourc
             provider.sealed_value = Some(seal_field(kek, &provider.name, "value", provider.value.take(), stored, now)?);
             CredentialProvider::StaticSecret(provider)
         }
+        CredentialProvider::OauthClientCredentials(mut provider) => {
+            if provider.sealed_client_secret.is_some() {
+                return Err(SecretError::ServerOwned { field: "sealed_client_secret", plain: "client_secret" });
+            }
+            let stored = match stored {
+                Some(CredentialProvider::OauthClientCredentials(existing)) => existing.sealed_client_secret.clone(),
+                _ => None,
+            };
+            // A provider that signs assertions keeps no secret, not even one from before.
+            if provider.client_auth.uses_secret() {
+                let plain = provider.client_secret.take();
+                provider.sealed_client_secret = Some(seal_field(kek, &provider.name, "client_secret", plain, stored, now)?);
+            }
+            CredentialProvider::OauthClientCredentials(provider)
+        }
         other => other,
     };
     Ok(Resource::CredentialProvider(sealed))

@@ -14,6 +14,7 @@ use crate::evidence::EvidenceCache;
 use crate::evidence::oidc::OidcVerifier;
 use crate::evidence::unix::ExecutableHasher;
 use crate::keys::KeyRing;
+use crate::providers::oauth::OauthClient;
 use crate::settings::Settings;
 
 /// The configuration in force and the store version it was read at.
@@ -30,6 +31,8 @@ pub struct AppState {
     pub checkpoints: Arc<Checkpointer>,
     pub evidence_cache: EvidenceCache,
     pub oidc: OidcVerifier,
+    /// Access tokens of `oauth_client_credentials` providers and the client that fetches them.
+    pub oauth: OauthClient,
     pub hasher: Arc<ExecutableHasher>,
     pub trust_domain: TrustDomain,
     pub issuer: String,
@@ -62,6 +65,7 @@ impl AppState {
             checkpoints,
             evidence_cache: EvidenceCache::default(),
             oidc: OidcVerifier::new(),
+            oauth: OauthClient::new(),
             hasher,
             trust_domain,
             issuer,
@@ -149,6 +153,9 @@ pub fn algorithms_in_use(config: &Config) -> Vec<Algorithm> {
     for provider in config.credential_providers.values() {
         let algorithm = match provider {
             CredentialProvider::JwtSvid(jwt) => signing_algorithm(jwt.algorithm),
+            CredentialProvider::OauthClientCredentials(oauth) if !oauth.client_auth.uses_secret() => {
+                signing_algorithm(oauth.algorithm)
+            }
             _ => continue,
         };
         if !algorithms.contains(&algorithm) {

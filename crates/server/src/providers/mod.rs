@@ -1,5 +1,6 @@
 //! Credential providers at request time: each turns a granted request into a credential.
 
+pub mod oauth;
 mod static_secret;
 
 use jiff::Timestamp;
@@ -26,12 +27,26 @@ pub struct Issued {
     pub audit: Map<String, Value>,
 }
 
-/// Produces the credential of the grant's provider. An error is the denial reason recorded in the
-/// audit event, so it must not contain a secret.
-pub async fn produce(state: &AppState, grant: &Grant<'_>, now: Timestamp) -> Result<Issued, String> {
+/// Why a provider produced no credential: the denial reason and fields for the audit event, such
+/// as an upstream `error` code. Neither may contain a secret or an upstream response body.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    pub audit: Map<String, Value>,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure { reason, audit: Map::new() }
+    }
+}
+
+/// Produces the credential of the grant's provider.
+pub async fn produce(state: &AppState, grant: &Grant<'_>, now: Timestamp) -> Result<Issued, Failure> {
     match grant.credential_provider {
-        CredentialProvider::JwtSvid(provider) => jwt_svid(state, grant, provider, now),
-        CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider),
+        CredentialProvider::JwtSvid(provider) => jwt_svid(state, grant, provider, now).map_err(Failure::from),
+        CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider).map_err(Failure::from),
+        CredentialProvider::OauthClientCredentials(provider) => oauth::produce(state, provider, now).await,
     }
 }
 
