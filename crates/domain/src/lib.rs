@@ -9,6 +9,7 @@ pub mod config;
 pub mod config_file;
 pub mod decide;
 pub mod duration;
+pub mod federation;
 pub mod oauth;
 pub mod error;
 pub mod resources;

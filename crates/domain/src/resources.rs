@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::duration::Seconds;
 use crate::error::FieldError;
 use crate::spiffe::SpiffeId;
+pub use crate::federation::FederatedTokenExchangeProvider;
 pub use crate::oauth::OauthClientCredentialsProvider;
 pub use crate::static_secret::StaticSecretProvider;
 
@@ -403,6 +404,8 @@ pub enum CredentialProvider {
     StaticSecret(StaticSecretProvider),
     /// An access token from the target's OAuth authorization server.
     OauthClientCredentials(OauthClientCredentialsProvider),
+    /// The target's credential, obtained by exchanging a JWT-SVID at its token service.
+    FederatedTokenExchange(FederatedTokenExchangeProvider),
 }
 
 /// How long a provider's credentials typically live, for operators comparing providers.
@@ -439,6 +442,7 @@ impl CredentialProvider {
             CredentialProvider::JwtSvid(provider) => &provider.name,
             CredentialProvider::StaticSecret(provider) => &provider.name,
             CredentialProvider::OauthClientCredentials(provider) => &provider.name,
+            CredentialProvider::FederatedTokenExchange(provider) => &provider.name,
         }
     }
 
@@ -448,6 +452,7 @@ impl CredentialProvider {
             CredentialProvider::JwtSvid(_) => "jwt_svid",
             CredentialProvider::StaticSecret(provider) => provider.credential_type(),
             CredentialProvider::OauthClientCredentials(_) => "access_token",
+            CredentialProvider::FederatedTokenExchange(provider) => provider.credential_type(),
         }
     }
 
@@ -455,7 +460,9 @@ impl CredentialProvider {
         match self {
             CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
             CredentialProvider::StaticSecret(_) => TypicalLifetime::UntilRotated,
-            CredentialProvider::OauthClientCredentials(_) => TypicalLifetime::SetByTarget,
+            CredentialProvider::OauthClientCredentials(_) | CredentialProvider::FederatedTokenExchange(_) => {
+                TypicalLifetime::SetByTarget
+            }
         }
     }
 
@@ -464,6 +471,7 @@ impl CredentialProvider {
             CredentialProvider::JwtSvid(_) => "jwt_svid",
             CredentialProvider::StaticSecret(_) => "static_secret",
             CredentialProvider::OauthClientCredentials(_) => "oauth_client_credentials",
+            CredentialProvider::FederatedTokenExchange(_) => "federated_token_exchange",
         }
     }
 
@@ -473,6 +481,7 @@ impl CredentialProvider {
             CredentialProvider::JwtSvid(provider) => provider,
             CredentialProvider::StaticSecret(provider) => return provider.validate(),
             CredentialProvider::OauthClientCredentials(provider) => return provider.validate(),
+            CredentialProvider::FederatedTokenExchange(provider) => return provider.validate(),
         };
         if provider.audience.is_empty() {
             return Err(FieldError::new("audience", "[]", "must list at least one audience"));
@@ -736,12 +745,13 @@ impl<'de> Deserialize<'de> for TrustProvider {
 
 impl<'de> Deserialize<'de> for CredentialProvider {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials"];
+        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials", "federated_token_exchange"];
         let (kind, body) = split_kind(deserializer, "credential provider", &kinds)?;
         match kind.as_str() {
             "jwt_svid" => parse_variant(body).map(CredentialProvider::JwtSvid),
             "static_secret" => parse_variant(body).map(CredentialProvider::StaticSecret),
-            _ => parse_variant(body).map(CredentialProvider::OauthClientCredentials),
+            "oauth_client_credentials" => parse_variant(body).map(CredentialProvider::OauthClientCredentials),
+            _ => parse_variant(body).map(CredentialProvider::FederatedTokenExchange),
         }
     }
 }

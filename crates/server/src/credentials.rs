@@ -64,6 +64,10 @@ pub struct CredentialResponse {
     /// The username to present with a `password` credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// More fields of the credential, such as `access_key_id` and `secret_access_key` of
+    /// `aws_credentials` (whose `token` is the session token).
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
     pub spiffe_id: String,
     pub server_workload: String,
     pub issued_at: Timestamp,
@@ -159,6 +163,7 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
         presentation: presentation(&grant, &issued),
         token: issued.token.to_string(),
         username: issued.username.clone(),
+        fields: issued.fields.iter().cloned().collect(),
         spiffe_id: grant.spiffe_id,
         server_workload: grant.server_workload.name.clone(),
         issued_at: now,
@@ -250,6 +255,16 @@ fn evidence_summary(attestations: &[Attestation], cached: bool) -> Value {
 /// How to present the credential to the server workload.
 fn presentation(grant: &Grant<'_>, issued: &Issued) -> Value {
     let token = issued.token.as_str();
+    // AWS requests are signed with the credentials rather than carrying them, so AWS SDKs take
+    // them from these environment variables.
+    if issued.credential_type == "aws_credentials" {
+        let field = |name: &str| issued.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        return json!({"environment": {
+            "AWS_ACCESS_KEY_ID": field("access_key_id"),
+            "AWS_SECRET_ACCESS_KEY": field("secret_access_key"),
+            "AWS_SESSION_TOKEN": token,
+        }});
+    }
     let mut headers = BTreeMap::new();
     let mut query = BTreeMap::new();
     match &grant.server_workload.authentication {

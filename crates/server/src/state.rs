@@ -14,7 +14,7 @@ use crate::evidence::EvidenceCache;
 use crate::evidence::oidc::OidcVerifier;
 use crate::evidence::unix::ExecutableHasher;
 use crate::keys::KeyRing;
-use crate::providers::oauth::OauthClient;
+use crate::providers::UpstreamClient;
 use crate::settings::Settings;
 
 /// The configuration in force and the store version it was read at.
@@ -31,8 +31,8 @@ pub struct AppState {
     pub checkpoints: Arc<Checkpointer>,
     pub evidence_cache: EvidenceCache,
     pub oidc: OidcVerifier,
-    /// Access tokens of `oauth_client_credentials` providers and the client that fetches them.
-    pub oauth: OauthClient,
+    /// Credentials from upstream token services and the client that fetches them.
+    pub upstream: UpstreamClient,
     pub hasher: Arc<ExecutableHasher>,
     pub trust_domain: TrustDomain,
     pub issuer: String,
@@ -65,7 +65,7 @@ impl AppState {
             checkpoints,
             evidence_cache: EvidenceCache::default(),
             oidc: OidcVerifier::new(),
-            oauth: OauthClient::new(),
+            upstream: UpstreamClient::new(),
             hasher,
             trust_domain,
             issuer,
@@ -156,6 +156,7 @@ pub fn algorithms_in_use(config: &Config) -> Vec<Algorithm> {
             CredentialProvider::OauthClientCredentials(oauth) if !oauth.client_auth.uses_secret() => {
                 signing_algorithm(oauth.algorithm)
             }
+            CredentialProvider::FederatedTokenExchange(federated) => signing_algorithm(federated.algorithm),
             _ => continue,
         };
         if !algorithms.contains(&algorithm) {

@@ -30,6 +30,7 @@ pub(super) fn produce(state: &AppState, provider: &StaticSecretProvider) -> Resu
         token_id: sealed.fingerprint.clone(),
         username: provider.username.clone(),
         expires_at: None,
+        fields: Vec::new(),
         audit,
     })
 }

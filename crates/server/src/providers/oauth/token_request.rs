@@ -8,13 +8,14 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use mayfly_crypto::jwt_svid::new_jti;
 use mayfly_crypto::signing::SigningKey;
+use mayfly_domain::duration::Seconds;
 use mayfly_domain::oauth::{ClientAuth, OauthClientCredentialsProvider};
 use mayfly_domain::resources::MAX_CREDENTIAL_TTL;
 use serde::Serialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::cache::CachedToken;
+use crate::providers::cache::CachedToken;
 use crate::providers::Failure;
 
 /// Lifetime of a `private_key_jwt` assertion.
@@ -24,9 +25,10 @@ pub const DEFAULT_EXPIRES_IN: u64 = 60;
 /// Maximum size of a token endpoint response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// `client_assertion_type` of a JWT client assertion (RFC 7523 section 2.2).
-const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Proof that Mayfly is the client, sent to the token endpoint.
+#[derive(Clone)]
 pub enum ClientCredential {
     /// The client secret, for `client_secret_basic` and `client_secret_post`.
     Secret(Zeroizing<String>),
@@ -81,12 +83,12 @@ pub async fn request_token(
         form.push((name, value.clone()));
     }
 
-    let mut request = http.post(&provider.token_url).timeout(provider.timeout.as_duration()).header("accept", "application/json");
+    let mut basic = None;
     match (provider.client_auth, credential) {
         (ClientAuth::ClientSecretBasic, ClientCredential::Secret(secret)) => {
             // RFC 6749 section 2.3.1: both parts are form-encoded before the base64 step.
             let pair = Zeroizing::new(format!("{}:{}", form_encode(&provider.client_id), form_encode(secret)));
-            request = request.header("authorization", format!("Basic {}", STANDARD.encode(pair.as_bytes())));
+            basic = Some(Zeroizing::new(format!("Basic {}", STANDARD.encode(pair.as_bytes()))));
         }
         (ClientAuth::ClientSecretPost, ClientCredential::Secret(secret)) => {
             form.push(("client_id", provider.client_id.clone()));
@@ -100,35 +102,64 @@ pub async fn request_token(
         }
         _ => return Err(Failure::from("the client credential does not match client_auth".to_string())),
     }
-    let body = Zeroizing::new(form_body(&form));
-    drop(form);
-
-    let sent_at = Instant::now();
-    let response = request
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|error| transport_failure(provider, &error))?;
-    let status = response.status();
-    let bytes = read_limited(response).await.map_err(|error| transport_failure(provider, &error))?;
-    let parsed: Option<Value> = bytes.as_deref().and_then(|bytes| serde_json::from_slice(bytes).ok());
-
-    if !status.is_success() {
-        let code = parsed.as_ref().and_then(|value| value.get("error")).and_then(Value::as_str).map(sanitize_error_code);
-        let mut failure = Failure::from(match &code {
-            Some(code) => format!("token endpoint {} rejected the request: HTTP {} with error {code:?}", provider.token_url, status.as_u16()),
-            None => format!("token endpoint {} rejected the request: HTTP {}", provider.token_url, status.as_u16()),
-        });
-        failure.audit.insert("upstream_status".into(), json!(status.as_u16()));
-        failure.audit.insert("upstream_error".into(), json!(code));
-        return Err(failure);
-    }
-    parse_success(provider, parsed, now, sent_at)
+    let upstream = Upstream { http, url: &provider.token_url, timeout: provider.timeout };
+    upstream.post_token_form(&form, basic.as_deref().map(String::as_str)).await
 }
 
-fn parse_success(provider: &OauthClientCredentialsProvider, parsed: Option<Value>, now: Timestamp, sent_at: Instant) -> Result<CachedToken, Failure> {
-    let invalid = |what: &str| Failure::from(format!("token endpoint {} returned an invalid response: {what}", provider.token_url));
+/// A token service and the timeout of one request to it.
+pub struct Upstream<'a> {
+    pub http: &'a reqwest::Client,
+    pub url: &'a str,
+    pub timeout: Seconds,
+}
+
+impl Upstream<'_> {
+    /// Posts `form` and returns the body, or the failure of a transport error.
+    pub async fn post_form(&self, form: &[(&str, String)], authorization: Option<&str>) -> Result<(reqwest::StatusCode, Option<Vec<u8>>, Instant), Failure> {
+        let body = Zeroizing::new(form_body(form));
+        let mut request = self
+            .http
+            .post(self.url)
+            .timeout(self.timeout.as_duration())
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let sent_at = Instant::now();
+        let response = request.body(body.to_string()).send().await.map_err(|error| transport_failure(self.url, self.timeout, &error))?;
+        let status = response.status();
+        let bytes = read_limited(response).await.map_err(|error| transport_failure(self.url, self.timeout, &error))?;
+        Ok((status, bytes, sent_at))
+    }
+
+    /// Posts an OAuth token request and reads the access token from a JSON token response
+    /// (RFC 6749 section 5.1), or the `error` code of an error response (section 5.2).
+    pub async fn post_token_form(&self, form: &[(&str, String)], authorization: Option<&str>) -> Result<CachedToken, Failure> {
+        let now = crate::clock::now();
+        let (status, bytes, sent_at) = self.post_form(form, authorization).await?;
+        let parsed: Option<Value> = bytes.as_deref().and_then(|bytes| serde_json::from_slice(bytes).ok());
+        if !status.is_success() {
+            let code = parsed.as_ref().and_then(|value| value.get("error")).and_then(Value::as_str).map(sanitize_error_code);
+            return Err(rejected(self.url, status, code));
+        }
+        parse_success(self.url, parsed, now, sent_at)
+    }
+}
+
+/// Builds the failure of a request the token service answered with an error status.
+pub fn rejected(url: &str, status: reqwest::StatusCode, code: Option<String>) -> Failure {
+    let mut failure = Failure::from(match &code {
+        Some(code) => format!("token endpoint {url} rejected the request: HTTP {} with error {code:?}", status.as_u16()),
+        None => format!("token endpoint {url} rejected the request: HTTP {}", status.as_u16()),
+    });
+    failure.audit.insert("upstream_status".into(), json!(status.as_u16()));
+    failure.audit.insert("upstream_error".into(), json!(code));
+    failure
+}
+
+fn parse_success(url: &str, parsed: Option<Value>, now: Timestamp, sent_at: Instant) -> Result<CachedToken, Failure> {
+    let invalid = |what: &str| Failure::from(format!("token endpoint {url} returned an invalid response: {what}"));
     let parsed = parsed.ok_or_else(|| invalid("not a JSON object"))?;
     let access_token = parsed
         .get("access_token")
@@ -153,6 +184,7 @@ fn parse_success(provider: &OauthClientCredentialsProvider, parsed: Option<Value
         .map_err(|_| invalid("expires_in is out of range"))?;
     Ok(CachedToken {
         access_token: Zeroizing::new(access_token.to_string()),
+        extra: Vec::new(),
         token_type,
         scope: parsed.get("scope").and_then(Value::as_str).map(str::to_string),
         obtained: sent_at,
@@ -161,10 +193,9 @@ fn parse_success(provider: &OauthClientCredentialsProvider, parsed: Option<Value
     })
 }
 
-fn transport_failure(provider: &OauthClientCredentialsProvider, error: &reqwest::Error) -> Failure {
-    let url = &provider.token_url;
+fn transport_failure(url: &str, timeout: Seconds, error: &reqwest::Error) -> Failure {
     let reason = if error.is_timeout() {
-        format!("token request to {url} timed out after {}", provider.timeout)
+        format!("token request to {url} timed out after {timeout}")
     } else if error.is_connect() {
         format!("token endpoint {url} is unreachable: the connection failed")
     } else {
@@ -191,7 +222,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Option<Vec<u8>>
 /// Keeps an upstream `error` code only when it is what RFC 6749 section 5.2 allows (printable
 /// ASCII without `"` and `\`), at most 64 characters, so a hostile server cannot write arbitrary
 /// text into the audit log.
-fn sanitize_error_code(code: &str) -> String {
+pub fn sanitize_error_code(code: &str) -> String {
     let valid = !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
     if valid { code.to_string() } else { "(invalid error code)".to_string() }
 }
