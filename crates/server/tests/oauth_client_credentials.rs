@@ -335,6 +335,34 @@ async fn silent_token_endpoint_times_out() {
 }
 
 #[tokio::test]
+async fn server_error_is_denied_without_body() {
+    let setup = setup(3600, 0).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let failing = axum::Router::new().route(
+        "/token",
+        axum::routing::post(|| async {
+            let body = json!({"error": "temporarily_unavailable", "error_description": "db-password=hunter2 in stack trace"});
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+        }),
+    );
+    let task = tokio::spawn(async move { axum::serve(listener, failing).await.unwrap() });
+    let fields = format!(
+        "token_url: \"http://127.0.0.1:{port}/token\", client_id: reports-basic, client_auth: client_secret_basic, client_secret: {BASIC_SECRET}"
+    );
+    setup.apply(&fields).await;
+
+    let (status, body) = setup.request().await;
+
+    assert_eq!(status, 403, "{body}");
+    let event = setup.last_request_event().await;
+    assert_eq!(event["detail"]["upstream_status"], 503);
+    assert_eq!(event["detail"]["upstream_error"], "temporarily_unavailable");
+    assert!(!event.to_string().contains("hunter2"), "{event}");
+    task.abort();
+}
+
+#[tokio::test]
 async fn client_secret_is_write_only() {
     let setup = setup(3600, 0).await;
     setup.apply(&setup.basic_fields(BASIC_SECRET)).await;

@@ -193,16 +193,116 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// Returns the entry for `key`, creating it and dropping the provider's entries from older
-    /// configurations.
+    /// Returns the entry for `key`. Creating it drops the entry of the same provider, scope set
+    /// and subject under an older configuration of the provider.
     pub fn entry(&self, key: &CacheKey) -> Arc<Entry> {
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(entry) = entries.get(key) {
             return entry.clone();
         }
-        entries.retain(|existing, _| existing.provider != key.provider || existing.scopes != key.scopes);
+        entries.retain(|existing, _| {
+            existing.provider != key.provider || existing.scopes != key.scopes || existing.subject != key.subject
+        });
         let entry = Arc::new(Entry::default());
         entries.insert(key.clone(), entry.clone());
         entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn token(lifetime: Duration) -> CachedToken {
+        CachedToken {
+            access_token: Zeroizing::new(format!("token-{}", lifetime.as_millis())),
+            extra: Vec::new(),
+            token_type: "Bearer".to_string(),
+            scope: None,
+            obtained: Instant::now(),
+            lifetime,
+            expires_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn counting_fetch(calls: Arc<AtomicUsize>, result: Result<Duration, &'static str>) -> Fetch {
+        Arc::new(move || {
+            let calls = calls.clone();
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                result.map(token).map_err(|reason| Failure::from(reason.to_string()))
+            })
+        })
+    }
+
+    fn key(subject: &str, digest: &str) -> CacheKey {
+        CacheKey { provider: "p".into(), scopes: vec!["a".into()], subject: subject.into(), config_digest: digest.into() }
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_fetch() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = counting_fetch(calls.clone(), Ok(Duration::from_secs(600)));
+
+        let results = concurrent_requests(&key("s", "d"), &fetch, 8).await;
+
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(results.iter().filter(|result| matches!(result, Ok((_, false)))).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_failure() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = counting_fetch(calls.clone(), Err("upstream down"));
+
+        let results = concurrent_requests(&key("s", "d"), &fetch, 8).await;
+
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(results.iter().all(Result::is_err));
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_fetched_again() {
+        let cache = TokenCache::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        // A 1-second lifetime leaves no usable time after the 1-second minimum margin.
+        let fetch = counting_fetch(calls.clone(), Ok(Duration::from_secs(1)));
+
+        cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap();
+        let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap();
+
+        assert!(!cached);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn subjects_keep_separate_entries() {
+        let cache = TokenCache::default();
+        let first = cache.entry(&key("workload-a", "d"));
+        first.store(token(Duration::from_secs(600)));
+
+        cache.entry(&key("workload-b", "d"));
+        assert!(Arc::ptr_eq(&first, &cache.entry(&key("workload-a", "d"))));
+
+        // A new configuration digest replaces the subject's old entry.
+        cache.entry(&key("workload-a", "d2"));
+        assert!(!Arc::ptr_eq(&first, &cache.entry(&key("workload-a", "d"))));
+    }
+
+    /// Runs `count` concurrent requests for `key` on separate tasks.
+    async fn concurrent_requests(key: &CacheKey, fetch: &Fetch, count: usize) -> Vec<Result<(CachedToken, bool), Failure>> {
+        let cache = Arc::new(TokenCache::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let (cache, key, fetch) = (cache.clone(), key.clone(), fetch.clone());
+            tasks.spawn(async move { cached_or_fetch(&cache, &key, fetch).await });
+        }
+        tasks.join_all().await
     }
 }
