@@ -261,7 +261,10 @@ fn provider_target(item: &Value) -> String {
     if let Some(username) = item.get("username").and_then(Value::as_str) {
         return format!("user {username}");
     }
-    string_list(array_field(item, "audience"))
+    match array_field(item, "audience") {
+        [] => "-".to_string(),
+        audience => string_list(audience),
+    }
 }
 
 fn client_spiffe_id(item: &Value) -> String {
