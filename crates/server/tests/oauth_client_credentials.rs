@@ -202,6 +202,25 @@ async fn token_renews_ahead_of_expiry() {
 }
 
 #[tokio::test]
+async fn failed_renewal_keeps_cached_token() {
+    let mut setup = setup(8, 0).await;
+    setup.apply(&setup.basic_fields(BASIC_SECRET)).await;
+    let (_, first) = setup.request().await;
+
+    // The authorization server goes away; the renewal started past three quarters of the
+    // lifetime fails, and workloads keep receiving the token that is still valid.
+    setup.auth.stop().await;
+    tokio::time::sleep(Duration::from_millis(6300)).await;
+    let (status, during) = setup.request().await;
+    assert_eq!(status, 200, "{during}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, after) = setup.request().await;
+
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["token"], first["token"]);
+}
+
+#[tokio::test]
 async fn wrong_client_secret_is_denied_with_upstream_error() {
     let setup = setup(3600, 0).await;
     setup.apply(&setup.basic_fields("not-the-secret")).await;

@@ -62,6 +62,11 @@ impl AuthServer {
         AuthServer { issuer, child, http: reqwest::Client::new() }
     }
 
+    /// Stops the server; its port then refuses connections.
+    pub async fn stop(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
     pub fn token_url(&self) -> String {
         format!("{}/token", self.issuer)
     }

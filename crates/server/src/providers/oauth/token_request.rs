@@ -28,7 +28,6 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Proof that Mayfly is the client, sent to the token endpoint.
-#[derive(Clone)]
 pub enum ClientCredential {
     /// The client secret, for `client_secret_basic` and `client_secret_post`.
     Secret(Zeroizing<String>),
