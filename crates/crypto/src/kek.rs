@@ -33,6 +33,9 @@ pub const MIN_SEALED_LEN: usize = 1 + NONCE_LEN + TAG_LEN;
 /// the plain SHA-256 of the key.
 const FINGERPRINT_CONTEXT: &[u8] = b"mayfly kek fingerprint v1\n";
 
+/// Prefix of the message whose HMAC fingerprints a stored secret.
+const SECRET_FINGERPRINT_CONTEXT: &[u8] = b"mayfly secret fingerprint v1\n";
+
 /// Standard and URL-safe base64 decoders that accept input with or without `=` padding.
 const STANDARD_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
@@ -145,6 +148,21 @@ impl KeyEncryptionKey {
         hasher.update(self.bytes.as_slice());
         let digest = hasher.finalize();
         hex::encode(&digest[..8])
+    }
+
+    /// Returns a fingerprint of a stored secret: HMAC-SHA-256 keyed with this key over a fixed
+    /// context and `secret`, first 16 bytes as hex behind `hmac-sha256:`.
+    ///
+    /// Equal secrets get equal fingerprints under one key, so a changed value is detected
+    /// without decrypting, while the fingerprint lets nobody without the key test guesses of a
+    /// low-entropy secret.
+    pub fn secret_fingerprint(&self, secret: &[u8]) -> String {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.bytes.as_slice());
+        let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+        context.update(SECRET_FINGERPRINT_CONTEXT);
+        context.update(secret);
+        let tag = context.sign();
+        format!("hmac-sha256:{}", hex::encode(&tag.as_ref()[..16]))
     }
 
     /// Encrypts `plaintext` with AES-256-GCM under a fresh random nonce, authenticating `aad`.
@@ -396,5 +414,22 @@ mod tests {
         assert!(!printed.contains(&*key.to_base64()));
         assert!(!printed.contains(&hex::encode(key.bytes.as_slice())));
         assert!(!printed.contains(&format!("{:?}", key.bytes.as_slice())));
+    }
+
+    #[test]
+    fn secret_fingerprint_is_keyed_and_stable() {
+        let key = fixed_key();
+        let other = KeyEncryptionKey::generate().unwrap();
+
+        let first = key.secret_fingerprint(b"api-key-1");
+
+        assert_eq!(first, fixed_key().secret_fingerprint(b"api-key-1"));
+        assert_ne!(first, key.secret_fingerprint(b"api-key-2"));
+        assert_ne!(first, other.secret_fingerprint(b"api-key-1"));
+        assert!(first.starts_with("hmac-sha256:"));
+        assert_eq!(first.len(), "hmac-sha256:".len() + 32);
+        // Not the plain hash of the secret, which anyone could compute from a guess.
+        let plain = hex::encode(&Sha256::digest(b"api-key-1")[..16]);
+        assert!(!first.contains(&plain));
     }
 }

@@ -13,6 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::duration::Seconds;
 use crate::error::FieldError;
 use crate::spiffe::SpiffeId;
+pub use crate::federation::FederatedTokenExchangeProvider;
+pub use crate::oauth::OauthClientCredentialsProvider;
+pub use crate::static_secret::StaticSecretProvider;
 
 /// Longest credential lifetime a provider may configure: 24 hours. It also bounds how long a
 /// retired signing key stays published.
@@ -397,6 +400,24 @@ impl SigningAlgorithm {
 pub enum CredentialProvider {
     /// A JWT-SVID signed by Mayfly.
     JwtSvid(JwtSvidProvider),
+    /// An API key or a username and password, stored encrypted.
+    StaticSecret(StaticSecretProvider),
+    /// An access token from the target's OAuth authorization server.
+    OauthClientCredentials(OauthClientCredentialsProvider),
+    /// The target's credential, obtained by exchanging a JWT-SVID at its token service.
+    FederatedTokenExchange(FederatedTokenExchangeProvider),
+}
+
+/// How long a provider's credentials typically live, for operators comparing providers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TypicalLifetime {
+    /// A fixed lifetime set by the provider.
+    Fixed { seconds: u64 },
+    /// Valid until an operator replaces it.
+    UntilRotated,
+    /// Set by the target's token service with each credential (`expires_in`).
+    SetByTarget,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,18 +440,49 @@ impl CredentialProvider {
     pub fn name(&self) -> &str {
         match self {
             CredentialProvider::JwtSvid(provider) => &provider.name,
+            CredentialProvider::StaticSecret(provider) => &provider.name,
+            CredentialProvider::OauthClientCredentials(provider) => &provider.name,
+            CredentialProvider::FederatedTokenExchange(provider) => &provider.name,
+        }
+    }
+
+    /// The `credential_type` of what the provider produces: `jwt_svid`, `api_key`, `password`.
+    pub fn credential_type(&self) -> &'static str {
+        match self {
+            CredentialProvider::JwtSvid(_) => "jwt_svid",
+            CredentialProvider::StaticSecret(provider) => provider.credential_type(),
+            CredentialProvider::OauthClientCredentials(_) => "access_token",
+            CredentialProvider::FederatedTokenExchange(provider) => provider.credential_type(),
+        }
+    }
+
+    pub fn typical_lifetime(&self) -> TypicalLifetime {
+        match self {
+            CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
+            CredentialProvider::StaticSecret(_) => TypicalLifetime::UntilRotated,
+            CredentialProvider::OauthClientCredentials(_) | CredentialProvider::FederatedTokenExchange(_) => {
+                TypicalLifetime::SetByTarget
+            }
         }
     }
 
     pub fn kind_name(&self) -> &'static str {
         match self {
             CredentialProvider::JwtSvid(_) => "jwt_svid",
+            CredentialProvider::StaticSecret(_) => "static_secret",
+            CredentialProvider::OauthClientCredentials(_) => "oauth_client_credentials",
+            CredentialProvider::FederatedTokenExchange(_) => "federated_token_exchange",
         }
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("name", self.name())?;
-        let CredentialProvider::JwtSvid(provider) = self;
+        let provider = match self {
+            CredentialProvider::JwtSvid(provider) => provider,
+            CredentialProvider::StaticSecret(provider) => return provider.validate(),
+            CredentialProvider::OauthClientCredentials(provider) => return provider.validate(),
+            CredentialProvider::FederatedTokenExchange(provider) => return provider.validate(),
+        };
         if provider.audience.is_empty() {
             return Err(FieldError::new("audience", "[]", "must list at least one audience"));
         }
@@ -693,8 +745,14 @@ impl<'de> Deserialize<'de> for TrustProvider {
 
 impl<'de> Deserialize<'de> for CredentialProvider {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (_, body) = split_kind(deserializer, "credential provider", &["jwt_svid"])?;
-        parse_variant(body).map(CredentialProvider::JwtSvid)
+        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials", "federated_token_exchange"];
+        let (kind, body) = split_kind(deserializer, "credential provider", &kinds)?;
+        match kind.as_str() {
+            "jwt_svid" => parse_variant(body).map(CredentialProvider::JwtSvid),
+            "static_secret" => parse_variant(body).map(CredentialProvider::StaticSecret),
+            "oauth_client_credentials" => parse_variant(body).map(CredentialProvider::OauthClientCredentials),
+            _ => parse_variant(body).map(CredentialProvider::FederatedTokenExchange),
+        }
     }
 }
 
@@ -747,7 +805,7 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
-fn validate_url(field: &str, value: &str) -> Result<(), FieldError> {
+pub(crate) fn validate_url(field: &str, value: &str) -> Result<(), FieldError> {
     let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !value.contains(char::is_whitespace) => Ok(()),

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock;
+use crate::secrets;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -60,7 +61,7 @@ pub struct Request {
 }
 
 /// Validates and stores a configuration write; returns one entry per resource touched.
-pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> Result<Vec<Change>, ApiError> {
+pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request) -> Result<Vec<Change>, ApiError> {
     let _writer = state.admin_writes.lock().await;
     state.reload_config().await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
     let snapshot = state.config();
@@ -74,6 +75,14 @@ pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> 
             value: Some(error.value.clone()),
         })?;
     }
+
+    // Secrets are sealed before anything compares, stores or audits the resource.
+    let puts = std::mem::take(&mut request.puts);
+    request.puts = puts
+        .into_iter()
+        .map(|resource| secrets::seal_resource(state.keys.kek(), current, resource, now))
+        .collect::<Result<_, _>>()
+        .map_err(|error| error.into_api(&crate::problem::current_request_id()))?;
 
     let mut deletes = request.deletes.clone();
     if request.prune {
@@ -201,8 +210,8 @@ fn change_event(
         "action": action.as_str(),
         "resource_kind": kind.as_str(),
         "resource_name": name,
-        "before": before.map(|r| redact(r.to_json())),
-        "after": after.map(|r| redact(r.to_json())),
+        "before": before.map(|r| secrets::describe_sealed(redact(r.to_json()), Some(now))),
+        "after": after.map(|r| secrets::describe_sealed(redact(r.to_json()), Some(now))),
     });
     let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::ConfigChange, detail);
     if kind == ResourceKind::ServerWorkload {

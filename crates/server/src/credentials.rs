@@ -7,18 +7,18 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
-use mayfly_crypto::jwt_svid::{JwtSvidClaims, mint, new_jti};
 use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use mayfly_domain::conditions::RequestContext;
 use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide};
-use mayfly_domain::resources::{Authentication, CredentialProvider};
+use mayfly_domain::resources::Authentication;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::clock;
 use crate::evidence::unix::{self, PeerAtAccept};
 use crate::problem::ApiError;
-use crate::state::{AppState, ConfigSnapshot, signing_algorithm};
+use crate::providers::{self, Issued};
+use crate::state::{AppState, ConfigSnapshot};
 
 /// The body of a credential request.
 #[derive(Debug, Deserialize)]
@@ -61,10 +61,18 @@ pub struct Call {
 pub struct CredentialResponse {
     pub credential_type: &'static str,
     pub token: String,
+    /// The username to present with a `password` credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// More fields of the credential, such as `access_key_id` and `secret_access_key` of
+    /// `aws_credentials` (whose `token` is the session token).
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
     pub spiffe_id: String,
     pub server_workload: String,
     pub issued_at: Timestamp,
-    pub expires_at: Timestamp,
+    /// `null` for a credential valid until an operator rotates it.
+    pub expires_at: Option<Timestamp>,
     pub presentation: Value,
     pub request_id: String,
 }
@@ -118,12 +126,13 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
     detail.insert("trust_provider".into(), json!(grant.trust_provider));
     detail.insert("credential_provider".into(), json!(grant.credential_provider.name()));
 
-    let issued = match produce(state, &grant, now) {
+    let issued = match providers::produce(state, &grant, now).await {
         Ok(issued) => issued,
-        Err(reason) => {
+        Err(failure) => {
+            detail.extend(failure.audit);
             let denial = Denial {
                 step: Step::CredentialProvider,
-                reason,
+                reason: failure.reason,
                 client_workload: Some(grant.client_workload.name.clone()),
                 server_workload: Some(grant.server_workload.name.clone()),
                 policy: Some(grant.policy.name.clone()),
@@ -134,7 +143,8 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
 
     detail.insert("credential_type".into(), json!(issued.credential_type));
     detail.insert("token_id".into(), json!(issued.token_id));
-    detail.insert("expires_at".into(), json!(issued.expires_at.to_string()));
+    detail.insert("expires_at".into(), json!(issued.expires_at.map(|at| at.to_string())));
+    detail.extend(issued.audit.clone());
 
     let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::CredentialRequest, Value::Object(detail));
     event.outcome = Some(Outcome::Success);
@@ -161,8 +171,10 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
 
     Ok(CredentialResponse {
         credential_type: issued.credential_type,
-        presentation: presentation(&grant, &issued.token),
-        token: issued.token,
+        presentation: presentation(&grant, &issued),
+        token: issued.token.to_string(),
+        username: issued.username.clone(),
+        fields: issued.fields.iter().cloned().collect(),
         spiffe_id: grant.spiffe_id,
         server_workload: grant.server_workload.name.clone(),
         issued_at: now,
@@ -276,39 +288,19 @@ fn evidence_summary(attestations: &[Attestation], cached: bool) -> Value {
     json!({"kind": "oidc", "cached": cached, "accepted_by": providers})
 }
 
-struct Issued {
-    credential_type: &'static str,
-    token: String,
-    token_id: String,
-    expires_at: Timestamp,
-}
-
-fn produce(state: &AppState, grant: &Grant<'_>, now: Timestamp) -> Result<Issued, String> {
-    match grant.credential_provider {
-        CredentialProvider::JwtSvid(provider) => {
-            let algorithm = signing_algorithm(provider.algorithm);
-            let keys = state.keys.current();
-            let key = keys.active(algorithm).ok_or_else(|| format!("no active {} signing key", algorithm.as_str()))?;
-            let iat = now.as_second();
-            let exp = iat + i64::try_from(provider.ttl.as_secs()).unwrap_or(300);
-            let jti = new_jti().map_err(|error| format!("generating a token id failed: {error}"))?;
-            let claims = JwtSvidClaims {
-                sub: grant.spiffe_id.clone(),
-                aud: provider.audience.clone(),
-                exp,
-                iat,
-                iss: state.issuer.clone(),
-                jti: jti.clone(),
-            };
-            let token = mint(key, &claims).map_err(|error| format!("signing failed: {error}"))?;
-            let expires_at = Timestamp::from_second(exp).map_err(|error| error.to_string())?;
-            Ok(Issued { credential_type: "jwt_svid", token, token_id: jti, expires_at })
-        }
-    }
-}
-
 /// How to present the credential to the server workload.
-fn presentation(grant: &Grant<'_>, token: &str) -> Value {
+fn presentation(grant: &Grant<'_>, issued: &Issued) -> Value {
+    let token = issued.token.as_str();
+    // AWS requests are signed with the credentials rather than carrying them, so AWS SDKs take
+    // them from these environment variables.
+    if issued.credential_type == "aws_credentials" {
+        let field = |name: &str| issued.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        return json!({"environment": {
+            "AWS_ACCESS_KEY_ID": field("access_key_id"),
+            "AWS_SECRET_ACCESS_KEY": field("secret_access_key"),
+            "AWS_SESSION_TOKEN": token,
+        }});
+    }
     let mut headers = BTreeMap::new();
     let mut query = BTreeMap::new();
     match &grant.server_workload.authentication {
@@ -319,7 +311,7 @@ fn presentation(grant: &Grant<'_>, token: &str) -> Value {
             headers.insert(header.clone(), token.to_string());
         }
         Authentication::Basic { username } => {
-            let username = username.clone().unwrap_or_else(|| grant.spiffe_id.clone());
+            let username = issued.username.clone().or_else(|| username.clone()).unwrap_or_else(|| grant.spiffe_id.clone());
             let encoded = STANDARD.encode(format!("{username}:{token}"));
             headers.insert("Authorization".to_string(), format!("Basic {encoded}"));
         }

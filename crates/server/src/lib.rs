@@ -12,6 +12,8 @@ pub mod evidence;
 pub mod http;
 pub mod keys;
 pub mod problem;
+pub mod providers;
+pub mod secrets;
 pub mod settings;
 pub mod state;
 mod startup;

@@ -14,6 +14,7 @@ use crate::evidence::EvidenceCache;
 use crate::evidence::oidc::OidcVerifier;
 use crate::evidence::unix::ExecutableHasher;
 use crate::keys::KeyRing;
+use crate::providers::UpstreamClient;
 use crate::settings::Settings;
 
 /// The configuration in force and the store version it was read at.
@@ -30,6 +31,8 @@ pub struct AppState {
     pub checkpoints: Arc<Checkpointer>,
     pub evidence_cache: EvidenceCache,
     pub oidc: OidcVerifier,
+    /// Credentials from upstream token services and the client that fetches them.
+    pub upstream: UpstreamClient,
     pub hasher: Arc<ExecutableHasher>,
     pub trust_domain: TrustDomain,
     pub issuer: String,
@@ -67,6 +70,7 @@ impl AppState {
             checkpoints,
             evidence_cache: EvidenceCache::default(),
             oidc: OidcVerifier::new(),
+            upstream: UpstreamClient::new(),
             hasher,
             trust_domain,
             issuer,
@@ -153,8 +157,14 @@ impl AppState {
 pub fn algorithms_in_use(config: &Config) -> Vec<Algorithm> {
     let mut algorithms = vec![Algorithm::ES256];
     for provider in config.credential_providers.values() {
-        let CredentialProvider::JwtSvid(jwt) = provider;
-        let algorithm = signing_algorithm(jwt.algorithm);
+        let algorithm = match provider {
+            CredentialProvider::JwtSvid(jwt) => signing_algorithm(jwt.algorithm),
+            CredentialProvider::OauthClientCredentials(oauth) if !oauth.client_auth.uses_secret() => {
+                signing_algorithm(oauth.algorithm)
+            }
+            CredentialProvider::FederatedTokenExchange(federated) => signing_algorithm(federated.algorithm),
+            _ => continue,
+        };
         if !algorithms.contains(&algorithm) {
             algorithms.push(algorithm);
         }

@@ -568,19 +568,34 @@ async fn swap_events(copy: &TempDir, seq: i64, rehash: bool) {
     let mut database = open_database(copy).await;
     let (first, first_prev) = event_json(&mut database, seq).await;
     let (second, second_prev) = event_json(&mut database, seq + 1).await;
+    // The ids are unique, so move them aside before the rows trade places.
+    sqlx::query("UPDATE audit_events SET id = id || '-moving' WHERE seq IN (?, ?)")
+        .bind(seq)
+        .bind(seq + 1)
+        .execute(&mut database)
+        .await
+        .unwrap();
     for (target, json, prev_hash) in [(seq, &second, &first_prev), (seq + 1, &first, &second_prev)]
     {
-        let mut update = sqlx::query(
-            "UPDATE audit_events SET event_json = ?, hash = coalesce(?, hash) WHERE seq = ?",
+        // A whole row moves: the hashed JSON and the columns that queries filter on.
+        let event: NewAuditEvent = serde_json::from_str(json).unwrap();
+        let hash = rehash.then(|| chain_hash(prev_hash, target, &event));
+        sqlx::query(
+            "UPDATE audit_events SET event_json = ?, id = ?, time_us = ?, kind = ?, outcome = ?, \
+             server_workload = ?, client_workload = ?, hash = coalesce(?, hash) WHERE seq = ?",
         )
-        .bind(json);
-        update = if rehash {
-            let event: NewAuditEvent = serde_json::from_str(json).unwrap();
-            update.bind(Some(chain_hash(prev_hash, target, &event)))
-        } else {
-            update.bind(None::<String>)
-        };
-        update.bind(target).execute(&mut database).await.unwrap();
+        .bind(json)
+        .bind(&event.id)
+        .bind(event.time.as_microsecond() as i64)
+        .bind(event.kind.as_str())
+        .bind(event.outcome.map(|outcome| outcome.as_str()))
+        .bind(&event.server_workload)
+        .bind(&event.client_workload)
+        .bind(hash)
+        .bind(target)
+        .execute(&mut database)
+        .await
+        .unwrap();
     }
 }
 

@@ -108,14 +108,22 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Turns API resources into a configuration file with one list, the form `mayfly apply -f`
-/// reads. The fields that the server adds (`created_at`, `updated_at`, `enabled`) are dropped
-/// because the file format rejects them, and `name` and `kind` come first in each resource.
+/// reads. The fields that the server adds (`created_at`, `updated_at`, `enabled`,
+/// `credential_type`, `typical_lifetime`) are dropped because the file format rejects them, and
+/// so is a write-only secret as reads show it (set, fingerprint, age): applying the file keeps
+/// the stored secret. `name` and `kind` come first in each resource.
 pub fn config_file_form(
     kind: ResourceKind,
     items: &[Value],
 ) -> Result<YamlValue, serde_yaml_ng::Error> {
     const LEADING_FIELDS: [&str; 2] = ["name", "kind"];
-    const SERVER_FIELDS: [&str; 3] = ["created_at", "updated_at", "enabled"];
+    const SERVER_FIELDS: [&str; 5] = [
+        "created_at",
+        "updated_at",
+        "enabled",
+        "credential_type",
+        "typical_lifetime",
+    ];
 
     let mut resources = Vec::new();
     for item in items {
@@ -130,7 +138,12 @@ pub fn config_file_form(
             }
         }
         for (key, value) in object {
-            if LEADING_FIELDS.contains(&key.as_str()) || SERVER_FIELDS.contains(&key.as_str()) {
+            let described_secret =
+                value.get("set") == Some(&Value::Bool(true)) && value.get("fingerprint").is_some();
+            if LEADING_FIELDS.contains(&key.as_str())
+                || SERVER_FIELDS.contains(&key.as_str())
+                || described_secret
+            {
                 continue;
             }
             resource.insert(
@@ -160,7 +173,7 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
             Table::new(&["NAME", "TARGET", "AUTHENTICATION", "ENABLED", "UPDATED"])
         }
         ResourceKind::CredentialProvider => {
-            Table::new(&["NAME", "KIND", "AUDIENCE", "TTL", "UPDATED"])
+            Table::new(&["NAME", "KIND", "TYPE", "LIFETIME", "TARGET", "UPDATED"])
         }
         ResourceKind::AccessCondition => Table::new(&["NAME", "KIND", "RULE", "UPDATED"]),
         ResourceKind::AccessPolicy => {
@@ -196,8 +209,9 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
             ResourceKind::CredentialProvider => vec![
                 name,
                 field_text(item, "kind"),
-                string_list(array_field(item, "audience")),
-                field_text(item, "ttl"),
+                field_text(item, "credential_type"),
+                provider_lifetime(item),
+                provider_target(item),
                 updated,
             ],
             ResourceKind::AccessCondition => vec![
@@ -220,6 +234,37 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
         table.push(row);
     }
     table
+}
+
+/// Describes how long a provider's credentials live: its TTL, "set by target", or for a stored
+/// secret how long ago it was set, so that long-lived secrets stand out.
+fn provider_lifetime(item: &Value) -> String {
+    let lifetime_kind = item
+        .get("typical_lifetime")
+        .and_then(|lifetime| lifetime.get("kind"))
+        .and_then(Value::as_str);
+    match lifetime_kind {
+        Some("until_rotated") => match item.pointer("/value/age").and_then(Value::as_str) {
+            Some(age) => format!("until rotated (set {age} ago)"),
+            None => "until rotated".to_string(),
+        },
+        Some("set_by_target") => "set by target".to_string(),
+        _ => field_text(item, "ttl"),
+    }
+}
+
+/// Names what a provider's credentials are for: JWT-SVID audiences, or the token service.
+fn provider_target(item: &Value) -> String {
+    if let Some(url) = item.get("token_url").and_then(Value::as_str) {
+        return url.to_string();
+    }
+    if let Some(username) = item.get("username").and_then(Value::as_str) {
+        return format!("user {username}");
+    }
+    match array_field(item, "audience") {
+        [] => "-".to_string(),
+        audience => string_list(audience),
+    }
 }
 
 fn client_spiffe_id(item: &Value) -> String {

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::auth::Admin;
 use crate::changes::{self, Change, Request, commit_changes, redact};
+use crate::{clock, secrets};
 use crate::problem::{ApiError, json_rejection};
 
 fn parse_kind(text: &str) -> Result<ResourceKind, ApiError> {
@@ -23,7 +24,14 @@ fn parse_kind(text: &str) -> Result<ResourceKind, ApiError> {
 
 /// Renders a stored resource with its metadata; secrets redacted.
 fn render(record: &ResourceRecord, kind: ResourceKind) -> Value {
-    let mut value = redact(record.spec.clone());
+    let mut value = secrets::describe_sealed(redact(record.spec.clone()), Some(clock::now()));
+    if kind == ResourceKind::CredentialProvider
+        && let Ok(Resource::CredentialProvider(provider)) = Resource::from_json(kind, record.spec.clone())
+        && let Value::Object(map) = &mut value
+    {
+        map.insert("credential_type".into(), json!(provider.credential_type()));
+        map.insert("typical_lifetime".into(), json!(provider.typical_lifetime()));
+    }
     if let Value::Object(map) = &mut value {
         map.insert("created_at".into(), json!(record.created_at.to_string()));
         map.insert("updated_at".into(), json!(record.updated_at.to_string()));
@@ -70,9 +78,11 @@ pub async fn put(
         }
     }
     // Metadata from a previous GET may be sent back as it was; it is not part of the resource.
-    for field in ["created_at", "updated_at", "enabled"] {
+    for field in ["created_at", "updated_at", "enabled", "credential_type", "typical_lifetime"] {
         map.remove(field);
     }
+    // So is a write-only field as a read shows it ("set", fingerprint, age): it keeps the value.
+    map.retain(|_, field| !secrets::is_described(field));
     let resource = parse_resource(kind, body).map_err(|error| ApiError::bad_request(format!("invalid {kind} {name:?}: {error}")))?;
     let changes = commit_changes(&state, &admin.actor(), Request { puts: vec![resource], ..Request::default() }).await?;
     let record = state.store.get_resource(kind.as_str(), &name).await.map_err(|e| ApiError::from_store(e, "get"))?;

@@ -120,3 +120,57 @@ fn credential_provider_row_shows_audience_and_ttl() {
     assert!(row.contains("a, b"), "{row}");
     assert!(row.contains("5m"), "{row}");
 }
+
+#[test]
+fn static_secret_row_shows_age() {
+    let items = vec![json!({
+        "name": "legacy-key",
+        "kind": "static_secret",
+        "credential_type": "api_key",
+        "typical_lifetime": {"kind": "until_rotated"},
+        "value": {"set": true, "fingerprint": "hmac-sha256:00", "age": "400d"},
+    })];
+
+    let rendered = resource_table(ResourceKind::CredentialProvider, &items).render();
+    let row = rendered.lines().nth(1).unwrap_or_default();
+
+    assert!(row.contains("api_key"), "{row}");
+    assert!(row.contains("until rotated (set 400d ago)"), "{row}");
+}
+
+#[test]
+fn oauth_row_shows_token_url() {
+    let items = vec![json!({
+        "name": "reports-oauth",
+        "kind": "oauth_client_credentials",
+        "credential_type": "access_token",
+        "typical_lifetime": {"kind": "set_by_target"},
+        "token_url": "https://login.example/token",
+    })];
+
+    let rendered = resource_table(ResourceKind::CredentialProvider, &items).render();
+    let row = rendered.lines().nth(1).unwrap_or_default();
+
+    assert!(row.contains("set by target"), "{row}");
+    assert!(row.contains("https://login.example/token"), "{row}");
+}
+
+#[test]
+fn yaml_form_drops_described_secret_and_server_fields() {
+    let items = vec![json!({
+        "name": "legacy-key",
+        "kind": "static_secret",
+        "credential_type": "api_key",
+        "typical_lifetime": {"kind": "until_rotated"},
+        "value": {"set": true, "fingerprint": "hmac-sha256:00", "age": "400d"},
+        "allow_workload_delivery": true,
+    })];
+
+    let file = config_file_form(ResourceKind::CredentialProvider, &items).unwrap();
+    let text = serde_yaml_ng::to_string(&file).unwrap();
+
+    assert!(!text.contains("value"), "{text}");
+    assert!(!text.contains("credential_type"), "{text}");
+    assert!(!text.contains("typical_lifetime"), "{text}");
+    assert!(text.contains("allow_workload_delivery: true"), "{text}");
+}

@@ -1,0 +1,61 @@
+//! Write-only secret fields of credential providers: the plaintext an operator sends, and the
+//! sealed form the server stores in its place.
+//!
+//! The domain crate never encrypts: the server seals a [`SecretString`] with its key-encryption
+//! key and puts a [`SealedSecret`] in the stored resource, so the plaintext never reaches the
+//! store, a configuration read or an audit event.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+/// A secret as an operator writes it. `Debug` prints a placeholder and the text is zeroized on
+/// drop. It serializes as its text, because the CLI sends configuration files to the server,
+/// which seals it before storing or auditing the resource.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(text: impl Into<String>) -> SecretString {
+        SecretString(Zeroizing::new(text.into()))
+    }
+
+    /// The plaintext; callers must not log it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(..)")
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(deserializer)?);
+        Ok(SecretString::new(text.as_str()))
+    }
+}
+
+/// A secret encrypted with the server's key-encryption key: the form the store contains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSecret {
+    /// Base64 of the sealed bytes (version, nonce, AES-256-GCM ciphertext and tag).
+    pub ciphertext: String,
+    /// A keyed fingerprint of the plaintext: equal values have equal fingerprints on one server,
+    /// and the fingerprint does not let anyone test guesses without the key-encryption key.
+    pub fingerprint: String,
+    /// When this value was set.
+    pub set_at: Timestamp,
+}

@@ -1,0 +1,152 @@
+//! Credential providers at request time: each turns a granted request into a credential.
+
+pub mod cache;
+mod federation;
+pub mod oauth;
+mod static_secret;
+
+use jiff::Timestamp;
+use mayfly_crypto::jwt_svid::{JwtSvidClaims, mint, new_jti};
+use mayfly_domain::decide::Grant;
+use mayfly_domain::duration::Seconds;
+use mayfly_domain::resources::{CredentialProvider, JwtSvidProvider, SigningAlgorithm};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::keys::KeyRing;
+use crate::state::{AppState, signing_algorithm};
+
+/// A credential ready to return, with what its audit event records about it.
+pub struct Issued {
+    /// `jwt_svid`, `api_key`, `password`, ...
+    pub credential_type: &'static str,
+    pub token: Zeroizing<String>,
+    /// An identifier of the credential safe to log: a `jti`, or a secret's fingerprint.
+    pub token_id: String,
+    /// The username to present with a password.
+    pub username: Option<String>,
+    /// `None` for a credential valid until an operator rotates it.
+    pub expires_at: Option<Timestamp>,
+    /// More fields of the credential for the response, such as AWS's `access_key_id`.
+    pub fields: Vec<(String, String)>,
+    /// Extra fields for the audit event, without any secret.
+    pub audit: Map<String, Value>,
+}
+
+/// Why a provider produced no credential: the denial reason and fields for the audit event, such
+/// as an upstream `error` code. Neither may contain a secret or an upstream response body.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    pub audit: Map<String, Value>,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure { reason, audit: Map::new() }
+    }
+}
+
+/// Produces the credential of the grant's provider.
+pub async fn produce(state: &AppState, grant: &Grant<'_>, now: Timestamp) -> Result<Issued, Failure> {
+    match grant.credential_provider {
+        CredentialProvider::JwtSvid(provider) => jwt_svid(state, grant, provider, now).map_err(Failure::from),
+        CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider).map_err(Failure::from),
+        CredentialProvider::OauthClientCredentials(provider) => oauth::produce(state, provider).await,
+        CredentialProvider::FederatedTokenExchange(provider) => federation::produce(state, grant, provider, now).await,
+    }
+}
+
+/// The HTTP client and the credential cache of every provider that calls an upstream token
+/// service.
+pub struct UpstreamClient {
+    pub http: reqwest::Client,
+    pub cache: cache::TokenCache,
+}
+
+impl UpstreamClient {
+    pub fn new() -> UpstreamClient {
+        // Each request sets its own timeout from its provider; this one bounds connecting.
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        UpstreamClient { http, cache: cache::TokenCache::default() }
+    }
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        UpstreamClient::new()
+    }
+}
+
+/// Builds the [`Issued`] of a credential from an upstream token service. Its `token_id` is a
+/// digest of the token, which lets operators correlate without logging the token.
+fn upstream_issued(credential_type: &'static str, token: &cache::CachedToken, cached: bool, mut audit: Map<String, Value>) -> Issued {
+    use sha2::Digest;
+
+    let digest = sha2::Sha256::digest(token.access_token.as_bytes());
+    audit.insert("cached".into(), json!(cached));
+    audit.insert("token_type".into(), json!(token.token_type));
+    audit.insert("granted_scope".into(), json!(token.scope));
+    Issued {
+        credential_type,
+        token: token.access_token.clone(),
+        token_id: format!("sha256:{}", hex::encode(&digest[..8])),
+        username: None,
+        expires_at: Some(token.expires_at),
+        fields: token.extra.iter().map(|(name, value)| ((*name).to_string(), value.to_string())).collect(),
+        audit,
+    }
+}
+
+fn jwt_svid(state: &AppState, grant: &Grant<'_>, provider: &JwtSvidProvider, now: Timestamp) -> Result<Issued, String> {
+    let svid = mint_svid(&state.keys, &state.issuer, &grant.spiffe_id, &provider.audience, provider.ttl, provider.algorithm, now)?;
+    Ok(Issued {
+        credential_type: "jwt_svid",
+        token: Zeroizing::new(svid.token),
+        token_id: svid.jti,
+        username: None,
+        expires_at: Some(svid.expires_at),
+        fields: Vec::new(),
+        audit: Map::new(),
+    })
+}
+
+/// A JWT-SVID just signed.
+pub struct MintedSvid {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: Timestamp,
+}
+
+/// Signs a JWT-SVID for `spiffe_id` with the active key of `algorithm`.
+pub fn mint_svid(
+    keys: &KeyRing,
+    issuer: &str,
+    spiffe_id: &str,
+    audience: &[String],
+    ttl: Seconds,
+    algorithm: SigningAlgorithm,
+    now: Timestamp,
+) -> Result<MintedSvid, String> {
+    let algorithm = signing_algorithm(algorithm);
+    let keys = keys.current();
+    let key = keys.active(algorithm).ok_or_else(|| format!("no active {} signing key", algorithm.as_str()))?;
+    let iat = now.as_second();
+    let exp = iat + i64::try_from(ttl.as_secs()).unwrap_or(300);
+    let jti = new_jti().map_err(|error| format!("generating a token id failed: {error}"))?;
+    let claims = JwtSvidClaims {
+        sub: spiffe_id.to_string(),
+        aud: audience.to_vec(),
+        exp,
+        iat,
+        iss: issuer.to_string(),
+        jti: jti.clone(),
+    };
+    let token = mint(key, &claims).map_err(|error| format!("signing failed: {error}"))?;
+    let expires_at = Timestamp::from_second(exp).map_err(|error| error.to_string())?;
+    Ok(MintedSvid { token, jti, expires_at })
+}
