@@ -295,5 +295,8 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
+mod audience;
+pub use audience::decide_audiences;
+
 #[cfg(test)]
 mod tests;

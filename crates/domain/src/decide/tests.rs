@@ -249,3 +249,48 @@ fn unix_rule_any_agent_matches_every_agent() {
     let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
     assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
 }
+
+fn run_audiences(config: &Config, attestations: &[Attestation], audiences: &[&str]) -> Result<String, Denial> {
+    let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
+    let context = RequestContext { now: Timestamp::UNIX_EPOCH, source_ip: IpAddr::from([127, 0, 0, 1]) };
+    let audiences: Vec<String> = audiences.iter().map(|audience| audience.to_string()).collect();
+    decide_audiences(config, attestations, context, &trust_domain, &audiences)
+        .map(|grant| format!("{} {}", grant.spiffe_id, grant.policy.name))
+}
+
+#[test]
+fn audience_named_by_policy_is_granted() {
+    let config = agent_config();
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let result = run_audiences(&config, &[web_1], &["payments"]);
+    assert_eq!(result, Ok("spiffe://mayfly.local/on-web-1 on-web-1".to_string()));
+}
+
+#[test]
+fn audience_no_policy_names_is_denied() {
+    let config = agent_config();
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let denial = run_audiences(&config, std::slice::from_ref(&web_1), &["vault"]).err();
+    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessPolicy));
+    assert_eq!(denial.and_then(|denial| denial.client_workload).as_deref(), Some("on-web-1"));
+
+    let mixed = run_audiences(&config, &[web_1], &["payments", "vault"]);
+    assert_eq!(mixed.map_err(|denial| denial.step), Err(Step::AccessPolicy));
+}
+
+#[test]
+fn audience_for_disabled_server_workload_is_denied() {
+    let mut config = agent_config();
+    config.enabled.insert("payments".to_string(), false);
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let result = run_audiences(&config, &[web_1], &["payments"]);
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ServerWorkloadEnabled));
+}
+
+#[test]
+fn audience_request_from_unknown_caller_is_denied() {
+    let config = agent_config();
+    let stranger = attestation("local", &[("uid", "9999"), ("agent", "web-1")]);
+    let result = run_audiences(&config, &[stranger], &["payments"]);
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+}
