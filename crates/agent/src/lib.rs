@@ -3,6 +3,7 @@
 //! Workload API (JWT-SVIDs and JWT bundles) with a cache in front of the server.
 #![forbid(unsafe_code)]
 
+mod authority;
 pub mod bundles;
 pub mod cache;
 pub mod client;

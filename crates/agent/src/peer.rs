@@ -10,10 +10,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
 
+use crate::authority::AuthorityFilter;
+
 /// A connection on the agent socket and its peer as the kernel reported it at accept time.
 pub struct PeerStream {
     inner: UnixStream,
     peer: Option<PeerAtAccept>,
+    authority: AuthorityFilter,
 }
 
 impl PeerStream {
@@ -27,7 +30,11 @@ impl PeerStream {
             gid: credentials.gid(),
             accepted_at_ticks,
         });
-        PeerStream { inner, peer }
+        PeerStream {
+            inner,
+            peer,
+            authority: AuthorityFilter::default(),
+        }
     }
 }
 
@@ -49,7 +56,12 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.authority.rewrite(&mut buf.filled_mut()[before..]);
+        }
+        polled
     }
 }
 
