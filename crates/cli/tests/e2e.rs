@@ -216,3 +216,48 @@ fn settings_file_with_unknown_key_is_rejected() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("listen_port"), "{}", stderr(&output));
 }
+
+#[test]
+fn agent_joins_lists_and_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("data"), None);
+
+    let created = server.cli(&["agent-token", "create", "web-1", "--ttl", "5m"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let join_token = stdout(&created).trim().to_string();
+    assert!(join_token.starts_with("mfy_join_"), "{join_token}");
+
+    let socket = dir.path().join("agent.sock");
+    let mut agent = Command::new(BINARY)
+        .args(["agent", "--server", &format!("http://{}", server.addr), "--join-token", &join_token])
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(socket.exists(), "the agent socket appears");
+
+    let listed = server.cli(&["get", "agents"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("web-1"), "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("active"), "{}", stdout(&listed));
+
+    let evicted = server.cli(&["agents", "evict", "web-1"]);
+    assert!(evicted.status.success(), "{}", stderr(&evicted));
+    let listed = server.cli(&["agents", "list", "-o", "json"]);
+    let body: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(body["items"][0]["state"], "evicted");
+
+    let replayed = server.cli(&["agents", "evict", "web-1"]);
+    assert!(!replayed.status.success(), "evicting twice reports not found");
+
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
