@@ -2,8 +2,8 @@
 //!
 //! The key is structured (a sorted attribute map and a sorted, deduplicated audience list), not
 //! a joined string, so audiences `["ab", "cd"]` and `["a", "bcd"]` are different keys. The key
-//! uses the attributes rather than the SPIFFE ID because the agent learns the SPIFFE ID only
-//! from the server's decision; the attributes include the pid, so each process gets its own
+//! uses the attributes rather than the SPIFFE ID, because the agent learns the SPIFFE ID only
+//! from the server's decision. The attributes include the pid, so each process gets its own
 //! entries.
 //!
 //! An entry is refreshed in the background once about half its lifetime has passed (40 to 60
@@ -49,9 +49,9 @@ struct Entry {
     refreshing: bool,
 }
 
-/// What a lookup found.
+/// The result of a lookup.
 pub enum Lookup {
-    /// A valid SVID; `refresh` says whether the caller should start a background refresh.
+    /// A valid SVID. When `refresh` is true, the caller should start a background refresh.
     Hit { svid: IssuedSvid, refresh: bool },
     /// Nothing valid: fetch synchronously.
     Miss,

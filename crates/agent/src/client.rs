@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 /// Errors from calls to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server could not be reached or did not answer in time.
+    /// The server could not be reached, or the request timed out.
     #[error("request to {url} failed: {source}")]
     Transport { url: String, source: reqwest::Error },
     /// The server rejected the agent's credential or join token.
@@ -84,15 +84,24 @@ pub struct ServerClient {
 
 impl ServerClient {
     /// Builds a client for the server at `base` (such as `https://mayfly.example:8750`) whose
-    /// requests time out after `timeout`.
-    pub fn new(base: &str, timeout: Duration) -> Result<ServerClient, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.to_string(),
-                source,
-            })?;
+    /// requests time out after `timeout`. With `server_ca` (PEM certificates), an HTTPS server's
+    /// certificate must chain to one of them instead of the system roots.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        server_ca: Option<&[u8]>,
+    ) -> Result<ServerClient, ClientError> {
+        let transport_error = |source| ClientError::Transport {
+            url: base.to_string(),
+            source,
+        };
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(pem) = server_ca {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(transport_error)?;
+            builder = builder.tls_certs_only(certificates);
+        }
+        let http = builder.build().map_err(transport_error)?;
         Ok(ServerClient {
             http,
             base: base.trim_end_matches('/').to_string(),

@@ -17,6 +17,9 @@ use crate::client::{ClientError, IssuedAgentCredential, ServerClient};
 /// File in the data directory that keeps the agent's credential, mode 0600.
 pub const CREDENTIAL_FILE: &str = "agent-credential.json";
 
+/// Wait between attempts after a failed renewal.
+const RENEW_RETRY: Duration = Duration::from_secs(5);
+
 /// A stored credential is used only while it has at least this long left.
 const MIN_REMAINING: Duration = Duration::from_secs(30);
 
@@ -132,20 +135,18 @@ impl Identity {
     }
 
     /// Renews the credential at about half its remaining lifetime, forever. A failed renewal is
-    /// retried every few seconds until the credential expires; after that the agent needs a
-    /// new join token.
+    /// retried every `RENEW_RETRY`. Once the credential has expired, renewal cannot succeed and
+    /// the agent needs a new join token.
     pub async fn renew_forever(self: Arc<Self>, client: ServerClient) {
         let mut failing = false;
         loop {
-            let remaining = (self.expires_at().await - Timestamp::now())
-                .as_secs_f64()
-                .max(0.0);
             let wait = if failing {
-                5.0_f64.min(remaining)
+                RENEW_RETRY
             } else {
-                remaining / 2.0
+                let remaining = (self.expires_at().await - Timestamp::now()).as_secs_f64();
+                Duration::from_secs_f64((remaining / 2.0).max(1.0))
             };
-            tokio::time::sleep(Duration::from_secs_f64(wait.max(1.0))).await;
+            tokio::time::sleep(wait).await;
             match self.renew(&client).await {
                 Ok(()) => {
                     if failing {

@@ -1,6 +1,6 @@
-//! The Mayfly agent: runs beside workloads, authenticates to the server with its own short-lived
-//! credential, attests the processes that call its Unix socket, and serves them the SPIFFE
-//! Workload API (JWT-SVIDs and JWT bundles) with a cache in front of the server.
+//! The Mayfly agent runs beside workloads and authenticates to the server with its own
+//! short-lived credential. It attests the processes that call its Unix socket and serves them the
+//! SPIFFE Workload API (JWT-SVIDs and JWT bundles), with a cache in front of the server.
 #![forbid(unsafe_code)]
 
 mod authority;

@@ -21,16 +21,19 @@ use crate::peer::PeerStream;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::workload_api::WorkloadApi;
 
-/// What the agent needs to run.
+/// Settings of the agent.
 pub struct AgentSettings {
     /// Base URL of the server, such as `https://mayfly.example:8750`.
     pub server: String,
-    /// One-time join token; needed only when the data directory holds no valid credential.
+    /// One-time join token, needed only when the data directory contains no valid credential.
     pub join_token: Option<SecretString>,
     /// Directory that keeps the agent's credential across restarts.
     pub data_dir: PathBuf,
     /// Path of the Workload API socket.
     pub socket: PathBuf,
+    /// PEM file of the CA certificates that an HTTPS server's certificate must chain to; the
+    /// system roots when absent.
+    pub server_ca: Option<PathBuf>,
     /// Timeout of each request to the server.
     pub server_timeout: Duration,
     /// How often the JWT bundle is fetched from the server.
@@ -50,6 +53,7 @@ impl AgentSettings {
             join_token: None,
             data_dir,
             socket,
+            server_ca: None,
             server_timeout: Duration::from_secs(5),
             bundle_refresh: Duration::from_secs(30),
             max_cached_svids: 4096,
@@ -109,12 +113,29 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
     std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_error(&settings.data_dir))?;
 
-    let client = ServerClient::new(&settings.server, settings.server_timeout)?;
+    let server_ca = match &settings.server_ca {
+        Some(path) => Some(std::fs::read(path).map_err(io_error(path))?),
+        None => None,
+    };
+    let client = ServerClient::new(
+        &settings.server,
+        settings.server_timeout,
+        server_ca.as_deref(),
+    )?;
     let identity =
         Identity::establish(&client, &settings.data_dir, settings.join_token.as_ref()).await?;
     let trust_domain = identity.trust_domain().await;
 
-    let (bundle_sender, bundle_receiver) = watch::channel(None);
+    // The first bundle is fetched before the socket opens, so that FetchJWTBundles can send it
+    // at once.
+    let first_bundle = match client.jwks().await {
+        Ok(discovery) => Some(bundles::bundle_from_jwks(&trust_domain, &discovery)),
+        Err(error) => {
+            tracing::warn!(error = %error, "fetching the first JWT bundle failed; retrying in the background");
+            None
+        }
+    };
+    let (bundle_sender, bundle_receiver) = watch::channel(first_bundle);
     let bundle_task = tokio::spawn(bundles::refresh_forever(
         client.clone(),
         trust_domain,

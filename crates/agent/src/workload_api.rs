@@ -1,5 +1,5 @@
 //! The SPIFFE Workload API over gRPC: FetchJWTSVID, FetchJWTBundles and ValidateJWTSVID. The
-//! X.509 RPCs answer Unimplemented.
+//! X.509 RPCs return Unimplemented.
 //!
 //! Every request must carry the metadata `workload.spiffe.io: true`. The caller is attested from
 //! the kernel's view of the connection; the server decides what it may have.

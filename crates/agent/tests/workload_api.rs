@@ -383,8 +383,41 @@ async fn agent_renews_its_credential() {
     let (_server, _dir, agent) = setup(CONFIG).await;
     let before = agent.identity.credential().await.0.expose().to_string();
     let client =
-        mayfly_agent::client::ServerClient::new(&_server.base, Duration::from_secs(5)).unwrap();
+        mayfly_agent::client::ServerClient::new(&_server.base, Duration::from_secs(5), None)
+            .unwrap();
     agent.identity.renew(&client).await.unwrap();
     let after = agent.identity.credential().await.0.expose().to_string();
     assert_ne!(before, after);
+}
+
+#[tokio::test]
+async fn agent_reaches_tls_server_with_its_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (tls, ca_file) = common::self_signed_tls(certs.path());
+    let server = TestServer::start_with(|settings, _| settings.tls = Some(tls)).await;
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    server.apply(CONFIG).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = server.join_token("web-1").await;
+    let without_ca = mayfly_agent::start(common::agent_settings(
+        &server.base,
+        dir.path(),
+        Some(token.clone()),
+    ))
+    .await;
+    assert!(
+        without_ca.is_err(),
+        "a certificate outside the system roots must be rejected"
+    );
+
+    let mut settings = common::agent_settings(&server.base, dir.path(), Some(token));
+    settings.server_ca = Some(ca_file);
+    let _agent = mayfly_agent::start(settings)
+        .await
+        .expect("agent starts with the server's CA");
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap();
 }

@@ -246,10 +246,10 @@ fn identify<'a>(config: &'a Config, attestations: &[Attestation]) -> Result<(&'a
     }
 }
 
-/// Checks that a `unix` identity and the evidence come from the same kind of socket: a rule that
-/// names an agent applies only to processes an agent attested, and a rule without `agent` only
-/// to processes on the server's own socket. Without this check, a rule for uid 1000 would match
-/// uid 1000 on every host that runs an agent. Identities of other trust providers always pass.
+/// Checks that a `unix` identity and the evidence come from the same kind of socket. A rule that
+/// names an agent applies only to processes an agent attested. A rule without `agent` applies
+/// only to processes on the server's own socket, so a rule for uid 1000 does not match uid 1000
+/// on every host that runs an agent. Identities of other trust providers always pass.
 fn unix_scope_matches(config: &Config, identity: &Identity, attestation: &Attestation) -> bool {
     let Some(TrustProvider::Unix(_)) = config.trust_providers.get(&identity.trust_provider) else {
         return true;

@@ -72,7 +72,7 @@ pub struct CredentialResponse {
     pub request_id: String,
 }
 
-/// What a credential request asks for.
+/// The credential that a request is for.
 enum Wanted {
     /// The credential that the access policy for this server workload yields.
     Target(Target),

@@ -204,7 +204,8 @@ pub struct AgentJoinTokenRecord {
     pub created_at: Timestamp,
     /// The token cannot be used from this time on.
     pub expires_at: Timestamp,
-    /// When an agent joined with the token. A token is used at most once.
+    /// When an agent joined with the token. `Store::redeem_agent_join_token` uses a token at most
+    /// once.
     pub used_at: Option<Timestamp>,
     /// When the token was revoked, which evicting its agent does.
     pub revoked_at: Option<Timestamp>,

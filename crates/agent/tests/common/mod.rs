@@ -27,17 +27,30 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|_, _| {}).await
+    }
+
+    /// Starts a dev server after `adjust` changed its settings.
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings, &Path)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             dev: true,
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("server"),
             ..Settings::default()
         };
+        adjust(&mut settings, dir.path());
+        let mut http = reqwest::Client::builder();
+        let mut scheme = "http";
+        if let Some(tls) = &settings.tls {
+            let pem = std::fs::read(&tls.cert_file).unwrap();
+            http = http.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap());
+            scheme = "https";
+        }
         let server = mayfly_server::start(settings, None)
             .await
             .expect("server starts");
-        let base = format!("http://{}", server.addr);
+        let base = format!("{scheme}://{}", server.addr);
         let admin_token = server
             .first_admin_token
             .clone()
@@ -47,7 +60,7 @@ impl TestServer {
             dir,
             base,
             admin_token,
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
         }
     }
 
@@ -115,12 +128,34 @@ pub fn current_uid() -> String {
 
 /// Starts an agent against `server_url` with its data and socket under `dir`.
 pub async fn start_agent(server_url: &str, dir: &Path, join_token: Option<String>) -> RunningAgent {
+    let settings = agent_settings(server_url, dir, join_token);
+    mayfly_agent::start(settings).await.expect("agent starts")
+}
+
+/// Returns the test settings of an agent against `server_url` with its data and socket under
+/// `dir`.
+pub fn agent_settings(server_url: &str, dir: &Path, join_token: Option<String>) -> AgentSettings {
     let mut settings =
         AgentSettings::new(server_url.to_string(), dir.join("agent"), socket_path(dir));
     settings.join_token = join_token.map(SecretString::new);
     settings.server_timeout = Duration::from_secs(5);
     settings.bundle_refresh = Duration::from_millis(200);
-    mayfly_agent::start(settings).await.expect("agent starts")
+    settings
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 into `dir` and returns the server's TLS
+/// settings and the certificate's file, which is also the CA file for clients.
+pub fn self_signed_tls(dir: &Path) -> (mayfly_server::settings::TlsSettings, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_file = dir.join("cert.pem");
+    let key_file = dir.join("key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let tls = mayfly_server::settings::TlsSettings {
+        cert_file: cert_file.clone(),
+        key_file,
+    };
+    (tls, cert_file)
 }
 
 pub fn socket_path(dir: &Path) -> PathBuf {
@@ -150,7 +185,7 @@ pub fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// A TCP relay to `target` that stops answering, without closing connections, once `hang` is
+/// A TCP relay to `target` that stops forwarding, without closing connections, once `hang` is
 /// set.
 pub struct Relay {
     pub url: String,

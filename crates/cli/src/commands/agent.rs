@@ -17,7 +17,7 @@ pub struct AgentArgs {
     pub server: String,
 
     /// One-time join token from `mayfly agent-token create`. Needed only when the data directory
-    /// holds no valid agent credential (first start, or after the agent stayed down past the
+    /// contains no valid agent credential (first start, or after the agent stayed down past the
     /// credential's expiry).
     #[arg(long, env = "MAYFLY_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
@@ -29,6 +29,11 @@ pub struct AgentArgs {
     /// Path of the SPIFFE Workload API socket.
     #[arg(long, default_value = "/tmp/mayfly-agent.sock")]
     pub socket: PathBuf,
+
+    /// PEM file of the CA certificates that the server's HTTPS certificate must chain to. Without
+    /// it, the system roots are used.
+    #[arg(long)]
+    pub server_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +72,7 @@ pub struct AgentsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentsCommand {
-    /// List the agents the server knows, evicted ones included.
+    /// List the agents registered with the server, evicted ones included.
     List(ListArgs),
     /// Evict an agent: its credential stops working at once and its unused join tokens are
     /// revoked.
@@ -91,6 +96,7 @@ pub struct EvictArgs {
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut settings = mayfly_agent::AgentSettings::new(args.server, args.data_dir, args.socket);
     settings.join_token = args.join_token.map(SecretString::new);
+    settings.server_ca = args.server_ca;
     let agent = mayfly_agent::start(settings).await.context("starting the agent failed")?;
     tokio::select! {
         () = agent.wait() => {}

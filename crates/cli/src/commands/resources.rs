@@ -24,7 +24,7 @@ pub fn parse_kind(text: &str) -> Result<ResourceKind, KindError> {
     ResourceKind::parse(text.trim()).ok_or_else(|| KindError::Unknown(text.to_string()))
 }
 
-/// What `mayfly get` shows: a configuration resource kind, or the agents the server knows.
+/// The kind that `mayfly get` shows: a configuration resource kind, or the agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetKind {
     Resource(ResourceKind),

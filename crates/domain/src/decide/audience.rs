@@ -1,5 +1,5 @@
 //! The decision for a JWT-SVID requested by audience, as the SPIFFE Workload API's FetchJWTSVID
-//! asks for it: the caller names audiences, not a server workload.
+//! requests it: the caller names audiences, not a server workload.
 
 use super::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide, identify};
 use crate::conditions::RequestContext;

@@ -37,7 +37,7 @@ pub const AGENT_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
 /// Lifetime of a join token when the request names none.
 pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 
-/// Longest lifetime a join token may have.
+/// Maximum lifetime of a join token.
 pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// An authenticated agent: its credential is current, unexpired and the agent is not evicted.

@@ -25,7 +25,7 @@ fn credential(hash: &str, expires: i64) -> AgentCredentialHash {
     }
 }
 
-/// A join token admits its agent once; the credential can be renewed only while current.
+/// Checks that a join token admits its agent once, and that only the current credential renews.
 pub async fn agent_join_token_is_single_use(store: &dyn Store) {
     store
         .insert_agent_join_token(
@@ -82,7 +82,7 @@ pub async fn agent_join_token_is_single_use(store: &dyn Store) {
     assert!(!stale, "a replaced credential must not renew");
 }
 
-/// An expired join token admits nobody, and an expired credential does not renew.
+/// Checks that an expired join token admits no agent and an expired credential does not renew.
 pub async fn expired_agent_secrets_rejected(store: &dyn Store) {
     store
         .insert_agent_join_token(&join_token("web-1", "join-1", 60), vec![])
@@ -110,7 +110,8 @@ pub async fn expired_agent_secrets_rejected(store: &dyn Store) {
     assert!(!renewed, "an expired credential must not renew");
 }
 
-/// Evicting drops the credential and revokes unused join tokens; a new join token re-admits.
+/// Checks that eviction drops the credential and revokes unused join tokens, and that a new join
+/// token admits the agent again.
 pub async fn evicted_agent_loses_credential(store: &dyn Store) {
     store
         .insert_agent_join_token(&join_token("web-1", "join-1", 600), vec![])
