@@ -268,6 +268,9 @@ async fn collect_evidence(
 /// Maximum length of one attribute value that an agent sends, in bytes.
 const MAX_AGENT_ATTRIBUTE_BYTES: usize = 4096;
 
+/// Maximum number of supplementary groups that an agent sends; Linux allows 65,536.
+const MAX_AGENT_GROUPS: usize = 65_536;
+
 /// Checks the attributes an agent sent and adds the agent's name. The name comes from the
 /// agent's credential: an `agent` attribute in the request is rejected, so an agent cannot
 /// pose as another.
@@ -278,10 +281,13 @@ fn agent_attributes(agent: &str, sent: &BTreeMap<String, Vec<String>>) -> Result
         if !known {
             return Err(format!("agent {agent:?} sent attribute {name:?}, which is not a unix attribute an agent may attest"));
         }
-        if values.len() != 1 || values.iter().any(|value| value.is_empty() || value.len() > MAX_AGENT_ATTRIBUTE_BYTES) {
+        let max_values = if name == "groups" { MAX_AGENT_GROUPS } else { 1 };
+        if values.is_empty() || values.len() > max_values {
+            return Err(format!("agent {agent:?} sent attribute {name:?} with {} values, expected 1 to {max_values}", values.len()));
+        }
+        if values.iter().any(|value| value.is_empty() || value.len() > MAX_AGENT_ATTRIBUTE_BYTES) {
             return Err(format!(
-                "agent {agent:?} sent attribute {name:?} with {} values: expected one non-empty value of at most {MAX_AGENT_ATTRIBUTE_BYTES} bytes",
-                values.len()
+                "agent {agent:?} sent attribute {name:?} with an empty value or one longer than {MAX_AGENT_ATTRIBUTE_BYTES} bytes"
             ));
         }
         attributes.insert(name.clone(), values.clone());

@@ -190,3 +190,34 @@ async fn unauthenticated_caller_cannot_request_svid() {
     let response = server.http.post(server.url("/v1/agents/jwt-svids")).json(&svid_request("1000", &["payments"])).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn rule_on_supplementary_group_matches_any_group() {
+    let server = server().await;
+    let config = mayfly_domain::config_file::parse(
+        "groups.yaml",
+        &CONFIG.replace("{uid: \"2000\"}", "{groups: \"4242\", agent: web-1}"),
+    )
+    .expect("test configuration parses");
+    let (status, body) = server.post("/v1/apply", json!({"config": config})).await;
+    assert_eq!(status, 200, "{body}");
+    let credential = join(&server, "web-1").await;
+
+    let member = json!({"attributes": {"uid": ["3000"], "groups": ["10", "4242"]}, "audience": ["payments"]});
+    let (status, body) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, member).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["spiffe_id"], "spiffe://mayfly.local/host-only");
+
+    let outsider = json!({"attributes": {"uid": ["3000"], "groups": ["10"]}, "audience": ["payments"]});
+    let (status, _) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, outsider).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn agent_cannot_send_many_values_for_uid() {
+    let server = server().await;
+    let credential = join(&server, "web-1").await;
+    let forged = json!({"attributes": {"uid": ["2000", "1000"]}, "audience": ["payments"]});
+    let (status, _) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, forged).await;
+    assert_eq!(status, 401, "a denial at the evidence step is a 401");
+}
