@@ -7,6 +7,7 @@ mod authority;
 pub mod bundles;
 pub mod cache;
 pub mod client;
+pub mod config;
 pub mod identity;
 pub mod peer;
 mod run;

@@ -228,12 +228,22 @@ fn agent_joins_lists_and_is_evicted() {
     assert!(join_token.starts_with("mfy_join_"), "{join_token}");
 
     let socket = dir.path().join("agent.sock");
+    let token_file = dir.path().join("join-token");
+    std::fs::write(&token_file, format!("{join_token}\n")).unwrap();
+    let settings = dir.path().join("agent.toml");
+    let settings_text = format!(
+        "server = \"http://{}\"\njoin_token_file = {:?}\ndata_dir = {:?}\nsocket = {:?}\n",
+        server.addr,
+        token_file,
+        dir.path().join("agent"),
+        socket,
+    );
+    std::fs::write(&settings, settings_text).unwrap();
     let mut agent = Command::new(BINARY)
-        .args(["agent", "--server", &format!("http://{}", server.addr), "--join-token", &join_token])
-        .arg("--data-dir")
-        .arg(dir.path().join("agent"))
-        .arg("--socket")
-        .arg(&socket)
+        .arg("agent")
+        .arg("--config")
+        .arg(&settings)
+        .env_remove("MAYFLY_ADDR")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use mayfly_agent::config::AgentFile;
 use mayfly_crypto::token::SecretString;
 use serde_json::{Value, json};
 
@@ -12,9 +13,14 @@ use crate::output::{self, OutputFormat, Table, array_field, clean_text, field_te
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
+    /// TOML settings file with the same keys as these flags (`join_token_file` in place of
+    /// `--join-token`); flags override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
     /// Base URL of the Mayfly server, such as https://mayfly.example:8750.
     #[arg(long, env = "MAYFLY_ADDR")]
-    pub server: String,
+    pub server: Option<String>,
 
     /// One-time join token from `mayfly agent-token create`. Needed only when the data directory
     /// contains no valid agent credential (first start, or after the agent stayed down past the
@@ -22,13 +28,14 @@ pub struct AgentArgs {
     #[arg(long, env = "MAYFLY_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
 
-    /// Directory that keeps the agent's credential across restarts (created with mode 0700).
-    #[arg(long, default_value = "mayfly-agent-data")]
-    pub data_dir: PathBuf,
+    /// Directory that keeps the agent's credential across restarts (created with mode 0700);
+    /// default `mayfly-agent-data`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 
-    /// Path of the SPIFFE Workload API socket.
-    #[arg(long, default_value = "/tmp/mayfly-agent.sock")]
-    pub socket: PathBuf,
+    /// Path of the SPIFFE Workload API socket; default `/tmp/mayfly-agent.sock`.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
 
     /// PEM file of the CA certificates that the server's HTTPS certificate must chain to. Without
     /// it, the system roots are used.
@@ -94,15 +101,43 @@ pub struct EvictArgs {
 
 /// Runs the agent until it stops or the process receives Ctrl-C.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let mut settings = mayfly_agent::AgentSettings::new(args.server, args.data_dir, args.socket);
-    settings.join_token = args.join_token.map(SecretString::new);
-    settings.server_ca = args.server_ca;
+    let settings = agent_settings(args)?;
     let agent = mayfly_agent::start(settings).await.context("starting the agent failed")?;
     tokio::select! {
         () = agent.wait() => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("agent stopping"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Merges the flags over the settings file, if any, over the defaults.
+fn agent_settings(args: AgentArgs) -> anyhow::Result<mayfly_agent::AgentSettings> {
+    let file = match &args.config {
+        Some(path) => AgentFile::load(path)?,
+        None => AgentFile::default(),
+    };
+    let Some(server) = args.server.or_else(|| file.server.clone()) else {
+        anyhow::bail!("missing server URL: pass --server, set MAYFLY_ADDR, or set server in the settings file");
+    };
+    let data_dir = args.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("mayfly-agent-data"));
+    let socket = args.socket.or_else(|| file.socket.clone()).unwrap_or_else(|| PathBuf::from("/tmp/mayfly-agent.sock"));
+
+    let mut settings = mayfly_agent::AgentSettings::new(server, data_dir, socket);
+    settings.server_ca = args.server_ca.or_else(|| file.server_ca.clone());
+    settings.join_token = match (args.join_token, &file.join_token_file) {
+        (Some(token), _) => Some(SecretString::new(token)),
+        (None, Some(path)) if path.exists() => {
+            let text = std::fs::read_to_string(path)
+                .map(zeroize::Zeroizing::new)
+                .with_context(|| format!("reading the join token file {}", path.display()))?;
+            Some(SecretString::new(text.trim().to_string()))
+        }
+        (None, _) => None,
+    };
+    if let Some(path) = &args.config {
+        file.apply_limits(path, &mut settings)?;
+    }
+    Ok(settings)
 }
 
 /// Runs `mayfly agent-token create`.
