@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::api::ApiError;
 use crate::commands::credential::{CredentialError, EXIT_DENIED};
 use crate::commands::{
-    admin_token, apply, audit, credential, keys, resources, server, server_workload,
+    admin_token, agent, apply, audit, credential, keys, resources, server, server_workload,
 };
 
 /// Mayfly issues short-lived credentials to workloads by policy and audits every decision.
@@ -51,6 +51,12 @@ enum Command {
     AdminToken(admin_token::AdminTokenArgs),
     /// Fetch a credential for the calling process.
     Credential(credential::CredentialArgs),
+    /// Run the agent: the SPIFFE Workload API for the processes on this host.
+    Agent(agent::AgentArgs),
+    /// Create one-time join tokens for agents.
+    AgentToken(agent::AgentTokenArgs),
+    /// List or evict agents.
+    Agents(agent::AgentsArgs),
     /// Print the version.
     Version,
 }
@@ -58,7 +64,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Server(_)) {
+    if let Command::Agent(_) = cli.command {
+        logging::init_server(mayfly_server::settings::LogFormat::Text);
+    } else if !matches!(cli.command, Command::Server(_)) {
         logging::init_client();
     }
 
@@ -72,6 +80,9 @@ async fn main() -> ExitCode {
         Command::Keys(args) => keys::run(args).await,
         Command::AdminToken(args) => admin_token::run(args).await,
         Command::Credential(args) => credential::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::AgentToken(args) => agent::token(args).await,
+        Command::Agents(args) => agent::agents(args).await,
         Command::Version => output::print_text(concat!("mayfly ", env!("CARGO_PKG_VERSION")))
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),

@@ -216,3 +216,58 @@ fn settings_file_with_unknown_key_is_rejected() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("listen_port"), "{}", stderr(&output));
 }
+
+#[test]
+fn agent_joins_lists_and_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("data"), None);
+
+    let created = server.cli(&["agent-token", "create", "web-1", "--ttl", "5m"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let join_token = stdout(&created).trim().to_string();
+    assert!(join_token.starts_with("mfy_join_"), "{join_token}");
+
+    let socket = dir.path().join("agent.sock");
+    let token_file = dir.path().join("join-token");
+    std::fs::write(&token_file, format!("{join_token}\n")).unwrap();
+    let settings = dir.path().join("agent.toml");
+    let settings_text = format!(
+        "server = \"http://{}\"\njoin_token_file = {:?}\ndata_dir = {:?}\nsocket = {:?}\n",
+        server.addr,
+        token_file,
+        dir.path().join("agent"),
+        socket,
+    );
+    std::fs::write(&settings, settings_text).unwrap();
+    let mut agent = Command::new(BINARY)
+        .arg("agent")
+        .arg("--config")
+        .arg(&settings)
+        .env_remove("MAYFLY_ADDR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(socket.exists(), "the agent socket appears");
+
+    let listed = server.cli(&["get", "agents"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("web-1"), "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("active"), "{}", stdout(&listed));
+
+    let evicted = server.cli(&["agents", "evict", "web-1"]);
+    assert!(evicted.status.success(), "{}", stderr(&evicted));
+    let listed = server.cli(&["agents", "list", "-o", "json"]);
+    let body: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(body["items"][0]["state"], "evicted");
+
+    let replayed = server.cli(&["agents", "evict", "web-1"]);
+    assert!(!replayed.status.success(), "evicting twice reports not found");
+
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

@@ -25,14 +25,17 @@ pub enum AuditKind {
     KeyChange,
     /// An admin token was created or revoked.
     AdminTokenChange,
+    /// An agent join token was created, an agent joined, or an agent was evicted.
+    AgentChange,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 4] = [
+    pub const ALL: [AuditKind; 5] = [
         AuditKind::CredentialRequest,
         AuditKind::ConfigChange,
         AuditKind::KeyChange,
         AuditKind::AdminTokenChange,
+        AuditKind::AgentChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl AuditKind {
             AuditKind::ConfigChange => "config_change",
             AuditKind::KeyChange => "key_change",
             AuditKind::AdminTokenChange => "admin_token_change",
+            AuditKind::AgentChange => "agent_change",
         }
     }
 

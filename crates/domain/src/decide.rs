@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use crate::conditions::{self, RequestContext};
 use crate::config::Config;
-use crate::resources::{AccessPolicy, ClientWorkload, CredentialProvider, MatchValue, ServerWorkload};
+use crate::resources::{
+    AccessPolicy, ClientWorkload, CredentialProvider, Identity, MatchValue, ServerWorkload, TrustProvider, UNIX_AGENT_ATTRIBUTE,
+};
 use crate::spiffe::TrustDomain;
 
 /// A step of the credential request flow; a denial names the step that failed.
@@ -215,6 +217,7 @@ fn identify<'a>(config: &'a Config, attestations: &[Attestation]) -> Result<(&'a
         for identity in &client.identities {
             let attested = attestations.iter().find(|a| a.trust_provider == identity.trust_provider);
             if let Some(attestation) = attested
+                && unix_scope_matches(config, identity, attestation)
                 && rules_match(&identity.match_rules, &attestation.attributes)
                 && !via.contains(&identity.trust_provider)
             {
@@ -241,6 +244,19 @@ fn identify<'a>(config: &'a Config, attestations: &[Attestation]) -> Result<(&'a
             ))
         }
     }
+}
+
+/// Checks that a `unix` identity and the evidence come from the same kind of socket. A rule that
+/// names an agent applies only to processes an agent attested. A rule without `agent` applies
+/// only to processes on the server's own socket, so a rule for uid 1000 does not match uid 1000
+/// on every host that runs an agent. Identities of other trust providers always pass.
+fn unix_scope_matches(config: &Config, identity: &Identity, attestation: &Attestation) -> bool {
+    let Some(TrustProvider::Unix(_)) = config.trust_providers.get(&identity.trust_provider) else {
+        return true;
+    };
+    let rule_names_agent = identity.match_rules.contains_key(UNIX_AGENT_ATTRIBUTE);
+    let attested_by_agent = attestation.attributes.contains_key(UNIX_AGENT_ATTRIBUTE);
+    rule_names_agent == attested_by_agent
 }
 
 /// Checks that every rule matches at least one attested value of its attribute.
@@ -278,6 +294,9 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
     }
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
+
+mod audience;
+pub use audience::decide_audiences;
 
 #[cfg(test)]
 mod tests;

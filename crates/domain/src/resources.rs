@@ -208,7 +208,18 @@ pub struct UnixTrustProvider {
 }
 
 /// Attributes that a `unix` trust provider attests, and so the keys its match rules may use.
-pub const UNIX_ATTRIBUTES: [&str; 5] = ["uid", "gid", "pid", "path", "sha256"];
+///
+/// `groups` has one value per supplementary group id, and a rule on it matches when any of them
+/// matches.
+///
+/// `agent` is the name of the agent that attested the process. The server sets it from the
+/// agent's credential, never from what the agent sends, and leaves it out for processes on the
+/// server's own socket. A rule with `agent` matches only processes attested by a matching agent,
+/// and a rule without it matches only processes on the server's own socket.
+pub const UNIX_ATTRIBUTES: [&str; 7] = ["uid", "gid", "groups", "pid", "path", "sha256", UNIX_AGENT_ATTRIBUTE];
+
+/// The attribute naming the agent that attested a process.
+pub const UNIX_AGENT_ATTRIBUTE: &str = "agent";
 
 impl TrustProvider {
     pub fn name(&self) -> &str {

@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use mayfly_domain::conditions::RequestContext;
-use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide};
-use mayfly_domain::resources::Authentication;
+use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences};
+use mayfly_domain::resources::{Authentication, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -44,6 +44,9 @@ pub enum Evidence {
     Bearer(String),
     /// The kernel's view of a process on the workload socket.
     Unix(PeerAtAccept),
+    /// Unix attributes of a process that the authenticated agent `agent` attested on its own
+    /// socket.
+    Agent { agent: String, attributes: BTreeMap<String, Vec<String>> },
     /// Nothing.
     None,
 }
@@ -77,18 +80,42 @@ pub struct CredentialResponse {
     pub request_id: String,
 }
 
+/// The credential that a request is for.
+enum Wanted {
+    /// The credential that the access policy for this server workload yields.
+    Target(Target),
+    /// A JWT-SVID for exactly these audiences, as the SPIFFE Workload API requests it.
+    Audiences(Vec<String>),
+}
+
 /// Runs the whole credential flow and writes its audit event before the response.
 pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
+    let target = parse_target(request)?;
+    issue(state, call, Wanted::Target(target)).await
+}
+
+/// Runs the credential flow for a JWT-SVID requested by audience: it is granted only through an
+/// access policy whose `jwt_svid` credential provider names every audience in `audiences`.
+pub async fn handle_jwt_svid(state: &AppState, call: Call, audiences: Vec<String>) -> Result<CredentialResponse, ApiError> {
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        return Err(ApiError::invalid("audience", &audiences.join(","), "needs at least one non-empty audience"));
+    }
+    issue(state, call, Wanted::Audiences(audiences)).await
+}
+
+async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<CredentialResponse, ApiError> {
     let started = Instant::now();
     let now = clock::now();
-    let target = parse_target(request)?;
     let evidence_snapshot = state.config();
 
     let mut detail = Map::new();
     detail.insert("request_id".into(), json!(call.request_id));
     detail.insert("source_ip".into(), json!(call.source_ip.to_string()));
     detail.insert("transport".into(), json!(call.transport));
-    detail.insert("target".into(), json!(target.to_string()));
+    match &wanted {
+        Wanted::Target(target) => detail.insert("target".into(), json!(target.to_string())),
+        Wanted::Audiences(audiences) => detail.insert("audience".into(), json!(audiences)),
+    };
 
     let attestations = match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
         Ok(attestations) => attestations,
@@ -110,13 +137,15 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
         return deny(state, &call, now, Denial::new(Step::Evidence, reason), detail, started).await;
     }
 
-    let input = DecisionInput {
-        target: &target,
-        attestations: &attestations,
-        context: RequestContext { now, source_ip: call.source_ip },
-        trust_domain: &state.trust_domain,
+    let context = RequestContext { now, source_ip: call.source_ip };
+    let decision = match &wanted {
+        Wanted::Target(target) => {
+            let input = DecisionInput { target, attestations: &attestations, context, trust_domain: &state.trust_domain };
+            decide(config, &input)
+        }
+        Wanted::Audiences(audiences) => decide_audiences(config, &attestations, context, &state.trust_domain, audiences),
     };
-    let grant = match decide(config, &input) {
+    let grant = match decision {
         Ok(grant) => grant,
         Err(denial) => return deny(state, &call, now, denial, detail, started).await,
     };
@@ -126,7 +155,11 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
     detail.insert("trust_provider".into(), json!(grant.trust_provider));
     detail.insert("credential_provider".into(), json!(grant.credential_provider.name()));
 
-    let issued = match providers::produce(state, &grant, now).await {
+    let audience_override = match &wanted {
+        Wanted::Target(_) => None,
+        Wanted::Audiences(audiences) => Some(audiences.as_slice()),
+    };
+    let issued = match providers::produce(state, &grant, audience_override, now).await {
         Ok(issued) => issued,
         Err(failure) => {
             detail.extend(failure.audit);
@@ -268,7 +301,50 @@ async fn collect_evidence(
             }
             Ok(attestations)
         }
+        Evidence::Agent { agent, attributes } => {
+            let attributes = agent_attributes(agent, attributes)?;
+            detail.insert("evidence".into(), json!({"kind": "agent", "agent": agent, "attributes": attributes}));
+            let attestations = unix::attestations(&snapshot.config, &attributes);
+            if attestations.is_empty() {
+                return Err("no unix trust provider is configured, so processes attested by agents cannot be identified".to_string());
+            }
+            Ok(attestations)
+        }
     }
+}
+
+/// Maximum length of one attribute value that an agent sends, in bytes.
+const MAX_AGENT_ATTRIBUTE_BYTES: usize = 4096;
+
+/// Maximum number of supplementary groups that an agent sends; Linux allows 65,536.
+const MAX_AGENT_GROUPS: usize = 65_536;
+
+/// Checks the attributes an agent sent and adds the agent's name. The name comes from the
+/// agent's credential: an `agent` attribute in the request is rejected, so an agent cannot
+/// pose as another.
+fn agent_attributes(agent: &str, sent: &BTreeMap<String, Vec<String>>) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut attributes = BTreeMap::new();
+    for (name, values) in sent {
+        let known = UNIX_ATTRIBUTES.contains(&name.as_str()) && name != UNIX_AGENT_ATTRIBUTE;
+        if !known {
+            return Err(format!("agent {agent:?} sent attribute {name:?}, which is not a unix attribute an agent may attest"));
+        }
+        let max_values = if name == "groups" { MAX_AGENT_GROUPS } else { 1 };
+        if values.is_empty() || values.len() > max_values {
+            return Err(format!("agent {agent:?} sent attribute {name:?} with {} values, expected 1 to {max_values}", values.len()));
+        }
+        if values.iter().any(|value| value.is_empty() || value.len() > MAX_AGENT_ATTRIBUTE_BYTES) {
+            return Err(format!(
+                "agent {agent:?} sent attribute {name:?} with an empty value or one longer than {MAX_AGENT_ATTRIBUTE_BYTES} bytes"
+            ));
+        }
+        attributes.insert(name.clone(), values.clone());
+    }
+    if !attributes.contains_key("uid") {
+        return Err(format!("agent {agent:?} sent no uid attribute"));
+    }
+    attributes.insert(UNIX_AGENT_ATTRIBUTE.to_string(), vec![agent.to_string()]);
+    Ok(attributes)
 }
 
 /// Summarizes verified token claims for the audit event: who the token names, never the token.

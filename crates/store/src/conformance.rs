@@ -9,6 +9,7 @@
 // A check is a test: a failed step must abort it with a message, as `assert!` does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agents;
 mod audit;
 mod keys;
 mod purge;
@@ -22,6 +23,9 @@ use mayfly_domain::audit::{
 
 use crate::store::Store;
 
+pub use agents::{
+    agent_join_token_is_single_use, evicted_agent_loses_credential, expired_agent_secrets_rejected,
+};
 pub use audit::{
     audit_chain_verifies, audit_filters_and_paging, audit_json_round_trips_exactly,
     checkpoints_round_trip, concurrent_appends_are_gapless, forged_checkpoint_rejected,

@@ -1,6 +1,6 @@
 #![forbid(unsafe_code)]
 //! Mayfly's storage: configuration resources, the hash-chained audit log and its checkpoints,
-//! signing keys, admin tokens and server metadata.
+//! signing keys, admin tokens, agents and server metadata.
 //!
 //! The server talks to storage only through the [`Store`] trait, used as `Arc<dyn Store>`.
 //! [`SqliteStore`] keeps everything in one SQLite file. Every backend must pass the checks in
@@ -16,8 +16,9 @@ mod store;
 pub use error::StoreError;
 pub use jiff::Timestamp;
 pub use model::{
-    AdminTokenRecord, AuditFilter, ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE,
-    ResourcePut, ResourceRecord, ResourceRef, SigningKeyRecord,
+    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AuditFilter,
+    ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE, ResourcePut, ResourceRecord,
+    ResourceRef, SigningKeyRecord,
 };
 pub use sqlite::{READ_CONNECTIONS, SqliteStore};
 pub use store::Store;

@@ -192,3 +192,43 @@ pub struct AdminTokenRecord {
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }
+
+/// A one-time token that admits the agent `agent`, known to the store only by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentJoinTokenRecord {
+    pub id: String,
+    /// The name the agent gets when it joins with this token.
+    pub agent: String,
+    /// Hash of the token secret, as computed by the server.
+    pub token_hash: String,
+    pub created_at: Timestamp,
+    /// The token cannot be used from this time on.
+    pub expires_at: Timestamp,
+    /// When an agent joined with the token. `Store::redeem_agent_join_token` uses a token at most
+    /// once.
+    pub used_at: Option<Timestamp>,
+    /// When the token was revoked, which evicting its agent does.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// An agent known to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// The name chosen by the operator when creating the join token, unique among agents.
+    pub name: String,
+    /// Hash of the agent's current credential; `None` once the agent is evicted.
+    pub credential_hash: Option<String>,
+    pub credential_expires_at: Option<Timestamp>,
+    /// When the agent last joined with a join token.
+    pub joined_at: Timestamp,
+    /// When the agent last received a credential, by joining or by renewing.
+    pub renewed_at: Timestamp,
+    pub evicted_at: Option<Timestamp>,
+}
+
+/// The credential an agent receives when it joins or renews, known to the store by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCredentialHash {
+    pub hash: String,
+    pub expires_at: Timestamp,
+}

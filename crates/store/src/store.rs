@@ -6,7 +6,8 @@ use mayfly_domain::audit::{AuditEvent, Checkpoint, NewAuditEvent};
 
 use crate::error::StoreError;
 use crate::model::{
-    AdminTokenRecord, AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
+    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AuditFilter,
+    ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
 };
 
 /// Durable storage for configuration resources, the audit log, signing keys, admin tokens and
@@ -182,6 +183,72 @@ pub trait Store: Send + Sync {
     async fn revoke_admin_token(
         &self,
         id_or_name: &str,
+        now: Timestamp,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    // Agents.
+
+    /// Inserts an agent join token and appends `audit` in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` when the id or the token hash is taken.
+    async fn insert_agent_join_token(
+        &self,
+        token: &AgentJoinTokenRecord,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Returns the join token whose hash is `token_hash`, used, revoked and expired ones included.
+    async fn find_agent_join_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AgentJoinTokenRecord>, StoreError>;
+
+    /// Marks the join token `token_hash` used and stores `credential` as its agent's current
+    /// credential, creating the agent or replacing its credential and lifting its eviction.
+    /// Appends `audit` in the same transaction.
+    ///
+    /// Returns `None`, writing nothing, unless the token exists, is unused, unrevoked and expires
+    /// after `now`. So two agents racing with one token cannot both join.
+    async fn redeem_agent_join_token(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+        credential: &AgentCredentialHash,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<Option<AgentRecord>, StoreError>;
+
+    /// Returns the agent whose current credential has hash `credential_hash`, unless the agent
+    /// is evicted. The record carries the expiry, which the caller checks.
+    async fn find_agent_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<AgentRecord>, StoreError>;
+
+    /// Replaces the agent's credential `old_hash` with `new`. Returns `false`, writing nothing,
+    /// unless `old_hash` is the agent's current credential, it expires after `now` and the agent
+    /// is not evicted.
+    async fn renew_agent_credential(
+        &self,
+        name: &str,
+        old_hash: &str,
+        new: &AgentCredentialHash,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Returns every agent, evicted ones included, sorted by name.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Evicts the agent `name`: drops its credential and revokes its unused join tokens.
+    /// Appends `audit` only when something changed.
+    ///
+    /// Returns `false` when there was neither an agent that is not already evicted nor an unused
+    /// join token for that name.
+    async fn evict_agent(
+        &self,
+        name: &str,
         now: Timestamp,
         audit: Vec<NewAuditEvent>,
     ) -> Result<bool, StoreError>;

@@ -61,6 +61,9 @@ conformance_tests!(
     admin_token_lookup_and_revocation,
     meta_round_trip,
     ping_succeeds,
+    agent_join_token_is_single_use,
+    expired_agent_secrets_rejected,
+    evicted_agent_loses_credential,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

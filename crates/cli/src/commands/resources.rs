@@ -24,11 +24,26 @@ pub fn parse_kind(text: &str) -> Result<ResourceKind, KindError> {
     ResourceKind::parse(text.trim()).ok_or_else(|| KindError::Unknown(text.to_string()))
 }
 
+/// The kind that `mayfly get` shows: a configuration resource kind, or the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetKind {
+    Resource(ResourceKind),
+    Agents,
+}
+
+/// Parses the kind of `mayfly get`: `agents` (or `agent`), or a resource kind.
+pub fn parse_get_kind(text: &str) -> Result<GetKind, KindError> {
+    match text.trim() {
+        "agent" | "agents" => Ok(GetKind::Agents),
+        other => parse_kind(other).map(GetKind::Resource),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// Resource kind, such as server-workloads or access_policy.
-    #[arg(value_parser = parse_kind)]
-    pub kind: ResourceKind,
+    /// Resource kind, such as server-workloads or access_policy, or agents.
+    #[arg(value_parser = parse_get_kind)]
+    pub kind: GetKind,
 
     /// Resource name; without it, every resource of the kind is listed.
     pub name: Option<String>,
@@ -57,7 +72,13 @@ pub struct DeleteArgs {
 /// Runs `mayfly get`.
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let client = args.client.admin_client()?;
-    let kind = args.kind;
+    let kind = match args.kind {
+        GetKind::Resource(kind) => kind,
+        GetKind::Agents => {
+            crate::commands::agent::print_agents(&client, args.output).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
 
     let (response, items) = match &args.name {
         Some(name) => {

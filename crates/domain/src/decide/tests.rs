@@ -168,3 +168,129 @@ fn glob_patterns() {
     assert!(!glob_match("abc", "abcd"));
     assert!(!glob_match("repo:acme/*", "repo:acme2/x"));
 }
+
+const AGENT_CONFIG: &str = r#"
+trust_providers:
+  - {name: local, kind: unix}
+client_workloads:
+  - name: host-only
+    identities:
+      - {trust_provider: local, match: {uid: 1000}}
+  - name: on-web-1
+    identities:
+      - {trust_provider: local, match: {uid: 2000, agent: web-1}}
+  - name: on-any-agent
+    identities:
+      - {trust_provider: local, match: {uid: 3000, agent: "*"}}
+server_workloads:
+  - {name: payments, host: payments.example, port: 443}
+credential_providers:
+  - {name: jwt, kind: jwt_svid, audience: [payments]}
+access_policies:
+  - {name: host-only, client_workload: host-only, server_workload: payments, credential_provider: jwt, trust_providers: [local]}
+  - {name: on-web-1, client_workload: on-web-1, server_workload: payments, credential_provider: jwt, trust_providers: [local]}
+  - {name: on-any-agent, client_workload: on-any-agent, server_workload: payments, credential_provider: jwt, trust_providers: [local]}
+"#;
+
+fn agent_config() -> Config {
+    let file = config_file::parse("agent.yaml", AGENT_CONFIG).unwrap_or_default();
+    Config::from_resources(file.into_resources())
+}
+
+/// Returns the name of the policy that granted, which here is also the client workload's name.
+fn granted_policy(result: Result<String, Denial>) -> Option<String> {
+    result.ok().and_then(|text| text.split(' ').nth(1).map(str::to_string))
+}
+
+#[test]
+fn unix_rule_without_agent_rejects_agent_attested_uid() {
+    let config = agent_config();
+    let from_agent = attestation("local", &[("uid", "1000"), ("agent", "web-1")]);
+    let result = run(&config, Target::Name("payments".into()), &[from_agent], "127.0.0.1");
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+}
+
+#[test]
+fn unix_rule_without_agent_matches_server_socket() {
+    let config = agent_config();
+    let local = attestation("local", &[("uid", "1000")]);
+    let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
+    assert_eq!(granted_policy(result).as_deref(), Some("host-only"));
+}
+
+#[test]
+fn unix_rule_naming_agent_matches_only_that_agent() {
+    let config = agent_config();
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let result = run(&config, Target::Name("payments".into()), &[web_1], "127.0.0.1");
+    assert_eq!(granted_policy(result).as_deref(), Some("on-web-1"));
+
+    let web_2 = attestation("local", &[("uid", "2000"), ("agent", "web-2")]);
+    let result = run(&config, Target::Name("payments".into()), &[web_2], "127.0.0.1");
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+}
+
+#[test]
+fn unix_rule_naming_agent_rejects_server_socket() {
+    let config = agent_config();
+    let local = attestation("local", &[("uid", "2000")]);
+    let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+}
+
+#[test]
+fn unix_rule_any_agent_matches_every_agent() {
+    let config = agent_config();
+    let on_agent = attestation("local", &[("uid", "3000"), ("agent", "db-7")]);
+    let result = run(&config, Target::Name("payments".into()), &[on_agent], "127.0.0.1");
+    assert_eq!(granted_policy(result).as_deref(), Some("on-any-agent"));
+
+    let local = attestation("local", &[("uid", "3000")]);
+    let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+}
+
+fn run_audiences(config: &Config, attestations: &[Attestation], audiences: &[&str]) -> Result<String, Denial> {
+    let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
+    let context = RequestContext { now: Timestamp::UNIX_EPOCH, source_ip: IpAddr::from([127, 0, 0, 1]) };
+    let audiences: Vec<String> = audiences.iter().map(|audience| audience.to_string()).collect();
+    decide_audiences(config, attestations, context, &trust_domain, &audiences)
+        .map(|grant| format!("{} {}", grant.spiffe_id, grant.policy.name))
+}
+
+#[test]
+fn audience_named_by_policy_is_granted() {
+    let config = agent_config();
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let result = run_audiences(&config, &[web_1], &["payments"]);
+    assert_eq!(result, Ok("spiffe://mayfly.local/on-web-1 on-web-1".to_string()));
+}
+
+#[test]
+fn audience_no_policy_names_is_denied() {
+    let config = agent_config();
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let denial = run_audiences(&config, std::slice::from_ref(&web_1), &["vault"]).err();
+    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessPolicy));
+    assert_eq!(denial.and_then(|denial| denial.client_workload).as_deref(), Some("on-web-1"));
+
+    let mixed = run_audiences(&config, &[web_1], &["payments", "vault"]);
+    assert_eq!(mixed.map_err(|denial| denial.step), Err(Step::AccessPolicy));
+}
+
+#[test]
+fn audience_for_disabled_server_workload_is_denied() {
+    let mut config = agent_config();
+    config.enabled.insert("payments".to_string(), false);
+    let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
+    let result = run_audiences(&config, &[web_1], &["payments"]);
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ServerWorkloadEnabled));
+}
+
+#[test]
+fn audience_request_from_unknown_caller_is_denied() {
+    let config = agent_config();
+    let stranger = attestation("local", &[("uid", "9999"), ("agent", "web-1")]);
+    let result = run_audiences(&config, &[stranger], &["payments"]);
+    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+}

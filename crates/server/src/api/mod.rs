@@ -1,6 +1,7 @@
 //! The HTTP API: routes, thin handlers, and the request id on every response.
 
 mod admin;
+pub mod agents;
 pub use admin::{new_admin_token as new_admin_token_for_bootstrap, token_event as admin_token_event};
 pub use resources::{ApplyBody, apply_config};
 mod audit;
@@ -49,6 +50,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/keys/{kid}/revoke", post(keys::revoke))
         .route("/v1/admin-tokens", get(admin::list).post(admin::create))
         .route("/v1/admin-tokens/{name}", axum::routing::delete(admin::revoke))
+        .route("/v1/agent-tokens", post(agents::create_token))
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/agents/join", post(agents::join))
+        .route("/v1/agents/renew", post(agents::renew))
+        .route("/v1/agents/jwt-svids", post(agents::jwt_svid))
+        .route("/v1/agents/{name}/evict", post(agents::evict))
         .route("/v1/{kind}", get(resources::list))
         .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))
         .fallback(public::not_found)

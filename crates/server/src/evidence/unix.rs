@@ -1,5 +1,6 @@
 //! Unix attestation of processes that connect to the workload socket: SO_PEERCRED gives the
-//! peer's pid, uid and gid, and `/proc/<pid>` gives its executable's path and SHA-256.
+//! peer's pid, uid and gid, and `/proc/<pid>` gives its supplementary groups and its executable's
+//! path and SHA-256.
 //!
 //! PID reuse: the process that connected may exit and its pid may be given to another process
 //! before `/proc` is read. Two checks guard against attesting the wrong process. The process
@@ -113,6 +114,7 @@ pub fn attest(peer: PeerAtAccept, hasher: &ExecutableHasher) -> Result<BTreeMap<
     let path = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(proc_error)?;
     let mut executable = File::open(format!("/proc/{pid}/exe")).map_err(proc_error)?;
     let sha256 = hasher.hash(&mut executable).map_err(proc_error)?;
+    let groups = supplementary_groups(pid).map_err(proc_error)?;
 
     if process_start_ticks(pid).map_err(proc_error)? != started {
         return Err(UnixAttestationError::PidReused { pid });
@@ -123,6 +125,9 @@ pub fn attest(peer: PeerAtAccept, hasher: &ExecutableHasher) -> Result<BTreeMap<
     attributes.insert("gid".to_string(), vec![peer.gid.to_string()]);
     attributes.insert("pid".to_string(), vec![pid.to_string()]);
     attributes.insert("path".to_string(), vec![path.to_string_lossy().into_owned()]);
+    if !groups.is_empty() {
+        attributes.insert("groups".to_string(), groups);
+    }
     if let Some(sha256) = sha256 {
         attributes.insert("sha256".to_string(), vec![sha256]);
     }
@@ -149,6 +154,17 @@ pub fn uptime_ticks() -> Option<u64> {
 
 fn clock_ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second()
+}
+
+/// Reads the supplementary group ids from the `Groups:` line of `/proc/<pid>/status`.
+fn supplementary_groups(pid: i32) -> std::io::Result<Vec<String>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let groups = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|list| list.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    Ok(groups)
 }
 
 /// Reads field 22 of `/proc/<pid>/stat`, the process start time in clock ticks after boot.

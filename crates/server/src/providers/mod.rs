@@ -47,10 +47,19 @@ impl From<String> for Failure {
     }
 }
 
-/// Produces the credential of the grant's provider.
-pub async fn produce(state: &AppState, grant: &Grant<'_>, now: Timestamp) -> Result<Issued, Failure> {
+/// Produces the credential of the grant's provider; `audience_override` replaces the audiences of
+/// a JWT-SVID (the Workload API asks by audience).
+pub async fn produce(
+    state: &AppState,
+    grant: &Grant<'_>,
+    audience_override: Option<&[String]>,
+    now: Timestamp,
+) -> Result<Issued, Failure> {
     match grant.credential_provider {
-        CredentialProvider::JwtSvid(provider) => jwt_svid(state, grant, provider, now).map_err(Failure::from),
+        CredentialProvider::JwtSvid(provider) => {
+            let audience = audience_override.unwrap_or(&provider.audience);
+            jwt_svid(state, grant, provider, audience, now).map_err(Failure::from)
+        }
         CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider).map_err(Failure::from),
         CredentialProvider::OauthClientCredentials(provider) => oauth::produce(state, provider).await,
         CredentialProvider::FederatedTokenExchange(provider) => federation::produce(state, grant, provider, now).await,
@@ -102,8 +111,10 @@ fn upstream_issued(credential_type: &'static str, token: &cache::CachedToken, ca
     }
 }
 
-fn jwt_svid(state: &AppState, grant: &Grant<'_>, provider: &JwtSvidProvider, now: Timestamp) -> Result<Issued, String> {
-    let svid = mint_svid(&state.keys, &state.issuer, &grant.spiffe_id, &provider.audience, provider.ttl, provider.algorithm, now)?;
+/// Signs a JWT-SVID for the grant; `audience` is the provider's own, or the subset a Workload API
+/// caller asked for.
+fn jwt_svid(state: &AppState, grant: &Grant<'_>, provider: &JwtSvidProvider, audience: &[String], now: Timestamp) -> Result<Issued, String> {
+    let svid = mint_svid(&state.keys, &state.issuer, &grant.spiffe_id, audience, provider.ttl, provider.algorithm, now)?;
     Ok(Issued {
         credential_type: "jwt_svid",
         token: Zeroizing::new(svid.token),

@@ -7,6 +7,7 @@
 //! while a write is in progress. The read connections set `query_only`, so a write sent to
 //! them by mistake fails.
 
+mod agents;
 mod audit;
 mod checkpoints;
 mod codec;
@@ -22,7 +23,8 @@ use sqlx::SqlitePool;
 
 use crate::error::StoreError;
 use crate::model::{
-    AdminTokenRecord, AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
+    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AuditFilter,
+    ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
 };
 use crate::store::Store;
 use codec::db_error;
@@ -163,6 +165,61 @@ impl Store for SqliteStore {
         audit: Vec<NewAuditEvent>,
     ) -> Result<bool, StoreError> {
         tokens::revoke(&self.writer, id_or_name, now, audit).await
+    }
+
+    async fn insert_agent_join_token(
+        &self,
+        token: &AgentJoinTokenRecord,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        agents::insert_join_token(&self.writer, token, audit).await
+    }
+
+    async fn find_agent_join_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AgentJoinTokenRecord>, StoreError> {
+        agents::find_join_token(&self.readers, token_hash).await
+    }
+
+    async fn redeem_agent_join_token(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+        credential: &AgentCredentialHash,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        agents::redeem_join_token(&self.writer, token_hash, now, credential, audit).await
+    }
+
+    async fn find_agent_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        agents::find_by_credential(&self.readers, credential_hash).await
+    }
+
+    async fn renew_agent_credential(
+        &self,
+        name: &str,
+        old_hash: &str,
+        new: &AgentCredentialHash,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        agents::renew(&self.writer, name, old_hash, new, now).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        agents::list(&self.readers).await
+    }
+
+    async fn evict_agent(
+        &self,
+        name: &str,
+        now: Timestamp,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError> {
+        agents::evict(&self.writer, name, now, audit).await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {

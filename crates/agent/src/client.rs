@@ -1,0 +1,232 @@
+//! The agent's HTTP client for the server's agent routes and JWKS.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use mayfly_crypto::token::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Errors from calls to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached, or the request timed out.
+    #[error("request to {url} failed: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    /// The server rejected the agent's credential or join token.
+    #[error("the server rejected the agent's {what} at {url}: {detail}")]
+    Unauthorized {
+        what: &'static str,
+        url: String,
+        detail: String,
+    },
+    /// The server denied the request (a credential decision, or an invalid request).
+    #[error("the server denied {url} with status {status}: {detail}")]
+    Denied {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// The server failed or is not ready.
+    #[error("the server answered {url} with status {status}: {detail}")]
+    Server {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// The response body is not what the route returns.
+    #[error("invalid response from {url}: {reason}")]
+    InvalidResponse { url: String, reason: String },
+}
+
+/// A credential the server gave the agent when it joined or renewed.
+pub struct IssuedAgentCredential {
+    pub agent: String,
+    pub credential: SecretString,
+    pub expires_at: Timestamp,
+    pub trust_domain: String,
+}
+
+/// A JWT-SVID that the server issued for a process the agent attested.
+#[derive(Clone, Deserialize)]
+pub struct IssuedSvid {
+    pub token: String,
+    pub spiffe_id: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSvid")
+            .field("token", &"<redacted>")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct CredentialBody {
+    agent: String,
+    credential: String,
+    expires_at: Timestamp,
+    trust_domain: String,
+}
+
+/// Calls the server's agent routes.
+#[derive(Clone)]
+pub struct ServerClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl ServerClient {
+    /// Builds a client for the server at `base` (such as `https://mayfly.example:8750`) whose
+    /// requests time out after `timeout`. With `server_ca` (PEM certificates), an HTTPS server's
+    /// certificate must chain to one of them instead of the system roots.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        server_ca: Option<&[u8]>,
+    ) -> Result<ServerClient, ClientError> {
+        let transport_error = |source| ClientError::Transport {
+            url: base.to_string(),
+            source,
+        };
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(pem) = server_ca {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(transport_error)?;
+            builder = builder.tls_certs_only(certificates);
+        }
+        let http = builder.build().map_err(transport_error)?;
+        Ok(ServerClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Exchanges a one-time join token for the agent's first credential.
+    pub async fn join(
+        &self,
+        join_token: &SecretString,
+    ) -> Result<IssuedAgentCredential, ClientError> {
+        let body: CredentialBody = self
+            .post("/v1/agents/join", join_token, "join token", &json!({}))
+            .await?;
+        Ok(credential_from(body))
+    }
+
+    /// Exchanges the current credential for a new one.
+    pub async fn renew(
+        &self,
+        credential: &SecretString,
+    ) -> Result<IssuedAgentCredential, ClientError> {
+        let body: CredentialBody = self
+            .post("/v1/agents/renew", credential, "credential", &json!({}))
+            .await?;
+        Ok(credential_from(body))
+    }
+
+    /// Requests a JWT-SVID for the process with `attributes`, for `audiences`.
+    pub async fn jwt_svid(
+        &self,
+        credential: &SecretString,
+        attributes: &BTreeMap<String, Vec<String>>,
+        audiences: &[String],
+    ) -> Result<IssuedSvid, ClientError> {
+        let body = json!({"attributes": attributes, "audience": audiences});
+        self.post("/v1/agents/jwt-svids", credential, "credential", &body)
+            .await
+    }
+
+    /// Fetches the server's public signing keys.
+    pub async fn jwks(&self) -> Result<Value, ClientError> {
+        let url = format!("{}/.well-known/jwks.json", self.base);
+        let response =
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| ClientError::Transport {
+                    url: url.clone(),
+                    source,
+                })?;
+        read(response, &url, "credential").await
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: &SecretString,
+        what: &'static str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(bearer.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        read(response, &url, what).await
+    }
+}
+
+async fn read<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    url: &str,
+    what: &'static str,
+) -> Result<T, ClientError> {
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+    if (200..300).contains(&status) {
+        return serde_json::from_str(&text).map_err(|error| ClientError::InvalidResponse {
+            url: url.to_string(),
+            reason: error.to_string(),
+        });
+    }
+    let problem = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+    let detail = problem
+        .get("detail")
+        .and_then(Value::as_str)
+        .map_or(text.clone(), str::to_string);
+    let is_denial =
+        problem.get("type").and_then(Value::as_str) == Some("urn:mayfly:problem:credential-denied");
+    let url = url.to_string();
+    Err(match status {
+        401 if !is_denial => ClientError::Unauthorized { what, url, detail },
+        400..=499 => ClientError::Denied {
+            url,
+            status,
+            detail,
+        },
+        _ => ClientError::Server {
+            url,
+            status,
+            detail,
+        },
+    })
+}
+
+fn credential_from(body: CredentialBody) -> IssuedAgentCredential {
+    IssuedAgentCredential {
+        agent: body.agent,
+        credential: SecretString::new(body.credential),
+        expires_at: body.expires_at,
+        trust_domain: body.trust_domain,
+    }
+}

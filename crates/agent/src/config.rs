@@ -1,0 +1,146 @@
+//! The agent's settings file (`mayfly agent --config FILE`): TOML with the same keys as the
+//! command-line flags, and unknown keys rejected.
+
+use std::path::{Path, PathBuf};
+
+use mayfly_domain::duration::Seconds;
+use serde::Deserialize;
+
+use crate::run::AgentSettings;
+
+/// Errors while reading the settings file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("agent settings file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// The file is not valid TOML or has an unknown key or a wrong type.
+    #[error("agent settings file {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    /// A duration is not written like `30s`, `5m` or `1h`.
+    #[error("agent settings file {path}: {key} {value:?}: {reason}")]
+    Duration {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The settings file. Every key is optional; command-line flags override the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// Base URL of the server.
+    pub server: Option<String>,
+    /// File that contains a one-time join token, read only when no valid credential is stored.
+    pub join_token_file: Option<PathBuf>,
+    /// Directory that keeps the agent's credential.
+    pub data_dir: Option<PathBuf>,
+    /// Path of the Workload API socket.
+    pub socket: Option<PathBuf>,
+    /// PEM file of the CA certificates for the server's HTTPS certificate.
+    pub server_ca: Option<PathBuf>,
+    /// Timeout of each request to the server, such as `5s`.
+    pub server_timeout: Option<String>,
+    /// How often the JWT bundle is fetched, such as `30s`.
+    pub bundle_refresh: Option<String>,
+    /// Maximum number of cached JWT-SVIDs.
+    pub max_cached_svids: Option<usize>,
+    /// Largest executable that is hashed for attestation, in bytes.
+    pub max_hashed_executable_bytes: Option<u64>,
+}
+
+impl AgentFile {
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<AgentFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Copies the file's durations and limits into `settings`.
+    pub fn apply_limits(
+        &self,
+        path: &Path,
+        settings: &mut AgentSettings,
+    ) -> Result<(), ConfigError> {
+        let duration = |key: &'static str, value: &String| {
+            Seconds::parse(value)
+                .map(Seconds::as_duration)
+                .map_err(|error| ConfigError::Duration {
+                    path: path.to_path_buf(),
+                    key,
+                    value: value.clone(),
+                    reason: error.to_string(),
+                })
+        };
+        if let Some(value) = &self.server_timeout {
+            settings.server_timeout = duration("server_timeout", value)?;
+        }
+        if let Some(value) = &self.bundle_refresh {
+            settings.bundle_refresh = duration("bundle_refresh", value)?;
+        }
+        if let Some(value) = self.max_cached_svids {
+            settings.max_cached_svids = value;
+        }
+        if let Some(value) = self.max_hashed_executable_bytes {
+            settings.max_hashed_executable_bytes = value;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn settings_file_parses_every_key() {
+        let file: AgentFile = toml::from_str(
+            r#"
+            server = "https://mayfly.example:8750"
+            join_token_file = "/etc/mayfly/join-token"
+            data_dir = "/var/lib/mayfly-agent"
+            socket = "/run/mayfly/agent.sock"
+            server_ca = "/etc/mayfly/ca.pem"
+            server_timeout = "10s"
+            bundle_refresh = "1m"
+            max_cached_svids = 100
+            max_hashed_executable_bytes = 1024
+            "#,
+        )
+        .unwrap();
+        let mut settings = AgentSettings::new(String::new(), PathBuf::new(), PathBuf::new());
+        file.apply_limits(Path::new("agent.toml"), &mut settings)
+            .unwrap();
+        assert_eq!(file.server.as_deref(), Some("https://mayfly.example:8750"));
+        assert_eq!(settings.server_timeout.as_secs(), 10);
+        assert_eq!(settings.bundle_refresh.as_secs(), 60);
+        assert_eq!(settings.max_cached_svids, 100);
+        assert_eq!(settings.max_hashed_executable_bytes, 1024);
+    }
+
+    #[test]
+    fn settings_file_rejects_unknown_key() {
+        let parsed = toml::from_str::<AgentFile>("servr = \"https://mayfly.example\"\n");
+        assert!(parsed.unwrap_err().to_string().contains("servr"));
+    }
+
+    #[test]
+    fn settings_file_rejects_bad_duration() {
+        let file: AgentFile = toml::from_str("server_timeout = \"soon\"\n").unwrap();
+        let mut settings = AgentSettings::new(String::new(), PathBuf::new(), PathBuf::new());
+        let error = file
+            .apply_limits(Path::new("agent.toml"), &mut settings)
+            .unwrap_err();
+        assert!(error.to_string().contains("server_timeout"), "{error}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Starting the agent: identity, bundle refresh, credential renewal and the Workload API socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_crypto::token::SecretString;
+use mayfly_server::evidence::unix::ExecutableHasher;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::bundles;
+use crate::cache::SvidCache;
+use crate::client::ServerClient;
+use crate::identity::{Identity, IdentityError};
+use crate::peer::PeerStream;
+use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use crate::workload_api::WorkloadApi;
+
+/// Settings of the agent.
+pub struct AgentSettings {
+    /// Base URL of the server, such as `https://mayfly.example:8750`.
+    pub server: String,
+    /// One-time join token, needed only when the data directory contains no valid credential.
+    pub join_token: Option<SecretString>,
+    /// Directory that keeps the agent's credential across restarts.
+    pub data_dir: PathBuf,
+    /// Path of the Workload API socket.
+    pub socket: PathBuf,
+    /// PEM file of the CA certificates that an HTTPS server's certificate must chain to; the
+    /// system roots when absent.
+    pub server_ca: Option<PathBuf>,
+    /// Timeout of each request to the server.
+    pub server_timeout: Duration,
+    /// How often the JWT bundle is fetched from the server.
+    pub bundle_refresh: Duration,
+    /// Maximum number of cached JWT-SVIDs.
+    pub max_cached_svids: usize,
+    /// Largest executable that is hashed for attestation, in bytes.
+    pub max_hashed_executable_bytes: u64,
+}
+
+impl AgentSettings {
+    /// Builds settings with the defaults: a 5 second server timeout, a bundle refresh every 30
+    /// seconds, 4,096 cached SVIDs and executables hashed up to 256 MiB.
+    pub fn new(server: String, data_dir: PathBuf, socket: PathBuf) -> AgentSettings {
+        AgentSettings {
+            server,
+            join_token: None,
+            data_dir,
+            socket,
+            server_ca: None,
+            server_timeout: Duration::from_secs(5),
+            bundle_refresh: Duration::from_secs(30),
+            max_cached_svids: 4096,
+            max_hashed_executable_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Errors while starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The agent could not establish its identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The HTTP client for the server could not be built.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// The data directory or the socket could not be set up.
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+/// A started agent; dropping it does not stop it, `shutdown` does.
+pub struct RunningAgent {
+    pub identity: Arc<Identity>,
+    pub cache: Arc<SvidCache>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Stops the socket and the background tasks.
+    pub fn shutdown(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Waits until the Workload API server stops.
+    pub async fn wait(mut self) {
+        if let Some(server) = self.tasks.pop() {
+            let _ = server.await;
+        }
+        self.shutdown();
+    }
+}
+
+/// Starts the agent and returns once its socket accepts connections.
+pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> {
+    let io_error = |path: &PathBuf| {
+        let path = path.clone();
+        move |error: std::io::Error| StartError::Io {
+            path,
+            reason: error.to_string(),
+        }
+    };
+    std::fs::create_dir_all(&settings.data_dir).map_err(io_error(&settings.data_dir))?;
+    std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_error(&settings.data_dir))?;
+
+    let server_ca = match &settings.server_ca {
+        Some(path) => Some(std::fs::read(path).map_err(io_error(path))?),
+        None => None,
+    };
+    let client = ServerClient::new(
+        &settings.server,
+        settings.server_timeout,
+        server_ca.as_deref(),
+    )?;
+    let identity =
+        Identity::establish(&client, &settings.data_dir, settings.join_token.as_ref()).await?;
+    let trust_domain = identity.trust_domain().await;
+
+    // The first bundle is fetched before the socket opens, so that FetchJWTBundles can send it
+    // at once.
+    let first_bundle = match client.jwks().await {
+        Ok(discovery) => Some(bundles::bundle_from_jwks(&trust_domain, &discovery)),
+        Err(error) => {
+            tracing::warn!(error = %error, "fetching the first JWT bundle failed; retrying in the background");
+            None
+        }
+    };
+    let (bundle_sender, bundle_receiver) = watch::channel(first_bundle);
+    let bundle_task = tokio::spawn(bundles::refresh_forever(
+        client.clone(),
+        trust_domain,
+        settings.bundle_refresh,
+        bundle_sender,
+    ));
+    let renew_task = tokio::spawn(Arc::clone(&identity).renew_forever(client.clone()));
+
+    // A socket left by an earlier run would make bind fail.
+    match std::fs::remove_file(&settings.socket) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(&settings.socket)(error)),
+    }
+    let listener = UnixListener::bind(&settings.socket).map_err(io_error(&settings.socket))?;
+    // Any local process may call the Workload API: what it gets is decided per caller.
+    std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o777))
+        .map_err(io_error(&settings.socket))?;
+
+    let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
+    let service = WorkloadApi {
+        client,
+        identity: Arc::clone(&identity),
+        cache: Arc::clone(&cache),
+        hasher: Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes)),
+        bundles: bundle_receiver,
+    };
+    let incoming = UnixListenerStream::new(listener).map(|stream| stream.map(PeerStream::accept));
+    let socket = settings.socket.clone();
+    let server_task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(SpiffeWorkloadApiServer::new(service))
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(error) = served {
+            tracing::error!(socket = %socket.display(), error = %error, "the Workload API server stopped");
+        }
+    });
+    tracing::info!(socket = %settings.socket.display(), "agent serving the SPIFFE Workload API");
+    Ok(RunningAgent {
+        identity,
+        cache,
+        tasks: vec![bundle_task, renew_task, server_task],
+    })
+}
