@@ -192,3 +192,15 @@ pub struct AdminTokenRecord {
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }
+
+/// How far a log stream has delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCursor {
+    /// The log stream's name.
+    pub name: String,
+    /// Highest audit sequence number delivered or skipped by the stream's filter.
+    pub delivered_seq: i64,
+    /// Highest sequence number of a checkpoint delivered.
+    pub checkpoint_seq: i64,
+    pub updated_at: Timestamp,
+}

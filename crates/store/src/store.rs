@@ -7,6 +7,7 @@ use mayfly_domain::audit::{AuditEvent, Checkpoint, NewAuditEvent};
 use crate::error::StoreError;
 use crate::model::{
     AdminTokenRecord, AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
+    StreamCursor,
 };
 
 /// Durable storage for configuration resources, the audit log, signing keys, admin tokens and
@@ -115,6 +116,35 @@ pub trait Store: Send + Sync {
         cutoff: Timestamp,
         undelivered_from: Option<i64>,
     ) -> Result<PurgeOutcome, StoreError>;
+
+    /// Returns up to `limit` checkpoints whose `seq` is above `seq`, oldest first.
+    async fn checkpoints_after(&self, seq: i64, limit: u32)
+    -> Result<Vec<Checkpoint>, StoreError>;
+
+    // Log stream cursors.
+
+    /// Returns the delivery cursor of the log stream `name`, or `None` when it never
+    /// delivered anything.
+    async fn get_stream_cursor(&self, name: &str) -> Result<Option<StreamCursor>, StoreError>;
+
+    /// Returns every log stream cursor, sorted by stream name.
+    async fn list_stream_cursors(&self) -> Result<Vec<StreamCursor>, StoreError>;
+
+    /// Records that the stream `name` delivered every event up to `delivered_seq` and every
+    /// checkpoint up to `checkpoint_seq`. A cursor never moves back: each stored value is
+    /// replaced only by a larger one, so a late write from a stale task cannot cause events to
+    /// be delivered twice more or skipped.
+    async fn advance_stream_cursor(
+        &self,
+        name: &str,
+        delivered_seq: i64,
+        checkpoint_seq: i64,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the cursor of the stream `name`, when the stream itself is deleted. Returns
+    /// whether a cursor existed.
+    async fn delete_stream_cursor(&self, name: &str) -> Result<bool, StoreError>;
 
     // Signing keys.
 

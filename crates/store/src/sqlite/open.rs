@@ -25,11 +25,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// NOTE: `sqlx::migrate!` exists only with sqlx's `macros` feature, which this workspace leaves
 /// off, so the files are embedded with `include_str!`. The version, description and checksum
 /// match what `sqlx::migrate!` would record, so switching later needs no database change.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "log_stream_cursors",
+        include_str!("../../migrations/sqlite/0002_log_stream_cursors.sql"),
+    ),
+];
 
 impl SqliteStore {
     /// Opens the database at `path` and applies pending migrations.
