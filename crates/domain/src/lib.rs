@@ -10,5 +10,7 @@ pub mod config_file;
 pub mod decide;
 pub mod duration;
 pub mod error;
+pub mod log_format;
+pub mod log_stream;
 pub mod resources;
 pub mod spiffe;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::Seconds;
 use crate::error::FieldError;
+use crate::log_stream::LogStream;
 use crate::spiffe::SpiffeId;
 
 /// Longest credential lifetime a provider may configure: 24 hours. It also bounds how long a
@@ -32,17 +33,19 @@ pub enum ResourceKind {
     CredentialProvider,
     AccessCondition,
     AccessPolicy,
+    LogStream,
 }
 
 impl ResourceKind {
     /// Every kind in dependency order: a kind only references kinds listed before it.
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::TrustProvider,
         ResourceKind::ServerWorkload,
         ResourceKind::CredentialProvider,
         ResourceKind::AccessCondition,
         ResourceKind::ClientWorkload,
         ResourceKind::AccessPolicy,
+        ResourceKind::LogStream,
     ];
 
     /// The singular snake_case name used in stores and audit events, e.g. `trust_provider`.
@@ -54,6 +57,7 @@ impl ResourceKind {
             ResourceKind::CredentialProvider => "credential_provider",
             ResourceKind::AccessCondition => "access_condition",
             ResourceKind::AccessPolicy => "access_policy",
+            ResourceKind::LogStream => "log_stream",
         }
     }
 
@@ -66,6 +70,7 @@ impl ResourceKind {
             ResourceKind::CredentialProvider => "credential-providers",
             ResourceKind::AccessCondition => "access-conditions",
             ResourceKind::AccessPolicy => "access-policies",
+            ResourceKind::LogStream => "log-streams",
         }
     }
 
@@ -78,6 +83,7 @@ impl ResourceKind {
             ResourceKind::CredentialProvider => "credential_providers",
             ResourceKind::AccessCondition => "access_conditions",
             ResourceKind::AccessPolicy => "access_policies",
+            ResourceKind::LogStream => "log_streams",
         }
     }
 
@@ -585,6 +591,7 @@ pub enum Resource {
     CredentialProvider(CredentialProvider),
     AccessCondition(AccessCondition),
     AccessPolicy(AccessPolicy),
+    LogStream(LogStream),
 }
 
 impl Resource {
@@ -596,6 +603,7 @@ impl Resource {
             Resource::CredentialProvider(_) => ResourceKind::CredentialProvider,
             Resource::AccessCondition(_) => ResourceKind::AccessCondition,
             Resource::AccessPolicy(_) => ResourceKind::AccessPolicy,
+            Resource::LogStream(_) => ResourceKind::LogStream,
         }
     }
 
@@ -607,6 +615,7 @@ impl Resource {
             Resource::CredentialProvider(resource) => resource.name(),
             Resource::AccessCondition(resource) => resource.name(),
             Resource::AccessPolicy(resource) => &resource.name,
+            Resource::LogStream(resource) => &resource.name,
         }
     }
 
@@ -619,6 +628,7 @@ impl Resource {
             ResourceKind::CredentialProvider => Resource::CredentialProvider(serde_json::from_value(value)?),
             ResourceKind::AccessCondition => Resource::AccessCondition(serde_json::from_value(value)?),
             ResourceKind::AccessPolicy => Resource::AccessPolicy(serde_json::from_value(value)?),
+            ResourceKind::LogStream => Resource::LogStream(serde_json::from_value(value)?),
         })
     }
 
@@ -631,6 +641,7 @@ impl Resource {
             Resource::CredentialProvider(resource) => serde_json::to_value(resource),
             Resource::AccessCondition(resource) => serde_json::to_value(resource),
             Resource::AccessPolicy(resource) => serde_json::to_value(resource),
+            Resource::LogStream(resource) => serde_json::to_value(resource),
         };
         result.unwrap_or(serde_json::Value::Null)
     }
@@ -644,6 +655,7 @@ impl Resource {
             Resource::CredentialProvider(resource) => resource.validate(),
             Resource::AccessCondition(resource) => resource.validate(),
             Resource::AccessPolicy(resource) => resource.validate(),
+            Resource::LogStream(resource) => resource.validate(),
         }
     }
 

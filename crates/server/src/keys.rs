@@ -125,6 +125,11 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// Returns the key-encryption key, which also seals the other secrets the server stores.
+    pub fn kek(&self) -> &KeyEncryptionKey {
+        &self.kek
+    }
+
     /// Returns the current key set; cheap, for the request path.
     pub fn current(&self) -> Arc<KeySet> {
         match self.current.read() {

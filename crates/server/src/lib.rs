@@ -1,5 +1,5 @@
 //! The Mayfly server: HTTP API, workload socket and background tasks (key rotation, audit
-//! checkpoints, retention purge, configuration reload).
+//! checkpoints, retention purge, configuration reload, log stream shipping).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod evidence;
 pub mod http;
 pub mod keys;
+pub mod log_streams;
 pub mod problem;
 pub mod settings;
 pub mod state;

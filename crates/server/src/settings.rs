@@ -65,6 +65,9 @@ pub struct Settings {
     pub max_hashed_executable_bytes: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Longest wait between two delivery attempts of a failing log stream; the first retry
+    /// waits 500ms and each failure doubles the wait up to this.
+    pub log_stream_max_backoff: Seconds,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +107,7 @@ impl Default for Settings {
             workload_socket: None,
             max_hashed_executable_bytes: 512 * 1024 * 1024,
             log_format: LogFormat::Text,
+            log_stream_max_backoff: Seconds(60),
         }
     }
 }
@@ -144,6 +148,13 @@ impl Settings {
                 field: "max_body_bytes",
                 value: self.max_body_bytes.to_string(),
                 reason: "must be at least 1024".to_string(),
+            });
+        }
+        if !(1..=3600).contains(&self.log_stream_max_backoff.as_secs()) {
+            return Err(SettingsError::Invalid {
+                field: "log_stream_max_backoff",
+                value: self.log_stream_max_backoff.to_string(),
+                reason: "must be between 1s and 1h".to_string(),
             });
         }
         if let Some(issuer) = &self.issuer

@@ -166,6 +166,15 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
         ResourceKind::AccessPolicy => {
             Table::new(&["NAME", "CLIENT -> SERVER", "CREDENTIAL PROVIDER", "UPDATED"])
         }
+        ResourceKind::LogStream => Table::new(&[
+            "NAME",
+            "KIND",
+            "DESTINATION",
+            "FORMAT",
+            "STATE",
+            "LAG",
+            "UPDATED",
+        ]),
     };
 
     for item in items {
@@ -214,6 +223,19 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
                     field_text(item, "server_workload")
                 ),
                 field_text(item, "credential_provider"),
+                updated,
+            ],
+            ResourceKind::LogStream => vec![
+                name,
+                field_text(item, "kind"),
+                stream_destination(item),
+                field_text(item, "format"),
+                item.get("status")
+                    .map(|status| field_text(status, "state"))
+                    .unwrap_or_else(|| "-".to_string()),
+                item.get("status")
+                    .map(|status| field_text(status, "lag"))
+                    .unwrap_or_else(|| "-".to_string()),
                 updated,
             ],
         };
@@ -280,6 +302,23 @@ fn condition_rule(item: &Value) -> String {
             format!("{}: {}", field_text(item, "timezone"), windows.join("; "))
         }
         _ => "-".to_string(),
+    }
+}
+
+/// Returns where a log stream delivers: its path, URL or address (with the NATS subject).
+fn stream_destination(item: &Value) -> String {
+    for field in ["path", "url"] {
+        if let Some(text) = item.get(field).and_then(Value::as_str) {
+            return text.to_string();
+        }
+    }
+    let address = field_text(item, "address");
+    match item.get("subject").and_then(Value::as_str) {
+        Some(subject) => format!("{address} {subject}"),
+        None => match item.get("transport").and_then(Value::as_str) {
+            Some(transport) => format!("{transport}://{address}"),
+            None => address,
+        },
     }
 }
 
