@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use mayfly_domain::log_stream::{LogStream, StreamKind};
 
-use super::{file::FileDestination, http::HttpDestination, syslog::SyslogDestination};
+use super::{file::FileDestination, http::HttpDestination, nats::NatsDestination, syslog::SyslogDestination};
 
 /// One rendered record, ready to send.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub enum DeliveryError {
     /// The receiver responded with a status other than 2xx.
     #[error("{url} responded with status {status}: {body}")]
     Rejected { url: String, status: u16, body: String },
+    /// Connecting to NATS, publishing or the JetStream acknowledgement failed.
+    #[error("{0}")]
+    Nats(String),
     /// The send took longer than the stream's timeout.
     #[error("the send timed out after {seconds}s")]
     Timeout { seconds: u64 },
@@ -52,8 +55,6 @@ pub fn build(stream: &LogStream) -> Result<Box<dyn Destination>, DeliveryError> 
         StreamKind::File => Box::new(FileDestination::new(stream)?),
         StreamKind::Webhook | StreamKind::HttpHec => Box::new(HttpDestination::new(stream)?),
         StreamKind::Syslog => Box::new(SyslogDestination::new(stream)?),
-        StreamKind::Nats => {
-            return Err(DeliveryError::Settings("nats log streams are not supported by this build yet".to_string()));
-        }
+        StreamKind::Nats => Box::new(NatsDestination::new(stream)?),
     })
 }

@@ -11,6 +11,7 @@
 mod destination;
 mod file;
 mod http;
+mod nats;
 pub mod secrets;
 mod shipper;
 mod syslog;
