@@ -25,14 +25,17 @@ pub enum AuditKind {
     KeyChange,
     /// An admin token was created or revoked.
     AdminTokenChange,
+    /// An alert rule fired.
+    Alert,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 4] = [
+    pub const ALL: [AuditKind; 5] = [
         AuditKind::CredentialRequest,
         AuditKind::ConfigChange,
         AuditKind::KeyChange,
         AuditKind::AdminTokenChange,
+        AuditKind::Alert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl AuditKind {
             AuditKind::ConfigChange => "config_change",
             AuditKind::KeyChange => "key_change",
             AuditKind::AdminTokenChange => "admin_token_change",
+            AuditKind::Alert => "alert",
         }
     }
 

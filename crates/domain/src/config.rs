@@ -9,6 +9,7 @@ use crate::resources::{
     AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Reference, Resource, ResourceKind,
     ServerWorkload, TrustProvider,
 };
+use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
 
 /// A configuration problem that involves more than one resource.
@@ -45,6 +46,7 @@ pub struct Config {
     pub access_conditions: BTreeMap<String, AccessCondition>,
     pub access_policies: BTreeMap<String, AccessPolicy>,
     pub log_streams: BTreeMap<String, LogStream>,
+    pub alert_rules: BTreeMap<String, AlertRule>,
     /// Server workload name to enabled flag; a missing entry means enabled.
     pub enabled: BTreeMap<String, bool>,
     index: Index,
@@ -93,6 +95,9 @@ impl Config {
             Resource::LogStream(r) => {
                 self.log_streams.insert(r.name.clone(), r);
             }
+            Resource::AlertRule(r) => {
+                self.alert_rules.insert(r.name.clone(), r);
+            }
         }
     }
 
@@ -106,6 +111,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.remove(name).is_some(),
             ResourceKind::AccessPolicy => self.access_policies.remove(name).is_some(),
             ResourceKind::LogStream => self.log_streams.remove(name).is_some(),
+            ResourceKind::AlertRule => self.alert_rules.remove(name).is_some(),
         }
     }
 
@@ -121,6 +127,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.get(name).cloned().map(Resource::AccessCondition),
             ResourceKind::AccessPolicy => self.access_policies.get(name).cloned().map(Resource::AccessPolicy),
             ResourceKind::LogStream => self.log_streams.get(name).cloned().map(Resource::LogStream),
+            ResourceKind::AlertRule => self.alert_rules.get(name).cloned().map(Resource::AlertRule),
         }
     }
 
@@ -143,6 +150,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.keys().cloned().collect(),
             ResourceKind::AccessPolicy => self.access_policies.keys().cloned().collect(),
             ResourceKind::LogStream => self.log_streams.keys().cloned().collect(),
+            ResourceKind::AlertRule => self.alert_rules.keys().cloned().collect(),
         }
     }
 
@@ -155,6 +163,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.contains_key(name),
             ResourceKind::AccessPolicy => self.access_policies.contains_key(name),
             ResourceKind::LogStream => self.log_streams.contains_key(name),
+            ResourceKind::AlertRule => self.alert_rules.contains_key(name),
         }
     }
 

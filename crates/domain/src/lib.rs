@@ -3,6 +3,7 @@
 //! callers pass the current time.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod conditions;
 pub mod config;

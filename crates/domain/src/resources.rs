@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::Seconds;
 use crate::error::FieldError;
+use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
 use crate::spiffe::SpiffeId;
 
@@ -34,11 +35,12 @@ pub enum ResourceKind {
     AccessCondition,
     AccessPolicy,
     LogStream,
+    AlertRule,
 }
 
 impl ResourceKind {
     /// Every kind in dependency order: a kind only references kinds listed before it.
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::TrustProvider,
         ResourceKind::ServerWorkload,
         ResourceKind::CredentialProvider,
@@ -46,6 +48,7 @@ impl ResourceKind {
         ResourceKind::ClientWorkload,
         ResourceKind::AccessPolicy,
         ResourceKind::LogStream,
+        ResourceKind::AlertRule,
     ];
 
     /// The singular snake_case name used in stores and audit events, e.g. `trust_provider`.
@@ -58,6 +61,7 @@ impl ResourceKind {
             ResourceKind::AccessCondition => "access_condition",
             ResourceKind::AccessPolicy => "access_policy",
             ResourceKind::LogStream => "log_stream",
+            ResourceKind::AlertRule => "alert_rule",
         }
     }
 
@@ -71,6 +75,7 @@ impl ResourceKind {
             ResourceKind::AccessCondition => "access-conditions",
             ResourceKind::AccessPolicy => "access-policies",
             ResourceKind::LogStream => "log-streams",
+            ResourceKind::AlertRule => "alert-rules",
         }
     }
 
@@ -84,6 +89,7 @@ impl ResourceKind {
             ResourceKind::AccessCondition => "access_conditions",
             ResourceKind::AccessPolicy => "access_policies",
             ResourceKind::LogStream => "log_streams",
+            ResourceKind::AlertRule => "alert_rules",
         }
     }
 
@@ -592,6 +598,7 @@ pub enum Resource {
     AccessCondition(AccessCondition),
     AccessPolicy(AccessPolicy),
     LogStream(LogStream),
+    AlertRule(AlertRule),
 }
 
 impl Resource {
@@ -604,6 +611,7 @@ impl Resource {
             Resource::AccessCondition(_) => ResourceKind::AccessCondition,
             Resource::AccessPolicy(_) => ResourceKind::AccessPolicy,
             Resource::LogStream(_) => ResourceKind::LogStream,
+            Resource::AlertRule(_) => ResourceKind::AlertRule,
         }
     }
 
@@ -616,6 +624,7 @@ impl Resource {
             Resource::AccessCondition(resource) => resource.name(),
             Resource::AccessPolicy(resource) => &resource.name,
             Resource::LogStream(resource) => &resource.name,
+            Resource::AlertRule(resource) => &resource.name,
         }
     }
 
@@ -629,6 +638,7 @@ impl Resource {
             ResourceKind::AccessCondition => Resource::AccessCondition(serde_json::from_value(value)?),
             ResourceKind::AccessPolicy => Resource::AccessPolicy(serde_json::from_value(value)?),
             ResourceKind::LogStream => Resource::LogStream(serde_json::from_value(value)?),
+            ResourceKind::AlertRule => Resource::AlertRule(serde_json::from_value(value)?),
         })
     }
 
@@ -642,6 +652,7 @@ impl Resource {
             Resource::AccessCondition(resource) => serde_json::to_value(resource),
             Resource::AccessPolicy(resource) => serde_json::to_value(resource),
             Resource::LogStream(resource) => serde_json::to_value(resource),
+            Resource::AlertRule(resource) => serde_json::to_value(resource),
         };
         result.unwrap_or(serde_json::Value::Null)
     }
@@ -656,6 +667,7 @@ impl Resource {
             Resource::AccessCondition(resource) => resource.validate(),
             Resource::AccessPolicy(resource) => resource.validate(),
             Resource::LogStream(resource) => resource.validate(),
+            Resource::AlertRule(resource) => resource.validate(),
         }
     }
 

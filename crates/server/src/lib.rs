@@ -2,6 +2,7 @@
 //! checkpoints, retention purge, configuration reload, log stream shipping).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod audit_log;
 pub mod auth;

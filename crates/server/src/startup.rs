@@ -134,6 +134,7 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
         tokio::spawn(poll_config(state.clone())),
         tokio::spawn(audit_log::run_checkpoint_timer(checkpoints, settings.checkpoint_interval.as_duration())),
         tokio::spawn(audit_log::run_purge(state.clone(), settings.audit_retention_days)),
+        tokio::spawn(crate::alerts::run(state.clone())),
     ];
 
     state.set_ready(true);

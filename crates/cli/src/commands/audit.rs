@@ -90,6 +90,7 @@ pub enum EventKind {
     ConfigChange,
     KeyChange,
     AdminTokenChange,
+    Alert,
 }
 
 impl Outcome {
@@ -108,6 +109,7 @@ impl EventKind {
             EventKind::ConfigChange => "config_change",
             EventKind::KeyChange => "key_change",
             EventKind::AdminTokenChange => "admin_token_change",
+            EventKind::Alert => "alert",
         }
     }
 }

@@ -166,6 +166,7 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
         ResourceKind::AccessPolicy => {
             Table::new(&["NAME", "CLIENT -> SERVER", "CREDENTIAL PROVIDER", "UPDATED"])
         }
+        ResourceKind::AlertRule => Table::new(&["NAME", "KIND", "RULE", "UPDATED"]),
         ResourceKind::LogStream => Table::new(&[
             "NAME",
             "KIND",
@@ -223,6 +224,12 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
                     field_text(item, "server_workload")
                 ),
                 field_text(item, "credential_provider"),
+                updated,
+            ],
+            ResourceKind::AlertRule => vec![
+                name,
+                field_text(item, "kind"),
+                alert_rule_summary(item),
                 updated,
             ],
             ResourceKind::LogStream => vec![
@@ -301,6 +308,20 @@ fn condition_rule(item: &Value) -> String {
                 .collect();
             format!("{}: {}", field_text(item, "timezone"), windows.join("; "))
         }
+        _ => "-".to_string(),
+    }
+}
+
+/// Summarizes an alert rule's settings, such as `threshold 5 in 10m`.
+fn alert_rule_summary(item: &Value) -> String {
+    match item.get("kind").and_then(Value::as_str) {
+        Some("failed_requests") => {
+            let threshold = item.get("threshold").map_or("5".to_string(), |_| field_text(item, "threshold"));
+            let window = item.get("window").map_or("10m".to_string(), |_| field_text(item, "window"));
+            format!("more than {threshold} failures in {window}")
+        }
+        Some("off_hours") => format!("outside business hours ({})", field_text(item, "timezone")),
+        Some("config_change") => "server workload changes".to_string(),
         _ => "-".to_string(),
     }
 }

@@ -41,6 +41,9 @@ pub fn render_cef(record: Record<'_>, product: &Product) -> String {
             if let Some(reason) = text("reason") {
                 extension.push(("reason", reason));
             }
+            if let Some(message) = text("message") {
+                extension.push(("msg", message));
+            }
             if let Some(actor) = text("actor") {
                 extension.push(("duser", actor));
             }
@@ -52,7 +55,12 @@ pub fn render_cef(record: Record<'_>, product: &Product) -> String {
                 (AuditKind::CredentialRequest, Some(outcome)) => format!("credential request {}", outcome.as_str()),
                 (kind, _) => kind.as_str().replace('_', " "),
             };
-            (event.kind.as_str().to_string(), name, if failed { 5 } else { 3 })
+            let severity = match (event.kind, failed) {
+                (AuditKind::Alert, _) => 7,
+                (_, true) => 5,
+                _ => 3,
+            };
+            (event.kind.as_str().to_string(), name, severity)
         }
         Record::Checkpoint(checkpoint) => {
             extension.push(("cs2", checkpoint.head_hash.clone()));

@@ -4,11 +4,13 @@
 //!   activity 4 "Service Ticket Request", since a credential for one service is handed out;
 //! - configuration, key and admin token changes: Entity Management (class 3004), with the
 //!   activity taken from the change's action (create, update, delete, enable, disable);
+//! - alerts: Detection Finding (class 2004, category Findings), activity 1 "Create";
 //! - checkpoints: Base Event (class 0), activity 99 "Other".
 //!
 //! Every record has the base event's required fields (`activity_id`, `category_uid`,
 //! `class_uid`, `metadata`, `severity_id`, `time`, `type_uid`) and its class's required ones
-//! (`user` for Authentication, `entity` for Entity Management). `type_uid` is
+//! (`user` for Authentication, `entity` for Entity Management, `finding_info` for Detection
+//! Finding). `type_uid` is
 //! `class_uid * 100 + activity_id`.
 
 use serde_json::{Map, Value, json};
@@ -22,6 +24,8 @@ pub const OCSF_VERSION: &str = "1.8.0";
 const AUTHENTICATION: i64 = 3002;
 const ENTITY_MANAGEMENT: i64 = 3004;
 const BASE_EVENT: i64 = 0;
+const DETECTION_FINDING: i64 = 2004;
+const FINDINGS_CATEGORY: i64 = 2;
 const IDENTITY_CATEGORY: i64 = 3;
 const OTHER: i64 = 99;
 
@@ -30,6 +34,7 @@ pub fn render_ocsf(record: Record<'_>, product: &Product) -> Value {
     let (class_uid, category_uid, activity_id, mut fields) = match record {
         Record::Event(event) => match event.event.kind {
             AuditKind::CredentialRequest => (AUTHENTICATION, IDENTITY_CATEGORY, 4, authentication(event)),
+            AuditKind::Alert => (DETECTION_FINDING, FINDINGS_CATEGORY, 1, detection_finding(event)),
             AuditKind::ConfigChange | AuditKind::KeyChange | AuditKind::AdminTokenChange => {
                 let action = event.event.detail.get("action").and_then(Value::as_str).unwrap_or_default();
                 (ENTITY_MANAGEMENT, IDENTITY_CATEGORY, entity_activity(action), entity_management(event))
@@ -38,7 +43,9 @@ pub fn render_ocsf(record: Record<'_>, product: &Product) -> Value {
         Record::Checkpoint(_) => (BASE_EVENT, 0, OTHER, Map::new()),
     };
 
-    let failed = matches!(record, Record::Event(event) if event.event.outcome == Some(Outcome::Failure));
+    // Failed requests and alerts are what an analyst looks at first.
+    let failed = matches!(record, Record::Event(event)
+        if event.event.outcome == Some(Outcome::Failure) || event.event.kind == AuditKind::Alert);
     let (severity_id, severity) = if failed { (3, "Medium") } else { (1, "Informational") };
     let kind = match record {
         Record::Event(event) => event.event.kind.as_str(),
@@ -96,6 +103,19 @@ fn authentication(event: &AuditEvent) -> Map<String, Value> {
         let step = text("step").unwrap_or("unknown");
         fields.insert("status_detail".into(), json!(format!("{step}: {reason}")));
     }
+    fields
+}
+
+fn detection_finding(event: &AuditEvent) -> Map<String, Value> {
+    let detail = &event.event.detail;
+    let text = |key: &str| detail.get(key).and_then(Value::as_str).unwrap_or("unknown");
+    let mut fields = Map::new();
+    fields.insert(
+        "finding_info".into(),
+        json!({"uid": event.event.id, "title": text("message"), "types": [text("rule_kind")], "analytic": {"name": text("rule"), "type_id": 1, "type": "Rule"}}),
+    );
+    fields.insert("status_id".into(), json!(1));
+    fields.insert("status".into(), json!("New"));
     fields
 }
 

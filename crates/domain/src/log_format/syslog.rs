@@ -1,11 +1,11 @@
 //! The RFC 5424 syslog message around a rendered record, and RFC 6587 octet-counting framing.
 //!
 //! The message is `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`, with facility 13
-//! (log audit), severity 6 (informational) or 4 (warning, for failed requests), the event kind
-//! as MSGID and the record's id, sequence number and workloads as structured data.
+//! (log audit), severity 6 (informational) or 4 (warning, for failed requests and alerts), the
+//! event kind as MSGID and the record's id, sequence number and workloads as structured data.
 
 use super::Record;
-use crate::audit::Outcome;
+use crate::audit::{AuditKind, Outcome};
 
 /// The SD-ID of Mayfly's structured data element. 32473 is the private enterprise number that
 /// RFC 5612 reserves for documentation; an operator with a number of their own can change it.
@@ -18,7 +18,8 @@ const FACILITY_LOG_AUDIT: u8 = 13;
 pub fn render_syslog(record: Record<'_>, payload: &str, hostname: &str) -> String {
     let (severity, msgid) = match record {
         Record::Event(event) => {
-            let severity = if event.event.outcome == Some(Outcome::Failure) { 4 } else { 6 };
+            let warning = event.event.outcome == Some(Outcome::Failure) || event.event.kind == AuditKind::Alert;
+            let severity = if warning { 4 } else { 6 };
             (severity, event.event.kind.as_str())
         }
         Record::Checkpoint(_) => (6, "checkpoint"),

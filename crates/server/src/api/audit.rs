@@ -81,3 +81,49 @@ pub async fn verify(state: AppState, _admin: Admin) -> Result<Json<Value>, ApiEr
     let report = crate::audit_log::verify(state.store.as_ref(), &state.keys).await.map_err(|e| ApiError::from_store(e, "verify"))?;
     Ok(Json(json!(report)))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    server_workload: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Lists fired alerts, newest first: the audit events of kind `alert`, flattened.
+pub async fn alerts(state: AppState, _admin: Admin, query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(format!("invalid query: {}", rejection.body_text())))?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid("limit", &limit.to_string(), &format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let filter = AuditFilter {
+        server_workload: query.server_workload.clone(),
+        kind: Some(AuditKind::Alert),
+        since: parse_time("since", query.since.as_deref())?,
+        until: parse_time("until", query.until.as_deref())?,
+        limit,
+        ..AuditFilter::default()
+    };
+    let events = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "alerts"))?;
+    let alerts: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let detail = &event.event.detail;
+            json!({
+                "id": event.event.id,
+                "seq": event.seq,
+                "time": event.event.time.to_string(),
+                "rule": detail.get("rule"),
+                "rule_kind": detail.get("rule_kind"),
+                "key": detail.get("key"),
+                "message": detail.get("message"),
+                "server_workload": event.event.server_workload,
+                "client_workload": event.event.client_workload,
+                "trigger_seq": detail.get("trigger_seq"),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"alerts": alerts})))
+}

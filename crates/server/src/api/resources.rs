@@ -133,6 +133,7 @@ fn parse_resource(kind: ResourceKind, body: Value) -> Result<Resource, String> {
         ResourceKind::AccessCondition => Resource::AccessCondition(parse(body)?),
         ResourceKind::AccessPolicy => Resource::AccessPolicy(parse(body)?),
         ResourceKind::LogStream => Resource::LogStream(parse(body)?),
+        ResourceKind::AlertRule => Resource::AlertRule(parse(body)?),
     })
 }
 

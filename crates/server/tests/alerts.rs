@@ -1,0 +1,140 @@
+//! Alert rules evaluated by a running server: alerts are audit events, are listed by
+//! `GET /v1/alerts` and reach the log streams.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestIssuer, TestServer, basic_config};
+use serde_json::{Value, json};
+
+/// A server workload without any policy, so billing's requests for it fail at the policy step.
+const LEDGER: &str = "server_workloads:\n  - {name: ledger, host: ledger.example, port: 443}\n";
+
+async fn deny_ledger(server: &TestServer, issuer: &TestIssuer, count: usize) {
+    for _ in 0..count {
+        let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
+        let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "ledger"})).await;
+        assert_eq!(status, 403, "{body}");
+    }
+}
+
+/// Waits until the alert evaluator has read every stored event, then returns the alerts.
+async fn settled_alerts(server: &TestServer) -> Vec<Value> {
+    let store = server.running().state.store.clone();
+    let started = Instant::now();
+    loop {
+        let head = store.audit_head().await.unwrap().map_or(0, |(seq, _)| seq);
+        let cursor = store.get_stream_cursor("@alert-rules").await.unwrap().map_or(-1, |cursor| cursor.delivered_seq);
+        if cursor >= head {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the evaluator did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = server.get("/v1/alerts").await;
+    assert_eq!(status, 200, "{body}");
+    body["alerts"].as_array().unwrap().clone()
+}
+
+fn config_with_rules(issuer: &TestIssuer, rules: &str) -> String {
+    let base = basic_config(issuer).replace("server_workloads:\n", LEDGER);
+    if rules.is_empty() {
+        return base;
+    }
+    format!("{base}alert_rules:\n{rules}")
+}
+
+#[tokio::test]
+async fn failed_requests_rule_fires_above_threshold_once() {
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    server.apply(&config_with_rules(&issuer, "  - {name: failed-requests, kind: failed_requests, threshold: 5, window: 10m}\n")).await;
+
+    deny_ledger(&server, &issuer, 4).await;
+    assert!(settled_alerts(&server).await.is_empty(), "just below the threshold");
+    deny_ledger(&server, &issuer, 1).await;
+    assert!(settled_alerts(&server).await.is_empty(), "at the threshold");
+
+    deny_ledger(&server, &issuer, 1).await;
+    let alerts = settled_alerts(&server).await;
+    let mut keys: Vec<&str> = alerts.iter().map(|alert| alert["key"].as_str().unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["client_workload=billing", "server_workload=ledger"], "just above the threshold");
+    assert!(alerts.iter().all(|alert| alert["rule"] == "failed-requests"));
+
+    deny_ledger(&server, &issuer, 5).await;
+    assert_eq!(settled_alerts(&server).await.len(), 2, "suppressed: one incident, one alert per key");
+
+    let stored = server.audit_events("kind=alert").await;
+    assert_eq!(stored.len(), 2);
+    let (status, verify) = server.get("/v1/audit/verify").await;
+    assert_eq!(status, 200);
+    assert_eq!(verify["ok"], json!(true), "{verify}");
+}
+
+#[tokio::test]
+async fn config_change_alert_reaches_streams() {
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    let path = server.dir.path().join("alerts.jsonl");
+    let stream = format!("log_streams:\n  - {{name: alerts, kind: file, path: \"{}\", filter: {{kinds: [alert]}}}}\n", path.display());
+    // The workloads are created first, and the evaluator reads their creation before the rule
+    // exists, since it judges each event against the rules in force when it reads it.
+    server.apply(&format!("{}{stream}", config_with_rules(&issuer, ""))).await;
+    assert!(settled_alerts(&server).await.is_empty());
+    server.apply(&format!("{}{stream}", config_with_rules(&issuer, "  - {name: workload-changes, kind: config_change}\n"))).await;
+    assert!(settled_alerts(&server).await.is_empty(), "adding the rule changed no server workload");
+
+    let (status, body) = server.post("/v1/server-workloads/payments/disable", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let alerts = settled_alerts(&server).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["server_workload"], "payments");
+    assert!(alerts[0]["message"].as_str().unwrap().contains("disable"), "{}", alerts[0]);
+
+    let started = Instant::now();
+    let shipped = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str::<Value>(line).unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the alert did not reach the stream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(shipped["kind"], "alert");
+    assert_eq!(shipped["id"], alerts[0]["id"]);
+}
+
+#[tokio::test]
+async fn off_hours_rule_fires_outside_business_hours() {
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    // Business hours that exclude the current UTC hour: from two to three hours from now.
+    let hour = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).hour();
+    let (start, end) = ((hour + 2) % 24, (hour + 3) % 24);
+    let rule = format!(
+        "  - {{name: after-hours, kind: off_hours, timezone: UTC, schedule: [{{days: [mon, tue, wed, thu, fri, sat, sun], start: \"{start:02}:00\", end: \"{end:02}:00\"}}]}}\n"
+    );
+    server.apply(&config_with_rules(&issuer, &rule)).await;
+
+    let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
+    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let alerts = settled_alerts(&server).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["rule_kind"], "off_hours");
+    assert_eq!(alerts[0]["client_workload"], "billing");
+}
+
+#[tokio::test]
+async fn invalid_rule_names_the_field() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .admin(reqwest::Method::PUT, "/v1/alert-rules/bad", Some(json!({"kind": "config_change", "threshold": 3})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "threshold", "{body}");
+}
