@@ -1,6 +1,7 @@
 //! A log stream across a server killed with SIGKILL in the middle of shipping: the `mayfly`
 //! binary runs as a dev server with a file stream, is killed, and is started again on the same
 //! data directory. Nothing may be lost, and a record delivered twice must be the same event.
+//! The restarted server then raises an alert that `mayfly alerts list` shows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -99,7 +100,10 @@ fn sigkill_mid_stream_loses_nothing() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("{quickstart}\nlog_streams:\n  - {{name: archive, kind: file, path: \"{}\", batch_size: 1}}\n", stream_file.display()),
+        format!(
+            "{quickstart}\nlog_streams:\n  - {{name: archive, kind: file, path: \"{}\", batch_size: 1}}\nalert_rules:\n  - {{name: workload-changes, kind: config_change}}\n",
+            stream_file.display()
+        ),
     )
     .unwrap();
 
@@ -127,4 +131,18 @@ fn sigkill_mid_stream_loses_nothing() {
     assert!(table.contains("STATE"), "{table}");
     assert!(table.contains("LAG"), "{table}");
     assert!(table.lines().any(|line| line.starts_with("archive") && line.contains("caught_up")), "{table}");
+
+    // An alert rule's alert is listed by `mayfly alerts list`.
+    let disabled = second.cli(&["server-workload", "disable", "demo-api"]);
+    assert!(disabled.status.success(), "{}", String::from_utf8_lossy(&disabled.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = second.cli(&["alerts", "list"]);
+        let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if text.contains("workload-changes") && text.contains("server_workload=demo-api") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert listed: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

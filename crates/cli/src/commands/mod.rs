@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and what it does.
 
 pub mod admin_token;
+pub mod alerts;
 pub mod apply;
 pub mod audit;
 pub mod credential;
