@@ -57,7 +57,11 @@ impl AppState {
     ) -> AppState {
         let issuer = settings.issuer_url();
         let hasher = Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes));
-        let retry = RetryPolicy { max: settings.log_stream_max_backoff.as_duration(), ..RetryPolicy::default() };
+        let retry = RetryPolicy {
+            max: settings.log_stream_max_backoff.as_duration(),
+            alert_after: settings.log_stream_alert_after.as_duration(),
+            ..RetryPolicy::default()
+        };
         let streams = StreamManager::new(store.clone(), retry);
         AppState {
             settings,

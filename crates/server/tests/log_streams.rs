@@ -439,6 +439,39 @@ async fn hung_receiver_blocks_neither_issuance_nor_other_streams() {
 }
 
 #[tokio::test]
+async fn failing_stream_raises_one_alert() {
+    let server = TestServer::start_with(|settings| {
+        settings.log_stream_max_backoff = Seconds(1);
+        settings.log_stream_alert_after = Seconds(1);
+    })
+    .await;
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ingest", reserved.local_addr().unwrap());
+    drop(reserved);
+    server.apply(&format!("log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1}}\n")).await;
+
+    let mut alerts = Vec::new();
+    for _ in 0..100 {
+        alerts = server.get("/v1/alerts").await.1["alerts"].as_array().unwrap().clone();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["key"], "log_stream=hook");
+    assert!(alerts[0]["message"].as_str().unwrap().contains("failing"), "{}", alerts[0]);
+
+    // The failure goes on, but one run of failures raises one alert.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.get("/v1/alerts").await.1["alerts"].as_array().unwrap().len(), 1);
+
+    let (_, metrics) = server.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains("mayfly_log_stream_failures_total{stream=\"hook\"}"), "{metrics}");
+}
+
+#[tokio::test]
 async fn restart_resumes_from_cursor() {
     let mut first = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let issuer = TestIssuer::start().await;

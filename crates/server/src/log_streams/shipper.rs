@@ -17,16 +17,18 @@ use crate::clock;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Backoff between failed sends: `initial`, doubled after each failure up to `max`, each wait
-/// drawn at random between half and all of it, so that many streams do not retry in step.
+/// drawn at random between half and all of it, so that many streams do not retry in step. A
+/// stream failing for `alert_after` raises an alert.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub initial: Duration,
     pub max: Duration,
+    pub alert_after: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial: Duration::from_millis(500), max: Duration::from_secs(60) }
+        RetryPolicy { initial: Duration::from_millis(500), max: Duration::from_secs(60), alert_after: Duration::from_secs(300) }
     }
 }
 
@@ -78,6 +80,8 @@ struct Batch {
 pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex<StreamStatus>>) {
     let name = stream.name.clone();
     let mut failures: u32 = 0;
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut alerted = false;
     let mut position = None;
     let mut destination: Option<Box<dyn Destination>> = None;
 
@@ -89,6 +93,8 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
                     tracing::info!(stream = %name, failures, "log stream delivery recovered");
                 }
                 failures = 0;
+                failing_since = None;
+                alerted = false;
                 {
                     let mut current = lock(&status);
                     current.state = if at_head { StreamState::CaughtUp } else { StreamState::Delivering };
@@ -126,10 +132,36 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
                     current.failing_since.get_or_insert_with(clock::now);
                     current.last_error = Some(message);
                 }
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if !alerted && since.elapsed() >= context.retry.alert_after {
+                    alerted = raise_failure_alert(&context, &name, since.elapsed(), &error).await;
+                }
                 // A destination that failed is built again, so a broken connection is not reused.
                 destination = None;
                 tokio::time::sleep(context.retry.delay(failures)).await;
             }
+        }
+    }
+}
+
+/// Writes the alert of a stream that kept failing; returns whether it was written.
+async fn raise_failure_alert(context: &ShipContext, name: &str, failing_for: Duration, error: &StepError) -> bool {
+    let message = format!("log stream {name} has been failing for {}s: {error}", failing_for.as_secs());
+    let detail = serde_json::json!({
+        "rule": "log-stream-failing",
+        "rule_kind": "log_stream_failing",
+        "key": format!("log_stream={name}"),
+        "message": message,
+    });
+    let alert = mayfly_domain::audit::NewAuditEvent::new(clock::new_event_id(), clock::now(), mayfly_domain::audit::AuditKind::Alert, detail);
+    match context.store.append_audit(vec![alert]).await {
+        Ok(_) => {
+            tracing::warn!(stream = %name, failing_seconds = failing_for.as_secs(), "log stream failing alert raised");
+            true
+        }
+        Err(store_error) => {
+            tracing::warn!(stream = %name, error = %store_error, "writing the log stream failing alert failed; retrying");
+            false
         }
     }
 }
