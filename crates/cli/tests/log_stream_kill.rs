@@ -1,7 +1,8 @@
 //! A log stream across a server killed with SIGKILL in the middle of shipping: the `mayfly`
 //! binary runs as a dev server with a file stream, is killed, and is started again on the same
 //! data directory. Nothing may be lost, and a record delivered twice must be the same event.
-//! The restarted server then raises an alert that `mayfly alerts list` shows.
+//! The restarted server then raises an alert that `mayfly alerts list` shows, and
+//! `mayfly alerts test` replays the rule over the past hour.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -145,4 +146,13 @@ fn sigkill_mid_stream_loses_nothing() {
         assert!(Instant::now() < deadline, "no alert listed: {text}");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Replaying the past hour through the rule finds the creation and the disable of demo-api.
+    let tested = second.cli(&["alerts", "test", "workload-changes", "--since", "1h", "-o", "json"]);
+    assert!(tested.status.success(), "{}", String::from_utf8_lossy(&tested.stderr));
+    let body: Value = serde_json::from_slice(&tested.stdout).unwrap();
+    let messages: Vec<&str> = body["alerts"].as_array().unwrap().iter().map(|alert| alert["message"].as_str().unwrap()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("create"), "{messages:?}");
+    assert!(messages[1].contains("disable"), "{messages:?}");
 }

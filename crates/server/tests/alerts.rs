@@ -138,3 +138,28 @@ async fn invalid_rule_names_the_field() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "threshold", "{body}");
 }
+
+#[tokio::test]
+async fn rule_test_replays_past_events_without_writing() {
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    server.apply(&config_with_rules(&issuer, "")).await;
+    deny_ledger(&server, &issuer, 7).await;
+
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    let rule = json!({"name": "strict", "kind": "failed_requests", "threshold": 3});
+    let (status, body) = server.post("/v1/alerts/test", json!({"rule": rule, "since": since})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut keys: Vec<&str> = body["alerts"].as_array().unwrap().iter().map(|alert| alert["key"].as_str().unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["client_workload=billing", "server_workload=ledger"]);
+    assert_eq!(body["alerts"][0]["trigger_seq"], body["alerts"][1]["trigger_seq"], "the 4th failure fires both keys");
+
+    let lenient = json!({"name": "lenient", "kind": "failed_requests", "threshold": 7});
+    let (_, body) = server.post("/v1/alerts/test", json!({"rule": lenient, "since": since})).await;
+    assert!(body["alerts"].as_array().unwrap().is_empty(), "7 failures are not more than 7");
+
+    assert!(settled_alerts(&server).await.is_empty(), "a test writes no alert");
+    let (status, body) = server.post("/v1/alerts/test", json!({"name": "missing", "since": since})).await;
+    assert_eq!(status, 404, "{body}");
+}

@@ -1,4 +1,5 @@
-//! `mayfly alerts list`: the alerts that alert rules raised, newest first.
+//! `mayfly alerts list` (the alerts that alert rules raised, newest first) and `mayfly alerts
+//! test` (what a rule would have raised over past events).
 
 use std::process::ExitCode;
 
@@ -21,6 +22,27 @@ pub struct AlertsArgs {
 pub enum AlertsCommand {
     /// List fired alerts, newest first.
     List(ListArgs),
+    /// Replay past audit events through a rule and show the alerts it would have raised.
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Name of a stored alert rule; with --file, the name of the rule in that file.
+    pub rule: String,
+
+    /// A YAML configuration file whose `alert_rules` contains the rule, to try it before it is
+    /// applied.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+
+    /// Start of the replayed events: a duration before now (30m, 24h, 7d) or RFC 3339.
+    #[arg(long, value_name = "TIME", default_value = "7d")]
+    pub since: String,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,9 +64,12 @@ pub struct ListArgs {
     pub output: OutputFormat,
 }
 
-/// Runs `mayfly alerts list`.
+/// Runs `mayfly alerts list` or `mayfly alerts test`.
 pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
-    let AlertsCommand::List(list) = args.command;
+    let list = match args.command {
+        AlertsCommand::List(list) => list,
+        AlertsCommand::Test(test) => return run_test(&args.client, test).await,
+    };
     let mut query = vec![("limit", list.limit.to_string())];
     if let Some(name) = &list.server_workload {
         query.push(("server_workload", name.clone()));
@@ -69,5 +94,41 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         table.push(vec![time_text(alert, "time"), field_text(alert, "rule"), field_text(alert, "key"), field_text(alert, "message")]);
     }
     output::print_text(&table.render())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_test(client_options: &ClientOptions, args: TestArgs) -> anyhow::Result<ExitCode> {
+    let since = parse_time_bound(&args.since, Timestamp::now()).map_err(|error| anyhow::anyhow!("--since: {error}"))?;
+    let mut body = serde_json::json!({"since": format_rfc3339(since)});
+    match &args.file {
+        None => body["name"] = serde_json::json!(args.rule),
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("reading {name} failed: {error}"))?;
+            let expanded = mayfly_domain::config_file::expand_variables(&name, &text, |variable| std::env::var(variable).ok())?;
+            let config = mayfly_domain::config_file::parse(&name, &expanded)?;
+            let rule = config
+                .alert_rules
+                .into_iter()
+                .find(|rule| rule.name == args.rule)
+                .ok_or_else(|| anyhow::anyhow!("{name} has no alert rule named {:?}", args.rule))?;
+            body["rule"] = serde_json::to_value(rule)?;
+        }
+    }
+
+    let client = client_options.admin_client()?;
+    let response = client.post(&["v1", "alerts", "test"], Some(&body)).await?;
+    if output::print_structured(args.output, &response)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let alerts = array_field(&response, "alerts");
+    let mut table = Table::new(&["TIME", "KEY", "MESSAGE"]);
+    for alert in alerts {
+        table.push(vec![time_text(alert, "time"), field_text(alert, "key"), field_text(alert, "message")]);
+    }
+    if !alerts.is_empty() {
+        output::print_text(&table.render())?;
+    }
+    eprintln!("{} alerts from {} events", alerts.len(), field_text(&response, "events_read"));
     Ok(ExitCode::SUCCESS)
 }

@@ -127,3 +127,62 @@ pub async fn alerts(state: AppState, _admin: Admin, query: Result<Query<AlertsQu
         .collect();
     Ok(Json(json!({"alerts": alerts})))
 }
+
+/// Most events one rule test reads.
+const MAX_TESTED_EVENTS: usize = 100_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestBody {
+    /// A stored rule to try, by name.
+    name: Option<String>,
+    /// A rule to try that need not be stored yet.
+    rule: Option<Value>,
+    /// Start of the past events to replay, RFC 3339.
+    since: String,
+}
+
+/// Replays past audit events through one alert rule and returns the alerts it would have raised,
+/// writing nothing.
+pub async fn test_rule(state: AppState, _admin: Admin, body: Result<Json<RuleTestBody>, axum::extract::rejection::JsonRejection>) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|rejection| crate::problem::json_rejection(rejection, state.settings.max_body_bytes))?;
+    let rule: mayfly_domain::alerts::AlertRule = match (&body.name, body.rule) {
+        (Some(name), None) => state
+            .config()
+            .config
+            .alert_rules
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound { kind: "alert_rule".to_string(), name: name.clone() })?,
+        (None, Some(spec)) => serde_json::from_value(spec).map_err(|error| ApiError::invalid("rule", "", &error.to_string()))?,
+        _ => return Err(ApiError::invalid("name", "", "set exactly one of name and rule")),
+    };
+    rule.validate().map_err(|error| ApiError::Invalid { detail: format!("alert_rule {:?}: {error}", rule.name), field: Some(error.field.clone()), value: Some(error.value.clone()) })?;
+    let since = parse_time("since", Some(&body.since))?;
+
+    let mut engine = mayfly_domain::alerts::AlertEngine::default();
+    let rules = [rule];
+    let mut alerts = Vec::new();
+    let mut after_seq = None;
+    let mut read = 0;
+    loop {
+        let filter = AuditFilter { since, after_seq, limit: MAX_LIMIT, descending: false, ..AuditFilter::default() };
+        let page = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "rule test"))?;
+        for event in &page {
+            for alert in engine.observe(&rules, event) {
+                alerts.push(json!({
+                    "time": alert.time.to_string(),
+                    "key": alert.key,
+                    "message": alert.message,
+                    "trigger_seq": alert.trigger_seq,
+                }));
+            }
+        }
+        read += page.len();
+        match page.last() {
+            Some(last) if page.len() == MAX_LIMIT as usize && read < MAX_TESTED_EVENTS => after_seq = Some(last.seq),
+            _ => break,
+        }
+    }
+    Ok(Json(json!({"rule": rules[0].name, "events_read": read, "alerts": alerts})))
+}
