@@ -69,7 +69,7 @@ pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> 
     let now = clock::now();
 
     let mut request = request;
-    keep_redacted_secrets(current, &mut request.puts);
+    keep_redacted_secrets(current, &mut request.puts)?;
     for resource in &request.puts {
         resource.validate().map_err(|error| ApiError::Invalid {
             detail: format!("{} {:?}: {error}", resource.kind(), resource.name()),
@@ -182,17 +182,29 @@ pub async fn commit_changes(state: &AppState, actor: &str, request: Request) -> 
 }
 
 /// Keeps the stored secret of a log stream whose new spec carries the `(redacted)` placeholder
-/// that configuration reads return, so a resource read and written back keeps its secret.
-fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) {
+/// that configuration reads return, so a resource read and written back keeps its secret. The
+/// placeholder is rejected for a stream that has no stored secret to keep.
+fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), ApiError> {
     for resource in puts {
         let Resource::LogStream(stream) = resource else {
             continue;
         };
         let redacted = stream.secret.as_ref().is_some_and(|secret| secret.expose() == REDACTED);
-        if redacted && let Some(existing) = current.log_streams.get(&stream.name) {
-            stream.secret = existing.secret.clone();
+        if !redacted {
+            continue;
+        }
+        match current.log_streams.get(&stream.name).and_then(|existing| existing.secret.clone()) {
+            Some(secret) => stream.secret = Some(secret),
+            None => {
+                return Err(ApiError::invalid(
+                    "secret",
+                    REDACTED,
+                    &format!("log_stream {:?} has no stored secret to keep: set the secret itself", stream.name),
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 fn check_whole(config: &Config, state: &AppState) -> Result<(), ApiError> {

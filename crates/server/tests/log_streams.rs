@@ -370,6 +370,15 @@ async fn stream_secret_sealed_and_write_only() {
 }
 
 #[tokio::test]
+async fn redacted_placeholder_cannot_become_secret() {
+    let server = TestServer::start().await;
+    let body = json!({"kind": "http_hec", "url": "http://127.0.0.1:9/collector", "secret": "(redacted)"});
+    let (status, reply) = server.admin(reqwest::Method::PUT, "/v1/log-streams/splunk", Some(body)).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["field"], "secret", "{reply}");
+}
+
+#[tokio::test]
 async fn invalid_stream_names_the_field() {
     let server = TestServer::start().await;
     let (status, body) = server

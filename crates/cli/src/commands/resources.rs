@@ -108,14 +108,15 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Turns API resources into a configuration file with one list, the form `mayfly apply -f`
-/// reads. The fields that the server adds (`created_at`, `updated_at`, `enabled`) are dropped
-/// because the file format rejects them, and `name` and `kind` come first in each resource.
+/// reads. The fields that the server adds (`created_at`, `updated_at`, `enabled`, a log
+/// stream's `status`) are dropped because the file format rejects them, and `name` and `kind`
+/// come first in each resource.
 pub fn config_file_form(
     kind: ResourceKind,
     items: &[Value],
 ) -> Result<YamlValue, serde_yaml_ng::Error> {
     const LEADING_FIELDS: [&str; 2] = ["name", "kind"];
-    const SERVER_FIELDS: [&str; 3] = ["created_at", "updated_at", "enabled"];
+    const SERVER_FIELDS: [&str; 4] = ["created_at", "updated_at", "enabled", "status"];
 
     let mut resources = Vec::new();
     for item in items {
