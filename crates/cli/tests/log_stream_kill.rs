@@ -1,8 +1,8 @@
 //! A log stream across a server killed with SIGKILL in the middle of shipping: the `mayfly`
 //! binary runs as a dev server with a file stream, is killed, and is started again on the same
 //! data directory. Nothing may be lost, and a record delivered twice must be the same event.
-//! The restarted server then raises an alert that `mayfly alerts list` shows, and
-//! `mayfly alerts test` replays the rule over the past hour.
+//! The restarted server then raises an alert that `mayfly alerts list` shows and `mayfly
+//! alerts ack` acknowledges, and `mayfly alerts test` replays the rule over the past hour.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -146,6 +146,17 @@ fn sigkill_mid_stream_loses_nothing() {
         assert!(Instant::now() < deadline, "no alert listed: {text}");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The alert can be acknowledged by its id.
+    let listed = second.cli(&["alerts", "list", "-o", "json"]);
+    let body: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = body["alerts"][0]["id"].as_str().unwrap().to_string();
+    let acknowledged = second.cli(&["alerts", "ack", &id]);
+    assert!(acknowledged.status.success(), "{}", String::from_utf8_lossy(&acknowledged.stderr));
+    assert!(String::from_utf8_lossy(&acknowledged.stdout).contains("acknowledged"));
+    let listed = second.cli(&["alerts", "list", "-o", "json"]);
+    let body: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(body["alerts"][0]["acknowledged"], Value::Bool(true));
 
     // Replaying the past hour through the rule finds the creation and the disable of demo-api.
     let tested = second.cli(&["alerts", "test", "workload-changes", "--since", "1h", "-o", "json"]);

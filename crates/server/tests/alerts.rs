@@ -69,6 +69,24 @@ async fn failed_requests_rule_fires_above_threshold_once() {
 
     let stored = server.audit_events("kind=alert").await;
     assert_eq!(stored.len(), 2);
+
+    // Acknowledging is recorded once, audited, and shown in the list.
+    let id = alerts[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(alerts[0]["acknowledged"], json!(false));
+    let (status, body) = server.post(&format!("/v1/alerts/{id}/acknowledge"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], json!(true));
+    let (_, again) = server.post(&format!("/v1/alerts/{id}/acknowledge"), json!({})).await;
+    assert_eq!(again["changed"], json!(false));
+    let listed = settled_alerts(&server).await;
+    let acknowledged = listed.iter().find(|alert| alert["id"] == json!(id)).unwrap();
+    assert_eq!(acknowledged["acknowledged"], json!(true));
+    assert_eq!(acknowledged["acknowledged_by"], "admin-token:bootstrap");
+    let changes = server.audit_events("kind=config_change").await;
+    assert_eq!(changes[0]["detail"]["action"], "acknowledge");
+    assert_eq!(changes[0]["detail"]["resource_name"], json!(id));
+    let (status, _) = server.post(&format!("/v1/alerts/{}/acknowledge", changes[0]["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, 404, "only alerts can be acknowledged");
     let (status, verify) = server.get("/v1/audit/verify").await;
     assert_eq!(status, 200);
     assert_eq!(verify["ok"], json!(true), "{verify}");

@@ -16,7 +16,7 @@ mod store;
 pub use error::StoreError;
 pub use jiff::Timestamp;
 pub use model::{
-    AdminTokenRecord, AuditFilter, ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE,
+    AdminTokenRecord, AlertAcknowledgement, AuditFilter, ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE,
     ResourcePut, ResourceRecord, ResourceRef, SigningKeyRecord, StreamCursor,
 };
 pub use sqlite::{READ_CONNECTIONS, SqliteStore};

@@ -204,3 +204,12 @@ pub struct StreamCursor {
     pub checkpoint_seq: i64,
     pub updated_at: Timestamp,
 }
+
+/// An operator's acknowledgement of a fired alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertAcknowledgement {
+    /// Id of the alert's audit event.
+    pub alert_id: String,
+    pub actor: String,
+    pub acknowledged_at: Timestamp,
+}

@@ -7,7 +7,7 @@ use mayfly_domain::audit::{AuditEvent, Checkpoint, NewAuditEvent};
 use crate::error::StoreError;
 use crate::model::{
     AdminTokenRecord, AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
-    StreamCursor,
+    AlertAcknowledgement, StreamCursor,
 };
 
 /// Durable storage for configuration resources, the audit log, signing keys, admin tokens and
@@ -145,6 +145,29 @@ pub trait Store: Send + Sync {
     /// Deletes the cursor of the stream `name`, when the stream itself is deleted. Returns
     /// whether a cursor existed.
     async fn delete_stream_cursor(&self, name: &str) -> Result<bool, StoreError>;
+
+    // Alert acknowledgements.
+
+    /// Records that `actor` acknowledged the alert whose audit event id is `alert_id`, and
+    /// appends `audit` in the same transaction. Returns `false`, writing nothing, when the alert
+    /// was already acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when no stored audit event of kind `alert` has that id.
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        actor: &str,
+        now: Timestamp,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    /// Returns the acknowledgements of the alerts among `alert_ids`, in no particular order.
+    async fn alert_acknowledgements(
+        &self,
+        alert_ids: &[String],
+    ) -> Result<Vec<AlertAcknowledgement>, StoreError>;
 
     // Signing keys.
 

@@ -58,6 +58,7 @@ conformance_tests!(
     stream_cursor_round_trip,
     stale_cursor_write_cannot_move_back,
     checkpoints_after_pages,
+    alert_acknowledged_once,
     signing_key_round_trip,
     replica_race_cannot_double_rotate,
     removed_key_keeps_public_jwk,

@@ -1,5 +1,5 @@
-//! `mayfly alerts list` (the alerts that alert rules raised, newest first) and `mayfly alerts
-//! test` (what a rule would have raised over past events).
+//! `mayfly alerts list` (the alerts that alert rules raised, newest first), `mayfly alerts
+//! test` (what a rule would have raised over past events) and `mayfly alerts ack`.
 
 use std::process::ExitCode;
 
@@ -24,6 +24,14 @@ pub enum AlertsCommand {
     List(ListArgs),
     /// Replay past audit events through a rule and show the alerts it would have raised.
     Test(TestArgs),
+    /// Acknowledge an alert, by the id that `alerts list -o json` shows.
+    Ack(AckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AckArgs {
+    /// Id of the alert.
+    pub id: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +77,7 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let list = match args.command {
         AlertsCommand::List(list) => list,
         AlertsCommand::Test(test) => return run_test(&args.client, test).await,
+        AlertsCommand::Ack(ack) => return run_ack(&args.client, ack).await,
     };
     let mut query = vec![("limit", list.limit.to_string())];
     if let Some(name) = &list.server_workload {
@@ -89,9 +98,16 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         eprintln!("no alerts");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["TIME", "RULE", "KEY", "MESSAGE"]);
+    let mut table = Table::new(&["ID", "TIME", "RULE", "KEY", "ACKNOWLEDGED", "MESSAGE"]);
     for alert in alerts {
-        table.push(vec![time_text(alert, "time"), field_text(alert, "rule"), field_text(alert, "key"), field_text(alert, "message")]);
+        table.push(vec![
+            field_text(alert, "id"),
+            time_text(alert, "time"),
+            field_text(alert, "rule"),
+            field_text(alert, "key"),
+            field_text(alert, "acknowledged"),
+            field_text(alert, "message"),
+        ]);
     }
     output::print_text(&table.render())?;
     Ok(ExitCode::SUCCESS)
@@ -130,5 +146,14 @@ async fn run_test(client_options: &ClientOptions, args: TestArgs) -> anyhow::Res
         output::print_text(&table.render())?;
     }
     eprintln!("{} alerts from {} events", alerts.len(), field_text(&response, "events_read"));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_ack(client_options: &ClientOptions, args: AckArgs) -> anyhow::Result<ExitCode> {
+    let client = client_options.admin_client()?;
+    let response = client.post(&["v1", "alerts", &args.id, "acknowledge"], None).await?;
+    let changed = response.get("changed").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let text = if changed { "acknowledged" } else { "already acknowledged" };
+    output::print_text(&format!("alert {}: {text}", output::clean_text(&args.id)))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -107,11 +107,17 @@ pub async fn alerts(state: AppState, _admin: Admin, query: Result<Query<AlertsQu
         ..AuditFilter::default()
     };
     let events = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "alerts"))?;
+    let ids: Vec<String> = events.iter().map(|event| event.event.id.clone()).collect();
+    let acknowledgements = state.store.alert_acknowledgements(&ids).await.map_err(|e| ApiError::from_store(e, "alerts"))?;
     let alerts: Vec<Value> = events
         .iter()
         .map(|event| {
             let detail = &event.event.detail;
+            let acknowledgement = acknowledgements.iter().find(|ack| ack.alert_id == event.event.id);
             json!({
+                "acknowledged": acknowledgement.is_some(),
+                "acknowledged_by": acknowledgement.map(|ack| ack.actor.clone()),
+                "acknowledged_at": acknowledgement.map(|ack| ack.acknowledged_at.to_string()),
                 "id": event.event.id,
                 "seq": event.seq,
                 "time": event.event.time.to_string(),
@@ -185,4 +191,17 @@ pub async fn test_rule(state: AppState, _admin: Admin, body: Result<Json<RuleTes
         }
     }
     Ok(Json(json!({"rule": rules[0].name, "events_read": read, "alerts": alerts})))
+}
+
+/// Acknowledges a fired alert: records who did it and when, with an audit event.
+pub async fn acknowledge(state: AppState, admin: Admin, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Json<Value>, ApiError> {
+    admin.require_write()?;
+    let now = crate::clock::now();
+    let detail = json!({"actor": admin.actor(), "action": "acknowledge", "resource_kind": "alert", "resource_name": id});
+    let audit = mayfly_domain::audit::NewAuditEvent::new(crate::clock::new_event_id(), now, AuditKind::ConfigChange, detail);
+    let acknowledged = state.store.acknowledge_alert(&id, &admin.actor(), now, vec![audit]).await.map_err(|e| ApiError::from_store(e, "acknowledge"))?;
+    if acknowledged {
+        tracing::info!(alert = %id, actor = %admin.actor(), "alert acknowledged");
+    }
+    Ok(Json(json!({"id": id, "acknowledged": true, "changed": acknowledged})))
 }

@@ -39,6 +39,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/alerts", get(audit::alerts))
         .route("/v1/alerts/test", post(audit::test_rule))
+        .route("/v1/alerts/{id}/acknowledge", post(audit::acknowledge))
         .route("/v1/keys", get(keys::list))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/{kid}/taint", post(keys::taint))

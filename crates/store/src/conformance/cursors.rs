@@ -1,4 +1,5 @@
-//! Checks of log stream cursors and of reading checkpoints after a sequence number.
+//! Checks of log stream cursors, of reading checkpoints after a sequence number, and of alert
+//! acknowledgements.
 
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
 
@@ -50,4 +51,32 @@ pub async fn checkpoints_after_pages(store: &dyn Store) {
     assert_eq!(seqs(store.checkpoints_after(2, 10).await.expect("after 2")), [4, 6]);
     assert_eq!(seqs(store.checkpoints_after(0, 2).await.expect("limit 2")), [2, 4]);
     assert!(store.checkpoints_after(6, 10).await.expect("after 6").is_empty());
+}
+
+/// Checks that an alert is acknowledged once, with its audit event in the same transaction,
+/// and that only stored alerts can be acknowledged.
+pub async fn alert_acknowledged_once(store: &dyn Store) {
+    let alert = event(AuditKind::Alert, at(1));
+    let change = event(AuditKind::ConfigChange, at(2));
+    let stored = store.append_audit(vec![alert.clone(), change.clone()]).await.expect("append");
+    let head_before = stored.last().expect("appended").seq;
+
+    let audit = vec![event(AuditKind::ConfigChange, at(3))];
+    assert!(store.acknowledge_alert(&alert.id, "admin-token:ops", at(3), audit).await.expect("acknowledge"));
+    let again = vec![event(AuditKind::ConfigChange, at(4))];
+    assert!(!store.acknowledge_alert(&alert.id, "admin-token:other", at(4), again).await.expect("acknowledge again"));
+
+    let head = store.audit_head().await.expect("head").expect("events exist").0;
+    assert_eq!(head, head_before + 1, "only the first acknowledgement appends its audit event");
+
+    let found = store.alert_acknowledgements(&[alert.id.clone(), change.id.clone()]).await.expect("list");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].alert_id, alert.id);
+    assert_eq!(found[0].actor, "admin-token:ops");
+    assert_eq!(found[0].acknowledged_at, at(3));
+
+    let not_alert = store.acknowledge_alert(&change.id, "admin-token:ops", at(5), Vec::new()).await;
+    assert!(matches!(not_alert, Err(crate::StoreError::NotFound { .. })), "{not_alert:?}");
+    let unknown = store.acknowledge_alert("no-such-alert", "admin-token:ops", at(5), Vec::new()).await;
+    assert!(matches!(unknown, Err(crate::StoreError::NotFound { .. })), "{unknown:?}");
 }

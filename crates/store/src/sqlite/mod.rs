@@ -7,6 +7,7 @@
 //! while a write is in progress. The read connections set `query_only`, so a write sent to
 //! them by mistake fails.
 
+mod acknowledgements;
 mod audit;
 mod checkpoints;
 mod codec;
@@ -24,7 +25,7 @@ use sqlx::SqlitePool;
 use crate::error::StoreError;
 use crate::model::{
     AdminTokenRecord, AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
-    StreamCursor,
+    AlertAcknowledgement, StreamCursor,
 };
 use crate::store::Store;
 use codec::db_error;
@@ -142,6 +143,23 @@ impl Store for SqliteStore {
 
     async fn delete_stream_cursor(&self, name: &str) -> Result<bool, StoreError> {
         cursors::delete(&self.writer, name).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        actor: &str,
+        now: Timestamp,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError> {
+        acknowledgements::acknowledge(&self.writer, alert_id, actor, now, audit).await
+    }
+
+    async fn alert_acknowledgements(
+        &self,
+        alert_ids: &[String],
+    ) -> Result<Vec<AlertAcknowledgement>, StoreError> {
+        acknowledgements::list(&self.readers, alert_ids).await
     }
 
     async fn insert_signing_key(

@@ -36,6 +36,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "log_stream_cursors",
         include_str!("../../migrations/sqlite/0002_log_stream_cursors.sql"),
     ),
+    (
+        3,
+        "alert_acknowledgements",
+        include_str!("../../migrations/sqlite/0003_alert_acknowledgements.sql"),
+    ),
 ];
 
 impl SqliteStore {
