@@ -21,6 +21,14 @@ use crate::resources::{AccessCondition, ScheduleEntry, TimeWindowCondition, vali
 pub const DEFAULT_FAILED_THRESHOLD: u32 = 5;
 /// Window of a `failed_requests` rule that sets none: 10 minutes.
 pub const DEFAULT_WINDOW: Seconds = Seconds(600);
+/// Window of a `rate_spike` rule that sets none: 1 hour.
+pub const DEFAULT_SPIKE_WINDOW: Seconds = Seconds(3600);
+/// Baseline percentage above which a `rate_spike` rule fires when it sets none.
+pub const DEFAULT_SPIKE_PERCENT: u32 = 200;
+/// Past windows in a `rate_spike` baseline when the rule sets none.
+pub const DEFAULT_BASELINE_WINDOWS: u32 = 24;
+/// Smallest window count a `rate_spike` rule treats as a possible spike when it sets none.
+pub const DEFAULT_MIN_VOLUME: u32 = 10;
 /// Suppression period of `failed_requests` and `off_hours` rules that set none: 10 minutes.
 pub const DEFAULT_SUPPRESSION: Seconds = Seconds(600);
 
@@ -35,6 +43,9 @@ pub enum AlertRuleKind {
     ConfigChange,
     /// A credential request outside the business hours that `timezone` and `schedule` set.
     OffHours,
+    /// More credentials issued for a server workload in the sliding `window` than `percent` of
+    /// its baseline, the mean count of the `baseline_windows` windows before.
+    RateSpike,
 }
 
 impl AlertRuleKind {
@@ -43,6 +54,7 @@ impl AlertRuleKind {
             AlertRuleKind::FailedRequests => "failed_requests",
             AlertRuleKind::ConfigChange => "config_change",
             AlertRuleKind::OffHours => "off_hours",
+            AlertRuleKind::RateSpike => "rate_spike",
         }
     }
 }
@@ -69,6 +81,18 @@ pub struct AlertRule {
     /// `off_hours`: the business hours; a request outside all entries fires the rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleEntry>,
+    /// `rate_spike`: the rule fires when the window's count is above this percentage of the
+    /// baseline, 200 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// `rate_spike`: number of past windows averaged into the baseline, 24 by default. The rule
+    /// stays silent until that much history has been seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_windows: Option<u32>,
+    /// `rate_spike`: the smallest window count that can be a spike, 10 by default, so that a
+    /// single request at night is not one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_volume: Option<u32>,
     /// Only events of these server workloads count; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_workloads: Vec<String>,
@@ -80,11 +104,30 @@ impl AlertRule {
         validate_name("name", &self.name)?;
         let failed = self.kind == AlertRuleKind::FailedRequests;
         let off_hours = self.kind == AlertRuleKind::OffHours;
+        let spike = self.kind == AlertRuleKind::RateSpike;
+
         if !failed && self.threshold.is_some() {
             return Err(FieldError::new("threshold", "", "is only used by failed_requests rules"));
         }
-        if !failed && self.window.is_some() {
-            return Err(FieldError::new("window", "", "is only used by failed_requests rules"));
+        if !failed && !spike && self.window.is_some() {
+            return Err(FieldError::new("window", "", "is only used by failed_requests and rate_spike rules"));
+        }
+        let spike_fields = [
+            ("percent", self.percent.is_some()),
+            ("baseline_windows", self.baseline_windows.is_some()),
+            ("min_volume", self.min_volume.is_some()),
+        ];
+        if let Some((field, _)) = spike_fields.iter().find(|(_, set)| *set && !spike) {
+            return Err(FieldError::new(field, "", "is only used by rate_spike rules"));
+        }
+
+        if self.percent.is_some_and(|percent| percent <= 100) {
+            return Err(FieldError::new("percent", &self.percent.unwrap_or_default().to_string(), "must be above 100"));
+        }
+        if let Some(windows) = self.baseline_windows
+            && !(1..=1000).contains(&windows)
+        {
+            return Err(FieldError::new("baseline_windows", &windows.to_string(), "must be between 1 and 1000"));
         }
         if !off_hours && (self.timezone.is_some() || !self.schedule.is_empty()) {
             let field = if self.timezone.is_some() { "timezone" } else { "schedule" };
@@ -98,6 +141,7 @@ impl AlertRule {
         {
             return Err(FieldError::new("window", &window.to_string(), "must be between 1m and 24h"));
         }
+
         if off_hours {
             validate_time_window(&self.business_hours())?;
         }
@@ -112,7 +156,11 @@ impl AlertRule {
     }
 
     fn window(&self) -> Seconds {
-        self.window.unwrap_or(DEFAULT_WINDOW)
+        match (self.window, self.kind) {
+            (Some(window), _) => window,
+            (None, AlertRuleKind::RateSpike) => DEFAULT_SPIKE_WINDOW,
+            (None, _) => DEFAULT_WINDOW,
+        }
     }
 
     fn suppression(&self) -> Seconds {
@@ -168,6 +216,8 @@ impl Alert {
 pub struct AlertEngine {
     /// Failure times per (rule, key), oldest first.
     windows: BTreeMap<(String, String), VecDeque<Timestamp>>,
+    /// Issuance history of `rate_spike` rules per (rule, server workload).
+    rates: BTreeMap<(String, String), RateHistory>,
     /// Time of the last alert per (rule, key).
     fired: BTreeMap<(String, String), Timestamp>,
 }
@@ -190,6 +240,7 @@ impl AlertEngine {
                 AlertRuleKind::FailedRequests => self.failed_requests(rule, event, &mut alerts),
                 AlertRuleKind::ConfigChange => self.config_change(rule, event, &mut alerts),
                 AlertRuleKind::OffHours => self.off_hours(rule, event, &mut alerts),
+                AlertRuleKind::RateSpike => self.rate_spike(rule, event, &mut alerts),
             }
         }
         alerts
@@ -263,6 +314,36 @@ impl AlertEngine {
         self.fire(rule, event, format!("client_workload={client}"), message, alerts);
     }
 
+    fn rate_spike(&mut self, rule: &AlertRule, event: &AuditEvent, alerts: &mut Vec<Alert>) {
+        let inner = &event.event;
+        if inner.kind != AuditKind::CredentialRequest || inner.outcome != Some(Outcome::Success) {
+            return;
+        }
+        let Some(server) = inner.server_workload.clone() else {
+            return;
+        };
+        let window_secs = i64::try_from(rule.window().as_secs()).unwrap_or(i64::MAX).max(1);
+        let windows = i64::from(rule.baseline_windows.unwrap_or(DEFAULT_BASELINE_WINDOWS));
+        let history = self.rates.entry((rule.name.clone(), server.clone())).or_insert_with(|| RateHistory::new(inner.time));
+        let (count, baseline) = history.record(inner.time, window_secs, windows);
+
+        let Some(baseline) = baseline else {
+            return;
+        };
+        let percent = u64::from(rule.percent.unwrap_or(DEFAULT_SPIKE_PERCENT));
+        let min_volume = u64::from(rule.min_volume.unwrap_or(DEFAULT_MIN_VOLUME));
+        // count > baseline * percent / 100, in integers: baseline is the sum over `windows`.
+        let above = u128::from(count) * 100 * windows.unsigned_abs() as u128 > u128::from(baseline) * u128::from(percent);
+        if count >= min_volume && above {
+            let mean = baseline as f64 / windows as f64;
+            let message = format!(
+                "{count} credentials issued for server workload {server} within {}, above {percent}% of its baseline of {mean:.1}",
+                rule.window()
+            );
+            self.fire(rule, event, format!("server_workload={server}"), message, alerts);
+        }
+    }
+
     /// Raises an alert for `key` unless the rule fired for it within its suppression period.
     fn fire(&mut self, rule: &AlertRule, event: &AuditEvent, key: String, message: String, alerts: &mut Vec<Alert>) {
         let suppression = SignedDuration::from_secs(i64::try_from(rule.suppression().as_secs()).unwrap_or(i64::MAX));
@@ -285,6 +366,45 @@ impl AlertEngine {
             trigger_id: event.event.id.clone(),
             time,
         });
+    }
+}
+
+/// Issue times of one server workload for a `rate_spike` rule: the sliding current window, and
+/// counts per fixed past window for the baseline.
+#[derive(Debug)]
+struct RateHistory {
+    first_seen: Timestamp,
+    current: VecDeque<Timestamp>,
+    /// Count per window index (`seconds since the epoch / window`).
+    buckets: BTreeMap<i64, u64>,
+}
+
+impl RateHistory {
+    fn new(first_seen: Timestamp) -> RateHistory {
+        RateHistory { first_seen, current: VecDeque::new(), buckets: BTreeMap::new() }
+    }
+
+    /// Records one issuance at `time`. Returns the count of the sliding window ending at `time`,
+    /// and the total count of the `windows` whole windows before it, or `None` while the history
+    /// is shorter than that.
+    fn record(&mut self, time: Timestamp, window_secs: i64, windows: i64) -> (u64, Option<u64>) {
+        let window = SignedDuration::from_secs(window_secs);
+        self.current.push_back(time);
+        while self.current.front().is_some_and(|oldest| *oldest <= time - window) {
+            self.current.pop_front();
+        }
+
+        let index = time.as_second().div_euclid(window_secs);
+        *self.buckets.entry(index).or_default() += 1;
+        // The sliding window overlaps this fixed window and the one before, so the baseline
+        // uses the `windows` fixed windows before those two.
+        let last = index - 2;
+        let first = last - windows + 1;
+        self.buckets.retain(|bucket, _| *bucket >= first);
+
+        let enough_history = self.first_seen.as_second().div_euclid(window_secs) <= first;
+        let baseline = enough_history.then(|| self.buckets.range(first..=last).map(|(_, count)| count).sum());
+        (self.current.len() as u64, baseline)
     }
 }
 

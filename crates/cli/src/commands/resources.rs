@@ -323,6 +323,11 @@ fn alert_rule_summary(item: &Value) -> String {
         }
         Some("off_hours") => format!("outside business hours ({})", field_text(item, "timezone")),
         Some("config_change") => "server workload changes".to_string(),
+        Some("rate_spike") => {
+            let percent = item.get("percent").map_or("200".to_string(), |_| field_text(item, "percent"));
+            let window = item.get("window").map_or("1h".to_string(), |_| field_text(item, "window"));
+            format!("issuance above {percent}% of baseline per {window}")
+        }
         _ => "-".to_string(),
     }
 }

@@ -22,6 +22,9 @@ fn panic_rule(message: &str) -> AlertRule {
         suppression: None,
         timezone: None,
         schedule: Vec::new(),
+        percent: None,
+        baseline_windows: None,
+        min_volume: None,
         server_workloads: Vec::new(),
     }
 }
@@ -149,4 +152,61 @@ fn failed_requests_of_unknown_caller_count_by_source() {
     let alerts = engine.observe(&rules, &probe(3));
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].key, "source_ip=192.0.2.7");
+}
+
+/// Feeds successful requests for `payments` at the given seconds and returns the alerts.
+fn issued(engine: &mut AlertEngine, rules: &[AlertRule], seconds: &[i64]) -> Vec<Alert> {
+    seconds.iter().flat_map(|second| engine.observe(rules, &request(*second, at(*second), "billing", Outcome::Success))).collect()
+}
+
+/// Five requests at minutes 0 to 4 of each of the hours `hours`.
+fn steady(hours: std::ops::Range<i64>) -> Vec<i64> {
+    hours.flat_map(|hour| (0..5).map(move |minute| hour * 3600 + minute * 60)).collect()
+}
+
+fn spike_rule() -> AlertRule {
+    rule("{name: spike, kind: rate_spike, window: 1h, baseline_windows: 3, percent: 200, min_volume: 10}")
+}
+
+#[test]
+fn rate_spike_needs_history() {
+    let rules = [spike_rule()];
+    let mut engine = AlertEngine::default();
+    let burst: Vec<i64> = (0..50).map(|i| i * 10).collect();
+    assert!(issued(&mut engine, &rules, &burst).is_empty(), "no baseline yet");
+}
+
+#[test]
+fn rate_spike_fires_just_above_double_baseline() {
+    let rules = [spike_rule()];
+    let mut engine = AlertEngine::default();
+    // 1800000000 is 08:00 UTC, the start of an hour, so each hour is one fixed window.
+    assert!(issued(&mut engine, &rules, &steady(0..6)).is_empty(), "steady traffic");
+
+    // In hour 6 the sliding window holds only this hour's requests: 10 is exactly 200% of
+    // the baseline of 5, the 11th is above it.
+    let burst: Vec<i64> = (0..10).map(|i| 6 * 3600 + 600 + i * 10).collect();
+    assert!(issued(&mut engine, &rules, &burst).is_empty(), "at 200%");
+    let alerts = issued(&mut engine, &rules, &[6 * 3600 + 800]);
+    assert_eq!(alerts.len(), 1, "above 200%");
+    assert_eq!(alerts[0].key, "server_workload=payments");
+    assert!(alerts[0].message.contains("11 credentials"), "{}", alerts[0].message);
+}
+
+#[test]
+fn rate_spike_ignores_low_volume() {
+    let rules = [spike_rule()];
+    let mut engine = AlertEngine::default();
+    // One request per hour, then 9 in an hour: nine times the baseline, but below min_volume.
+    let quiet: Vec<i64> = (0..6).map(|hour| hour * 3600).collect();
+    assert!(issued(&mut engine, &rules, &quiet).is_empty());
+    let night: Vec<i64> = (0..9).map(|i| 6 * 3600 + 600 + i * 10).collect();
+    assert!(issued(&mut engine, &rules, &night).is_empty());
+}
+
+#[test]
+fn rate_spike_fields_are_checked() {
+    assert_eq!(rule("{name: a, kind: rate_spike, percent: 100}").validate().map_err(|error| error.field), Err("percent".to_string()));
+    assert_eq!(rule("{name: a, kind: failed_requests, min_volume: 3}").validate().map_err(|error| error.field), Err("min_volume".to_string()));
+    assert_eq!(rule("{name: a, kind: rate_spike}").validate(), Ok(()));
 }
