@@ -158,6 +158,14 @@ fn sigkill_mid_stream_loses_nothing() {
     let body: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(body["alerts"][0]["acknowledged"], Value::Bool(true));
 
+    // The incident report of demo-api names demo-client, the disable and the alert.
+    let report = second.cli(&["incident", "report", "--server-workload", "demo-api", "--since", "1h"]);
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    assert!(text.lines().any(|line| line.starts_with("demo-client") && line.contains(" 20 ")), "{text}");
+    assert!(text.contains("disable"), "{text}");
+    assert!(text.contains("workload-changes"), "{text}");
+
     // Replaying the past hour through the rule finds the creation and the disable of demo-api.
     let tested = second.cli(&["alerts", "test", "workload-changes", "--since", "1h", "-o", "json"]);
     assert!(tested.status.success(), "{}", String::from_utf8_lossy(&tested.stderr));

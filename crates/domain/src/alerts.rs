@@ -171,6 +171,16 @@ impl AlertRule {
         }
     }
 
+    /// Returns why `time` is outside this `off_hours` rule's business hours, or `None` when it is
+    /// inside them or the rule is of another kind.
+    pub fn outside_business_hours(&self, time: Timestamp) -> Option<String> {
+        if self.kind != AlertRuleKind::OffHours {
+            return None;
+        }
+        let context = RequestContext { now: time, source_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        evaluate(&AccessCondition::TimeWindow(self.business_hours()), &context).err()
+    }
+
     /// Returns the business hours as a time window condition, to reuse its evaluation.
     fn business_hours(&self) -> TimeWindowCondition {
         TimeWindowCondition {
@@ -304,8 +314,7 @@ impl AlertEngine {
         if inner.kind != AuditKind::CredentialRequest {
             return;
         }
-        let context = RequestContext { now: inner.time, source_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
-        let Err(reason) = evaluate(&AccessCondition::TimeWindow(rule.business_hours()), &context) else {
+        let Some(reason) = rule.outside_business_hours(inner.time) else {
             return;
         };
         let client = inner.client_workload.as_deref().unwrap_or("unknown");

@@ -181,3 +181,44 @@ async fn rule_test_replays_past_events_without_writing() {
     let (status, body) = server.post("/v1/alerts/test", json!({"name": "missing", "since": since})).await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn incident_report_gathers_clients_failures_changes_alerts() {
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    let hour = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).hour();
+    let (start, end) = ((hour + 2) % 24, (hour + 3) % 24);
+    let rule = format!(
+        "  - {{name: after-hours, kind: off_hours, timezone: UTC, schedule: [{{days: [mon, tue, wed, thu, fri, sat, sun], start: \"{start:02}:00\", end: \"{end:02}:00\"}}]}}\n"
+    );
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    server.apply(&config_with_rules(&issuer, &rule)).await;
+
+    let request = || async {
+        let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
+        server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await.0
+    };
+    assert_eq!(request().await, 200);
+    assert_eq!(server.post("/v1/server-workloads/payments/disable", json!({})).await.0, 200);
+    assert_eq!(request().await, 403);
+    assert_eq!(server.post("/v1/server-workloads/payments/enable", json!({})).await.0, 200);
+    assert_eq!(request().await, 200);
+    settled_alerts(&server).await;
+
+    let (status, report) = server.get(&format!("/v1/incidents/report?server_workload=payments&since={since}")).await;
+    assert_eq!(status, 200, "{report}");
+    let clients = report["client_workloads"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{report}");
+    assert_eq!(clients[0]["client_workload"], "billing");
+    assert_eq!(clients[0]["credentials"], json!(2));
+    assert_eq!(clients[0]["failures"], json!(1));
+    assert_eq!(clients[0]["off_hours_requests"], json!(3));
+    assert_eq!(clients[0]["source_ips"], json!(["127.0.0.1"]));
+    assert_eq!(report["failures"][0]["step"], "server_workload_enabled");
+    assert_eq!(report["credentials"][0]["off_hours"], json!(true));
+
+    let actions: Vec<&str> = report["config_changes"].as_array().unwrap().iter().map(|change| change["detail"]["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["create", "disable", "enable"]);
+    let rules: Vec<&str> = report["alerts"].as_array().unwrap().iter().map(|alert| alert["detail"]["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["after-hours"], "one off-hours alert, the rest suppressed");
+}

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod apply;
 pub mod audit;
 pub mod credential;
+pub mod incident;
 pub mod keys;
 pub mod resources;
 pub mod server;
