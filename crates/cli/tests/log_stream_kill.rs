@@ -92,11 +92,18 @@ fn shipped_by_id(path: &Path) -> BTreeMap<String, Vec<Value>> {
     by_id
 }
 
+/// Credentials issued before the kill. Each is one record to ship, so the backlog takes long
+/// enough to ship that the kill lands in the middle of it.
+const FIRST_RUN: usize = 30;
+
 #[test]
 fn sigkill_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let stream_file = dir.path().join("audit.jsonl");
+    // The stream's directory is missing at first, so a backlog builds up while credentials are
+    // issued; the server is killed once shipping of that backlog has started.
+    let stream_dir = dir.path().join("streams");
+    let stream_file = stream_dir.join("audit.jsonl");
     let quickstart = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.yaml")).unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -109,19 +116,27 @@ fn sigkill_mid_stream_loses_nothing() {
     .unwrap();
 
     let mut first = DevServer::start(&data_dir, Some(&config));
-    get_credentials(&first, 15);
+    get_credentials(&first, FIRST_RUN);
+    std::fs::create_dir(&stream_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shipped_by_id(&stream_file).is_empty() {
+        assert!(Instant::now() < deadline, "the stream did not start shipping");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     first.kill();
+    let credentials_before_kill = shipped_by_id(&stream_file).values().filter(|copies| copies[0]["kind"] == "credential_request").count();
 
     let second = DevServer::start(&data_dir, None);
     get_credentials(&second, 5);
     let stored = stored_credential_ids(&second);
-    assert_eq!(stored.len(), 20);
+    assert_eq!(stored.len(), FIRST_RUN + 5);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     while !stored.iter().all(|id| shipped_by_id(&stream_file).contains_key(id)) {
         assert!(Instant::now() < deadline, "not every stored event was shipped");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(credentials_before_kill < FIRST_RUN, "the kill came after the backlog was shipped");
     for (id, copies) in shipped_by_id(&stream_file) {
         assert!(copies.windows(2).all(|pair| pair[0] == pair[1]), "copies of {id} differ");
     }
@@ -162,7 +177,7 @@ fn sigkill_mid_stream_loses_nothing() {
     let report = second.cli(&["incident", "report", "--server-workload", "demo-api", "--since", "1h"]);
     let text = String::from_utf8_lossy(&report.stdout).into_owned();
     assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
-    assert!(text.lines().any(|line| line.starts_with("demo-client") && line.contains(" 20 ")), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("demo-client") && line.contains(&format!(" {} ", FIRST_RUN + 5))), "{text}");
     assert!(text.contains("disable"), "{text}");
     assert!(text.contains("workload-changes"), "{text}");
 
