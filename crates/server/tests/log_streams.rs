@@ -478,6 +478,7 @@ async fn failing_stream_raises_one_alert() {
     let (_, metrics) = server.get("/metrics").await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
     assert!(metrics.contains("mayfly_log_stream_failures_total{stream=\"hook\"}"), "{metrics}");
+    assert!(metrics.contains("mayfly_log_stream_lag_events{stream=\"hook\"}"), "{metrics}");
 }
 
 #[tokio::test]

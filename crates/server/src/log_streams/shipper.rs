@@ -84,6 +84,11 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
     let mut alerted = false;
     let mut position = None;
     let mut destination: Option<Box<dyn Destination>> = None;
+    // The status starts from the durable cursor, so a stream that fails right after a restart
+    // reports its true lag.
+    if let Ok(Some(cursor)) = context.store.get_stream_cursor(&name).await {
+        lock(&status).delivered_seq = cursor.delivered_seq;
+    }
 
     loop {
         let step = deliver_once(&context, &stream, &mut position, &mut destination).await;
@@ -126,11 +131,17 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
                     tracing::debug!(stream = %name, error = %message, failures, "log stream delivery failed again");
                 }
                 metrics::counter!("mayfly_log_stream_failures_total", "stream" => name.clone()).increment(1);
-                {
+                let delivered_seq = {
                     let mut current = lock(&status);
                     current.state = StreamState::Failing;
                     current.failing_since.get_or_insert_with(clock::now);
                     current.last_error = Some(message);
+                    current.delivered_seq
+                };
+                // The lag keeps growing while the stream fails, and the metric shows it.
+                if let Ok(head) = context.store.audit_head().await {
+                    let head = head.map_or(0, |(seq, _)| seq);
+                    metrics::gauge!("mayfly_log_stream_lag_events", "stream" => name.clone()).set((head - delivered_seq).max(0) as f64);
                 }
                 let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                 if !alerted && since.elapsed() >= context.retry.alert_after {
