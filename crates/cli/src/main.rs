@@ -20,7 +20,8 @@ use clap::{Parser, Subcommand};
 use crate::api::ApiError;
 use crate::commands::credential::{CredentialError, EXIT_DENIED};
 use crate::commands::{
-    admin_token, agent, apply, audit, credential, keys, resources, server, server_workload,
+    admin_token, agent, alerts, apply, audit, credential, incident, keys, resources, server,
+    server_workload,
 };
 
 /// Mayfly issues short-lived credentials to workloads by policy and audits every decision.
@@ -45,6 +46,10 @@ enum Command {
     ServerWorkload(server_workload::ServerWorkloadArgs),
     /// Query the audit log or verify its hash chain.
     Audit(audit::AuditArgs),
+    /// List, acknowledge and try out alerts.
+    Alerts(alerts::AlertsArgs),
+    /// Report the audit log's record of one server workload.
+    Incident(incident::IncidentArgs),
     /// List, rotate, taint or revoke signing keys.
     Keys(keys::KeysArgs),
     /// Create, list or revoke admin tokens.
@@ -77,6 +82,8 @@ async fn main() -> ExitCode {
         Command::Apply(args) => apply::apply(args).await,
         Command::ServerWorkload(args) => server_workload::run(args).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Alerts(args) => alerts::run(args).await,
+        Command::Incident(args) => incident::run(args).await,
         Command::Keys(args) => keys::run(args).await,
         Command::AdminToken(args) => admin_token::run(args).await,
         Command::Credential(args) => credential::run(args).await,

@@ -27,15 +27,18 @@ pub enum AuditKind {
     AdminTokenChange,
     /// An agent join token was created, an agent joined, or an agent was evicted.
     AgentChange,
+    /// An alert rule fired.
+    Alert,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 5] = [
+    pub const ALL: [AuditKind; 6] = [
         AuditKind::CredentialRequest,
         AuditKind::ConfigChange,
         AuditKind::KeyChange,
         AuditKind::AdminTokenChange,
         AuditKind::AgentChange,
+        AuditKind::Alert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl AuditKind {
             AuditKind::KeyChange => "key_change",
             AuditKind::AdminTokenChange => "admin_token_change",
             AuditKind::AgentChange => "agent_change",
+            AuditKind::Alert => "alert",
         }
     }
 

@@ -9,6 +9,8 @@ use crate::resources::{
     AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Reference, Resource, ResourceKind,
     ServerWorkload, TrustProvider,
 };
+use crate::alerts::AlertRule;
+use crate::log_stream::LogStream;
 
 /// A configuration problem that involves more than one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -47,6 +49,8 @@ pub struct Config {
     pub credential_providers: BTreeMap<String, CredentialProvider>,
     pub access_conditions: BTreeMap<String, AccessCondition>,
     pub access_policies: BTreeMap<String, AccessPolicy>,
+    pub log_streams: BTreeMap<String, LogStream>,
+    pub alert_rules: BTreeMap<String, AlertRule>,
     /// Server workload name to enabled flag; a missing entry means enabled.
     pub enabled: BTreeMap<String, bool>,
     index: Index,
@@ -92,6 +96,12 @@ impl Config {
             Resource::AccessPolicy(r) => {
                 self.access_policies.insert(r.name.clone(), r);
             }
+            Resource::LogStream(r) => {
+                self.log_streams.insert(r.name.clone(), r);
+            }
+            Resource::AlertRule(r) => {
+                self.alert_rules.insert(r.name.clone(), r);
+            }
         }
     }
 
@@ -104,6 +114,8 @@ impl Config {
             ResourceKind::CredentialProvider => self.credential_providers.remove(name).is_some(),
             ResourceKind::AccessCondition => self.access_conditions.remove(name).is_some(),
             ResourceKind::AccessPolicy => self.access_policies.remove(name).is_some(),
+            ResourceKind::LogStream => self.log_streams.remove(name).is_some(),
+            ResourceKind::AlertRule => self.alert_rules.remove(name).is_some(),
         }
     }
 
@@ -118,6 +130,8 @@ impl Config {
             }
             ResourceKind::AccessCondition => self.access_conditions.get(name).cloned().map(Resource::AccessCondition),
             ResourceKind::AccessPolicy => self.access_policies.get(name).cloned().map(Resource::AccessPolicy),
+            ResourceKind::LogStream => self.log_streams.get(name).cloned().map(Resource::LogStream),
+            ResourceKind::AlertRule => self.alert_rules.get(name).cloned().map(Resource::AlertRule),
         }
     }
 
@@ -139,6 +153,8 @@ impl Config {
             ResourceKind::CredentialProvider => self.credential_providers.keys().cloned().collect(),
             ResourceKind::AccessCondition => self.access_conditions.keys().cloned().collect(),
             ResourceKind::AccessPolicy => self.access_policies.keys().cloned().collect(),
+            ResourceKind::LogStream => self.log_streams.keys().cloned().collect(),
+            ResourceKind::AlertRule => self.alert_rules.keys().cloned().collect(),
         }
     }
 
@@ -150,6 +166,8 @@ impl Config {
             ResourceKind::CredentialProvider => self.credential_providers.contains_key(name),
             ResourceKind::AccessCondition => self.access_conditions.contains_key(name),
             ResourceKind::AccessPolicy => self.access_policies.contains_key(name),
+            ResourceKind::LogStream => self.log_streams.contains_key(name),
+            ResourceKind::AlertRule => self.alert_rules.contains_key(name),
         }
     }
 

@@ -9,6 +9,8 @@ use crate::resources::{
     AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Resource, ResourceKind, ServerWorkload,
     TrustProvider,
 };
+use crate::alerts::AlertRule;
+use crate::log_stream::LogStream;
 
 /// A problem with a configuration file, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,10 @@ pub struct ConfigFile {
     pub access_conditions: Vec<AccessCondition>,
     #[serde(default)]
     pub access_policies: Vec<AccessPolicy>,
+    #[serde(default)]
+    pub log_streams: Vec<LogStream>,
+    #[serde(default)]
+    pub alert_rules: Vec<AlertRule>,
 }
 
 impl ConfigFile {
@@ -63,6 +69,8 @@ impl ConfigFile {
         resources.extend(self.access_conditions.into_iter().map(Resource::AccessCondition));
         resources.extend(self.client_workloads.into_iter().map(Resource::ClientWorkload));
         resources.extend(self.access_policies.into_iter().map(Resource::AccessPolicy));
+        resources.extend(self.log_streams.into_iter().map(Resource::LogStream));
+        resources.extend(self.alert_rules.into_iter().map(Resource::AlertRule));
         resources
     }
 
@@ -77,6 +85,8 @@ impl ConfigFile {
                 Resource::CredentialProvider(r) => file.credential_providers.push(r),
                 Resource::AccessCondition(r) => file.access_conditions.push(r),
                 Resource::AccessPolicy(r) => file.access_policies.push(r),
+                Resource::LogStream(r) => file.log_streams.push(r),
+                Resource::AlertRule(r) => file.alert_rules.push(r),
             }
         }
         file

@@ -3,6 +3,7 @@
 //! callers pass the current time.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod conditions;
 pub mod config;
@@ -12,6 +13,8 @@ pub mod duration;
 pub mod federation;
 pub mod oauth;
 pub mod error;
+pub mod log_format;
+pub mod log_stream;
 pub mod resources;
 pub mod secret;
 pub mod spiffe;

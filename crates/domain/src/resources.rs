@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::Seconds;
 use crate::error::FieldError;
+use crate::alerts::AlertRule;
+use crate::log_stream::LogStream;
 use crate::spiffe::SpiffeId;
 pub use crate::federation::FederatedTokenExchangeProvider;
 pub use crate::oauth::OauthClientCredentialsProvider;
@@ -35,17 +37,21 @@ pub enum ResourceKind {
     CredentialProvider,
     AccessCondition,
     AccessPolicy,
+    LogStream,
+    AlertRule,
 }
 
 impl ResourceKind {
     /// Every kind in dependency order: a kind only references kinds listed before it.
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::TrustProvider,
         ResourceKind::ServerWorkload,
         ResourceKind::CredentialProvider,
         ResourceKind::AccessCondition,
         ResourceKind::ClientWorkload,
         ResourceKind::AccessPolicy,
+        ResourceKind::LogStream,
+        ResourceKind::AlertRule,
     ];
 
     /// The singular snake_case name used in stores and audit events, e.g. `trust_provider`.
@@ -57,6 +63,8 @@ impl ResourceKind {
             ResourceKind::CredentialProvider => "credential_provider",
             ResourceKind::AccessCondition => "access_condition",
             ResourceKind::AccessPolicy => "access_policy",
+            ResourceKind::LogStream => "log_stream",
+            ResourceKind::AlertRule => "alert_rule",
         }
     }
 
@@ -69,6 +77,8 @@ impl ResourceKind {
             ResourceKind::CredentialProvider => "credential-providers",
             ResourceKind::AccessCondition => "access-conditions",
             ResourceKind::AccessPolicy => "access-policies",
+            ResourceKind::LogStream => "log-streams",
+            ResourceKind::AlertRule => "alert-rules",
         }
     }
 
@@ -81,6 +91,8 @@ impl ResourceKind {
             ResourceKind::CredentialProvider => "credential_providers",
             ResourceKind::AccessCondition => "access_conditions",
             ResourceKind::AccessPolicy => "access_policies",
+            ResourceKind::LogStream => "log_streams",
+            ResourceKind::AlertRule => "alert_rules",
         }
     }
 
@@ -648,6 +660,8 @@ pub enum Resource {
     CredentialProvider(CredentialProvider),
     AccessCondition(AccessCondition),
     AccessPolicy(AccessPolicy),
+    LogStream(LogStream),
+    AlertRule(AlertRule),
 }
 
 impl Resource {
@@ -659,6 +673,8 @@ impl Resource {
             Resource::CredentialProvider(_) => ResourceKind::CredentialProvider,
             Resource::AccessCondition(_) => ResourceKind::AccessCondition,
             Resource::AccessPolicy(_) => ResourceKind::AccessPolicy,
+            Resource::LogStream(_) => ResourceKind::LogStream,
+            Resource::AlertRule(_) => ResourceKind::AlertRule,
         }
     }
 
@@ -670,6 +686,8 @@ impl Resource {
             Resource::CredentialProvider(resource) => resource.name(),
             Resource::AccessCondition(resource) => resource.name(),
             Resource::AccessPolicy(resource) => &resource.name,
+            Resource::LogStream(resource) => &resource.name,
+            Resource::AlertRule(resource) => &resource.name,
         }
     }
 
@@ -682,6 +700,8 @@ impl Resource {
             ResourceKind::CredentialProvider => Resource::CredentialProvider(serde_json::from_value(value)?),
             ResourceKind::AccessCondition => Resource::AccessCondition(serde_json::from_value(value)?),
             ResourceKind::AccessPolicy => Resource::AccessPolicy(serde_json::from_value(value)?),
+            ResourceKind::LogStream => Resource::LogStream(serde_json::from_value(value)?),
+            ResourceKind::AlertRule => Resource::AlertRule(serde_json::from_value(value)?),
         })
     }
 
@@ -694,6 +714,8 @@ impl Resource {
             Resource::CredentialProvider(resource) => serde_json::to_value(resource),
             Resource::AccessCondition(resource) => serde_json::to_value(resource),
             Resource::AccessPolicy(resource) => serde_json::to_value(resource),
+            Resource::LogStream(resource) => serde_json::to_value(resource),
+            Resource::AlertRule(resource) => serde_json::to_value(resource),
         };
         result.unwrap_or(serde_json::Value::Null)
     }
@@ -707,6 +729,8 @@ impl Resource {
             Resource::CredentialProvider(resource) => resource.validate(),
             Resource::AccessCondition(resource) => resource.validate(),
             Resource::AccessPolicy(resource) => resource.validate(),
+            Resource::LogStream(resource) => resource.validate(),
+            Resource::AlertRule(resource) => resource.validate(),
         }
     }
 

@@ -173,19 +173,25 @@ pub async fn run_checkpoint_timer(checkpoints: Arc<Checkpointer>, interval: Dura
 }
 
 /// Runs the retention purge once an hour (and once at start) until the process ends.
-pub async fn run_purge(store: Arc<dyn Store>, retention_days: u32) {
+pub async fn run_purge(state: crate::state::SharedState, retention_days: u32) {
     let mut ticker = tokio::time::interval(Duration::from_secs(3600));
     loop {
         ticker.tick().await;
-        let cutoff = clock::now() - jiff::SignedDuration::from_hours(24 * i64::from(retention_days));
-        match store.purge_audit_before(cutoff, None).await {
-            Ok(outcome) if outcome.deleted > 0 => {
-                tracing::info!(deleted = outcome.deleted, kept_from_seq = ?outcome.kept_from_seq, retention_days, "purged old audit events");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error = %error, "audit retention purge failed"),
+        if let Err(error) = purge_once(&state, retention_days).await {
+            tracing::warn!(error = %error, "audit retention purge failed");
         }
     }
+}
+
+/// Deletes events older than the retention, sparing every event a log stream has not delivered.
+pub async fn purge_once(state: &crate::state::AppState, retention_days: u32) -> Result<mayfly_store::PurgeOutcome, StoreError> {
+    let cutoff = retention_cutoff(clock::now(), retention_days);
+    let undelivered_from = state.streams.undelivered_from(&state.config().config).await?;
+    let outcome = state.store.purge_audit_before(cutoff, undelivered_from).await?;
+    if outcome.deleted > 0 {
+        tracing::info!(deleted = outcome.deleted, kept_from_seq = ?outcome.kept_from_seq, ?undelivered_from, retention_days, "purged old audit events");
+    }
+    Ok(outcome)
 }
 
 /// The result of checking the audit chain.

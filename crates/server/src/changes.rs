@@ -68,6 +68,7 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     let current = &snapshot.config;
     let now = clock::now();
 
+    keep_redacted_secrets(current, &mut request.puts)?;
     for resource in &request.puts {
         resource.validate().map_err(|error| ApiError::Invalid {
             detail: format!("{} {:?}: {error}", resource.kind(), resource.name()),
@@ -110,10 +111,17 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
             continue;
         }
         next.insert(resource.clone());
+        let mut spec = resource.to_json();
+        if resource.kind() == ResourceKind::LogStream {
+            crate::log_streams::secrets::seal_spec(state.keys.kek(), resource.name(), &mut spec).map_err(|error| {
+                tracing::error!(error = %error, "sealing a log stream secret failed");
+                ApiError::from_store(StoreError::Database("sealing a log stream secret failed".to_string()), "configuration change")
+            })?;
+        }
         change_set.puts.push(ResourcePut {
             kind: resource.kind().as_str().to_string(),
             name: resource.name().to_string(),
-            spec: resource.to_json(),
+            spec,
             refs: resource.references().into_iter().map(|r| ResourceRef::new(r.kind.as_str(), r.name)).collect(),
         });
         change_set.audit.push(change_event(now, actor, action, resource.kind(), resource.name(), before.as_ref(), Some(resource)));
@@ -183,6 +191,32 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     Ok(changes)
 }
 
+/// Keeps the stored secret of a log stream whose new spec carries the `(redacted)` placeholder
+/// that configuration reads return, so a resource read and written back keeps its secret. The
+/// placeholder is rejected for a stream that has no stored secret to keep.
+fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), ApiError> {
+    for resource in puts {
+        let Resource::LogStream(stream) = resource else {
+            continue;
+        };
+        let redacted = stream.secret.as_ref().is_some_and(|secret| secret.expose() == REDACTED);
+        if !redacted {
+            continue;
+        }
+        match current.log_streams.get(&stream.name).and_then(|existing| existing.secret.clone()) {
+            Some(secret) => stream.secret = Some(secret),
+            None => {
+                return Err(ApiError::invalid(
+                    "secret",
+                    REDACTED,
+                    &format!("log_stream {:?} has no stored secret to keep: set the secret itself", stream.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_whole(config: &Config, state: &AppState) -> Result<(), ApiError> {
     let errors = config.validate(&state.trust_domain);
     if errors.is_empty() {
@@ -220,6 +254,9 @@ fn change_event(
     event
 }
 
+/// The value that replaces a secret in audit events and configuration reads.
+pub const REDACTED: &str = "(redacted)";
+
 /// Field names whose values are secrets; they are replaced before a resource reaches an audit
 /// event or a configuration read.
 const SECRET_FIELDS: [&str; 5] = ["client_secret", "value", "password", "secret", "token"];
@@ -235,7 +272,7 @@ fn redact_in_place(value: &mut Value) {
         Value::Object(map) => {
             for (key, field) in map.iter_mut() {
                 if SECRET_FIELDS.contains(&key.as_str()) && !field.is_null() {
-                    *field = json!("(redacted)");
+                    *field = json!(REDACTED);
                 } else {
                     redact_in_place(field);
                 }

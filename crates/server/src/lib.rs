@@ -1,7 +1,8 @@
 //! The Mayfly server: HTTP API, workload socket and background tasks (key rotation, audit
-//! checkpoints, retention purge, configuration reload).
+//! checkpoints, retention purge, configuration reload, log stream shipping).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod audit_log;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod credentials;
 pub mod evidence;
 pub mod http;
 pub mod keys;
+pub mod log_streams;
 pub mod problem;
 pub mod providers;
 pub mod secrets;

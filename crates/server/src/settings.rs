@@ -68,6 +68,12 @@ pub struct Settings {
     pub max_hashed_executable_bytes: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Maximum wait between two delivery attempts of a failing log stream. The first retry
+    /// waits 500ms, and each failure doubles the wait up to this maximum.
+    pub log_stream_max_backoff: Seconds,
+    /// A log stream that keeps failing for this long raises an alert (an audit event of kind
+    /// `alert`), once per run of failures.
+    pub log_stream_alert_after: Seconds,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +113,8 @@ impl Default for Settings {
             workload_socket: None,
             max_hashed_executable_bytes: 512 * 1024 * 1024,
             log_format: LogFormat::Text,
+            log_stream_max_backoff: Seconds(60),
+            log_stream_alert_after: Seconds(300),
         }
     }
 }
@@ -147,6 +155,20 @@ impl Settings {
                 field: "max_body_bytes",
                 value: self.max_body_bytes.to_string(),
                 reason: "must be at least 1024".to_string(),
+            });
+        }
+        if !(1..=3600).contains(&self.log_stream_max_backoff.as_secs()) {
+            return Err(SettingsError::Invalid {
+                field: "log_stream_max_backoff",
+                value: self.log_stream_max_backoff.to_string(),
+                reason: "must be between 1s and 1h".to_string(),
+            });
+        }
+        if !(1..=86_400).contains(&self.log_stream_alert_after.as_secs()) {
+            return Err(SettingsError::Invalid {
+                field: "log_stream_alert_after",
+                value: self.log_stream_alert_after.to_string(),
+                reason: "must be between 1s and 24h".to_string(),
             });
         }
         if let Some(issuer) = &self.issuer

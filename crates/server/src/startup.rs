@@ -61,6 +61,7 @@ impl RunningServer {
         for task in &self.background {
             task.abort();
         }
+        self.state.streams.stop();
         if let Err(error) = self.state.checkpoints.checkpoint().await {
             tracing::warn!(error = %error, "writing the final audit checkpoint failed");
         }
@@ -135,7 +136,8 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
         tokio::spawn(rotate_keys(state.clone())),
         tokio::spawn(poll_config(state.clone())),
         tokio::spawn(audit_log::run_checkpoint_timer(checkpoints, settings.checkpoint_interval.as_duration())),
-        tokio::spawn(audit_log::run_purge(store, settings.audit_retention_days)),
+        tokio::spawn(audit_log::run_purge(state.clone(), settings.audit_retention_days)),
+        tokio::spawn(crate::alerts::run(state.clone())),
     ];
 
     state.set_ready(true);

@@ -14,6 +14,7 @@ use crate::evidence::EvidenceCache;
 use crate::evidence::oidc::OidcVerifier;
 use crate::evidence::unix::ExecutableHasher;
 use crate::keys::KeyRing;
+use crate::log_streams::{RetryPolicy, StreamManager};
 use crate::providers::UpstreamClient;
 use crate::settings::Settings;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     /// decision made on the configuration before it is still running.
     pub issuance: tokio::sync::RwLock<()>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The shipper tasks of the configured log streams.
+    pub streams: StreamManager,
     config: RwLock<Arc<ConfigSnapshot>>,
     ready: AtomicBool,
 }
@@ -62,6 +65,12 @@ impl AppState {
     ) -> AppState {
         let issuer = settings.issuer_url();
         let hasher = Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes));
+        let retry = RetryPolicy {
+            max: settings.log_stream_max_backoff.as_duration(),
+            alert_after: settings.log_stream_alert_after.as_duration(),
+            ..RetryPolicy::default()
+        };
+        let streams = StreamManager::new(store.clone(), retry);
         AppState {
             settings,
             store,
@@ -77,6 +86,7 @@ impl AppState {
             admin_writes: tokio::sync::Mutex::new(()),
             issuance: tokio::sync::RwLock::new(()),
             metrics,
+            streams,
             config: RwLock::new(Arc::new(ConfigSnapshot { config: Config::default(), version: -1 })),
             ready: AtomicBool::new(false),
         }
@@ -114,7 +124,14 @@ impl AppState {
                 tracing::warn!(kind = %record.kind, name = %record.name, "skipping a stored resource of unknown kind");
                 continue;
             };
-            match Resource::from_json(kind, record.spec) {
+            let mut spec = record.spec;
+            if kind == ResourceKind::LogStream
+                && let Err(error) = crate::log_streams::secrets::open_spec(self.keys.kek(), &record.name, &mut spec)
+            {
+                tracing::error!(name = %record.name, error = %error, "skipping a log stream whose secret cannot be opened");
+                continue;
+            }
+            match Resource::from_json(kind, spec) {
                 Ok(resource) => resources.push(resource),
                 Err(error) => {
                     tracing::error!(kind = %record.kind, name = %record.name, error = %error, "skipping a stored resource that no longer parses");
@@ -141,14 +158,19 @@ impl AppState {
             self.oidc.clear();
         }
         let snapshot = Arc::new(ConfigSnapshot { config, version });
-        let mut guard = match self.config.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // A slower concurrent reload must not replace a newer configuration with an older one.
-        if guard.version < version {
-            *guard = snapshot;
+        {
+            let mut guard = match self.config.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            // A slower concurrent reload must not replace a newer configuration with an older one.
+            if guard.version < version {
+                *guard = snapshot;
+            }
         }
+
+        let installed = self.config();
+        self.streams.reconcile(&installed.config).await;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@
 
 mod agents;
 mod audit;
+mod cursors;
 mod keys;
 mod purge;
 mod reopen;
@@ -31,6 +32,7 @@ pub use audit::{
     checkpoints_round_trip, concurrent_appends_are_gapless, forged_checkpoint_rejected,
     replayed_audit_id_rejected,
 };
+pub use cursors::{alert_acknowledged_once, checkpoints_after_pages, stale_cursor_write_cannot_move_back, stream_cursor_round_trip};
 pub use keys::{
     admin_token_lookup_and_revocation, meta_round_trip, ping_succeeds,
     removed_key_keeps_public_jwk, replica_race_cannot_double_rotate, signing_key_round_trip,

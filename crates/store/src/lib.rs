@@ -16,9 +16,9 @@ mod store;
 pub use error::StoreError;
 pub use jiff::Timestamp;
 pub use model::{
-    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AuditFilter,
-    ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE, ResourcePut, ResourceRecord,
-    ResourceRef, SigningKeyRecord,
+    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AlertAcknowledgement,
+    AuditFilter, ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE, ResourcePut,
+    ResourceRecord, ResourceRef, SigningKeyRecord, StreamCursor,
 };
 pub use sqlite::{READ_CONNECTIONS, SqliteStore};
 pub use store::Store;

@@ -232,3 +232,24 @@ pub struct AgentCredentialHash {
     pub hash: String,
     pub expires_at: Timestamp,
 }
+
+/// How far a log stream has delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCursor {
+    /// The log stream's name.
+    pub name: String,
+    /// Highest audit sequence number delivered or skipped by the stream's filter.
+    pub delivered_seq: i64,
+    /// Highest sequence number of a checkpoint delivered.
+    pub checkpoint_seq: i64,
+    pub updated_at: Timestamp,
+}
+
+/// An operator's acknowledgement of a fired alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertAcknowledgement {
+    /// Id of the alert's audit event.
+    pub alert_id: String,
+    pub actor: String,
+    pub acknowledged_at: Timestamp,
+}

@@ -6,8 +6,8 @@ use mayfly_domain::audit::{AuditEvent, Checkpoint, NewAuditEvent};
 
 use crate::error::StoreError;
 use crate::model::{
-    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AuditFilter,
-    ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
+    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AlertAcknowledgement,
+    AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord, StreamCursor,
 };
 
 /// Durable storage for configuration resources, the audit log, signing keys, admin tokens and
@@ -116,6 +116,58 @@ pub trait Store: Send + Sync {
         cutoff: Timestamp,
         undelivered_from: Option<i64>,
     ) -> Result<PurgeOutcome, StoreError>;
+
+    /// Returns up to `limit` checkpoints whose `seq` is above `seq`, oldest first.
+    async fn checkpoints_after(&self, seq: i64, limit: u32)
+    -> Result<Vec<Checkpoint>, StoreError>;
+
+    // Log stream cursors.
+
+    /// Returns the delivery cursor of the log stream `name`, or `None` when it never
+    /// delivered anything.
+    async fn get_stream_cursor(&self, name: &str) -> Result<Option<StreamCursor>, StoreError>;
+
+    /// Returns every log stream cursor, sorted by stream name.
+    async fn list_stream_cursors(&self) -> Result<Vec<StreamCursor>, StoreError>;
+
+    /// Records that the stream `name` delivered every event up to `delivered_seq` and every
+    /// checkpoint up to `checkpoint_seq`. A cursor never moves back: each stored value is
+    /// replaced only by a larger one, so a late write from a stale task cannot cause events to
+    /// be delivered twice more or skipped.
+    async fn advance_stream_cursor(
+        &self,
+        name: &str,
+        delivered_seq: i64,
+        checkpoint_seq: i64,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the cursor of the stream `name`, when the stream itself is deleted. Returns
+    /// whether a cursor existed.
+    async fn delete_stream_cursor(&self, name: &str) -> Result<bool, StoreError>;
+
+    // Alert acknowledgements.
+
+    /// Records that `actor` acknowledged the alert whose audit event id is `alert_id`, and
+    /// appends `audit` in the same transaction. Returns `false`, writing nothing, when the alert
+    /// was already acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when no stored audit event of kind `alert` has that id.
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        actor: &str,
+        now: Timestamp,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    /// Returns the acknowledgements of the alerts among `alert_ids`, in no particular order.
+    async fn alert_acknowledgements(
+        &self,
+        alert_ids: &[String],
+    ) -> Result<Vec<AlertAcknowledgement>, StoreError>;
 
     // Signing keys.
 

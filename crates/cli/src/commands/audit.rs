@@ -91,6 +91,7 @@ pub enum EventKind {
     KeyChange,
     AdminTokenChange,
     AgentChange,
+    Alert,
 }
 
 impl Outcome {
@@ -110,6 +111,7 @@ impl EventKind {
             EventKind::KeyChange => "key_change",
             EventKind::AdminTokenChange => "admin_token_change",
             EventKind::AgentChange => "agent_change",
+            EventKind::Alert => "alert",
         }
     }
 }

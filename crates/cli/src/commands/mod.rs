@@ -2,9 +2,11 @@
 
 pub mod admin_token;
 pub mod agent;
+pub mod alerts;
 pub mod apply;
 pub mod audit;
 pub mod credential;
+pub mod incident;
 pub mod keys;
 pub mod resources;
 pub mod server;

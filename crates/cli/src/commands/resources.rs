@@ -130,20 +130,21 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
 
 /// Turns API resources into a configuration file with one list, the form `mayfly apply -f`
 /// reads. The fields that the server adds (`created_at`, `updated_at`, `enabled`,
-/// `credential_type`, `typical_lifetime`) are dropped because the file format rejects them, and
-/// so is a write-only secret as reads show it (set, fingerprint, age): applying the file keeps
-/// the stored secret. `name` and `kind` come first in each resource.
+/// `credential_type`, `typical_lifetime`, a log stream's `status`) are dropped because the file
+/// format rejects them, and so is a write-only secret as reads show it (set, fingerprint, age):
+/// applying the file keeps the stored secret. `name` and `kind` come first in each resource.
 pub fn config_file_form(
     kind: ResourceKind,
     items: &[Value],
 ) -> Result<YamlValue, serde_yaml_ng::Error> {
     const LEADING_FIELDS: [&str; 2] = ["name", "kind"];
-    const SERVER_FIELDS: [&str; 5] = [
+    const SERVER_FIELDS: [&str; 6] = [
         "created_at",
         "updated_at",
         "enabled",
         "credential_type",
         "typical_lifetime",
+        "status",
     ];
 
     let mut resources = Vec::new();
@@ -200,6 +201,16 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
         ResourceKind::AccessPolicy => {
             Table::new(&["NAME", "CLIENT -> SERVER", "CREDENTIAL PROVIDER", "UPDATED"])
         }
+        ResourceKind::AlertRule => Table::new(&["NAME", "KIND", "RULE", "UPDATED"]),
+        ResourceKind::LogStream => Table::new(&[
+            "NAME",
+            "KIND",
+            "DESTINATION",
+            "FORMAT",
+            "STATE",
+            "LAG",
+            "UPDATED",
+        ]),
     };
 
     for item in items {
@@ -249,6 +260,25 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
                     field_text(item, "server_workload")
                 ),
                 field_text(item, "credential_provider"),
+                updated,
+            ],
+            ResourceKind::AlertRule => vec![
+                name,
+                field_text(item, "kind"),
+                alert_rule_summary(item),
+                updated,
+            ],
+            ResourceKind::LogStream => vec![
+                name,
+                field_text(item, "kind"),
+                stream_destination(item),
+                field_text(item, "format"),
+                item.get("status")
+                    .map(|status| field_text(status, "state"))
+                    .unwrap_or_else(|| "-".to_string()),
+                item.get("status")
+                    .map(|status| field_text(status, "lag"))
+                    .unwrap_or_else(|| "-".to_string()),
                 updated,
             ],
         };
@@ -346,6 +376,42 @@ fn condition_rule(item: &Value) -> String {
             format!("{}: {}", field_text(item, "timezone"), windows.join("; "))
         }
         _ => "-".to_string(),
+    }
+}
+
+/// Summarizes an alert rule's settings, such as `threshold 5 in 10m`.
+fn alert_rule_summary(item: &Value) -> String {
+    match item.get("kind").and_then(Value::as_str) {
+        Some("failed_requests") => {
+            let threshold = item.get("threshold").map_or("5".to_string(), |_| field_text(item, "threshold"));
+            let window = item.get("window").map_or("10m".to_string(), |_| field_text(item, "window"));
+            format!("more than {threshold} failures in {window}")
+        }
+        Some("off_hours") => format!("outside business hours ({})", field_text(item, "timezone")),
+        Some("config_change") => "server workload changes".to_string(),
+        Some("rate_spike") => {
+            let percent = item.get("percent").map_or("200".to_string(), |_| field_text(item, "percent"));
+            let window = item.get("window").map_or("1h".to_string(), |_| field_text(item, "window"));
+            format!("issuance above {percent}% of baseline per {window}")
+        }
+        _ => "-".to_string(),
+    }
+}
+
+/// Returns where a log stream delivers: its path, URL or address (with the NATS subject).
+fn stream_destination(item: &Value) -> String {
+    for field in ["path", "url"] {
+        if let Some(text) = item.get(field).and_then(Value::as_str) {
+            return text.to_string();
+        }
+    }
+    let address = field_text(item, "address");
+    match item.get("subject").and_then(Value::as_str) {
+        Some(subject) => format!("{address} {subject}"),
+        None => match item.get("transport").and_then(Value::as_str) {
+            Some(transport) => format!("{transport}://{address}"),
+            None => address,
+        },
     }
 }
 

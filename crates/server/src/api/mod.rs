@@ -5,6 +5,7 @@ pub mod agents;
 pub use admin::{new_admin_token as new_admin_token_for_bootstrap, token_event as admin_token_event};
 pub use resources::{ApplyBody, apply_config};
 mod audit;
+mod incident;
 mod keys;
 mod public;
 mod resources;
@@ -44,6 +45,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/server-workloads/{name}/enable", post(resources::enable))
         .route("/v1/audit/events", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/alerts", get(audit::alerts))
+        .route("/v1/alerts/test", post(audit::test_rule))
+        .route("/v1/alerts/{id}/acknowledge", post(audit::acknowledge))
+        .route("/v1/incidents/report", get(incident::report))
         .route("/v1/keys", get(keys::list))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/keys/{kid}/taint", post(keys::taint))

@@ -45,15 +45,48 @@ fn render(record: &ResourceRecord, kind: ResourceKind) -> Value {
 pub async fn list(state: AppState, _admin: Admin, Path(kind): Path<String>) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
     let records = state.store.list_resources(kind.as_str()).await.map_err(|e| ApiError::from_store(e, "list"))?;
-    let items: Vec<Value> = records.iter().map(|record| render(record, kind)).collect();
+    let mut items: Vec<Value> = records.iter().map(|record| render(record, kind)).collect();
+    if kind == ResourceKind::LogStream {
+        let head = chain_head(&state).await?;
+        for item in &mut items {
+            add_stream_status(&state, item, head);
+        }
+    }
     Ok(Json(json!({"items": items})))
+}
+
+/// Returns the sequence number of the last audit event, 0 when there is none.
+async fn chain_head(state: &crate::state::AppState) -> Result<i64, ApiError> {
+    let head = state.store.audit_head().await.map_err(|e| ApiError::from_store(e, "audit head"))?;
+    Ok(head.map_or(0, |(seq, _)| seq))
+}
+
+/// Adds a log stream's delivery `status` (state, lag in events, last error) to its rendering.
+fn add_stream_status(state: &crate::state::AppState, item: &mut Value, head: i64) {
+    let Some(name) = item.get("name").and_then(Value::as_str) else {
+        return;
+    };
+    let status = match state.streams.status(name) {
+        Some(status) => {
+            let mut value = json!(status);
+            value["lag"] = json!((head - status.delivered_seq).max(0));
+            value
+        }
+        None => json!({"state": "not_running", "lag": Value::Null}),
+    };
+    item["status"] = status;
 }
 
 pub async fn get_one(state: AppState, _admin: Admin, Path((kind, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
     let record = state.store.get_resource(kind.as_str(), &name).await.map_err(|e| ApiError::from_store(e, "get"))?;
     let record = record.ok_or_else(|| ApiError::NotFound { kind: kind.as_str().to_string(), name: name.clone() })?;
-    Ok(Json(render(&record, kind)))
+    let mut item = render(&record, kind);
+    if kind == ResourceKind::LogStream {
+        let head = chain_head(&state).await?;
+        add_stream_status(&state, &mut item, head);
+    }
+    Ok(Json(item))
 }
 
 pub async fn put(
@@ -78,7 +111,7 @@ pub async fn put(
         }
     }
     // Metadata from a previous GET may be sent back as it was; it is not part of the resource.
-    for field in ["created_at", "updated_at", "enabled", "credential_type", "typical_lifetime"] {
+    for field in ["created_at", "updated_at", "enabled", "credential_type", "typical_lifetime", "status"] {
         map.remove(field);
     }
     // So is a write-only field as a read shows it ("set", fingerprint, age): it keeps the value.
@@ -109,6 +142,8 @@ fn parse_resource(kind: ResourceKind, body: Value) -> Result<Resource, String> {
         ResourceKind::CredentialProvider => Resource::CredentialProvider(parse(body)?),
         ResourceKind::AccessCondition => Resource::AccessCondition(parse(body)?),
         ResourceKind::AccessPolicy => Resource::AccessPolicy(parse(body)?),
+        ResourceKind::LogStream => Resource::LogStream(parse(body)?),
+        ResourceKind::AlertRule => Resource::AlertRule(parse(body)?),
     })
 }
 

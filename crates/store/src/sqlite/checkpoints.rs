@@ -31,6 +31,20 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Checkpoint>, StoreErro
     rows.iter().map(decode_checkpoint).collect()
 }
 
+/// Returns up to `limit` checkpoints with a `seq` above `seq`, oldest first.
+pub(super) async fn after(pool: &SqlitePool, seq: i64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, head_hash, time_us, signature FROM audit_checkpoints \
+         WHERE seq > $1 ORDER BY seq ASC LIMIT $2",
+    )
+    .bind(seq)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    rows.iter().map(decode_checkpoint).collect()
+}
+
 /// Returns the checkpoint with the highest `seq`.
 pub(super) async fn latest(pool: &SqlitePool) -> Result<Option<Checkpoint>, StoreError> {
     let row = sqlx::query(

@@ -8,9 +8,11 @@
 //! them by mistake fails.
 
 mod agents;
+mod acknowledgements;
 mod audit;
 mod checkpoints;
 mod codec;
+mod cursors;
 mod keys;
 mod open;
 mod resources;
@@ -23,8 +25,8 @@ use sqlx::SqlitePool;
 
 use crate::error::StoreError;
 use crate::model::{
-    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AuditFilter,
-    ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord,
+    AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AlertAcknowledgement,
+    AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord, StreamCursor,
 };
 use crate::store::Store;
 use codec::db_error;
@@ -116,6 +118,49 @@ impl Store for SqliteStore {
         undelivered_from: Option<i64>,
     ) -> Result<PurgeOutcome, StoreError> {
         checkpoints::purge_before(&self.writer, cutoff, undelivered_from).await
+    }
+
+    async fn checkpoints_after(&self, seq: i64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+        checkpoints::after(&self.readers, seq, limit).await
+    }
+
+    async fn get_stream_cursor(&self, name: &str) -> Result<Option<StreamCursor>, StoreError> {
+        cursors::get(&self.readers, name).await
+    }
+
+    async fn list_stream_cursors(&self) -> Result<Vec<StreamCursor>, StoreError> {
+        cursors::list(&self.readers).await
+    }
+
+    async fn advance_stream_cursor(
+        &self,
+        name: &str,
+        delivered_seq: i64,
+        checkpoint_seq: i64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        cursors::advance(&self.writer, name, delivered_seq, checkpoint_seq, now).await
+    }
+
+    async fn delete_stream_cursor(&self, name: &str) -> Result<bool, StoreError> {
+        cursors::delete(&self.writer, name).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        actor: &str,
+        now: Timestamp,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError> {
+        acknowledgements::acknowledge(&self.writer, alert_id, actor, now, audit).await
+    }
+
+    async fn alert_acknowledgements(
+        &self,
+        alert_ids: &[String],
+    ) -> Result<Vec<AlertAcknowledgement>, StoreError> {
+        acknowledgements::list(&self.readers, alert_ids).await
     }
 
     async fn insert_signing_key(

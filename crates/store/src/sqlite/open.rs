@@ -36,6 +36,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "agents",
         include_str!("../../migrations/sqlite/0002_agents.sql"),
     ),
+    (
+        3,
+        "log_stream_cursors",
+        include_str!("../../migrations/sqlite/0003_log_stream_cursors.sql"),
+    ),
+    (
+        4,
+        "alert_acknowledgements",
+        include_str!("../../migrations/sqlite/0004_alert_acknowledgements.sql"),
+    ),
 ];
 
 impl SqliteStore {

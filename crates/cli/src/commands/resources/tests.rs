@@ -61,6 +61,38 @@ fn yaml_form_of_api_resources_applies_again() {
 }
 
 #[test]
+fn yaml_form_of_log_stream_drops_status() {
+    let items = vec![json!({
+        "name": "siem", "kind": "http_hec", "format": "ocsf", "url": "https://hec.example:8088/services/collector",
+        "secret": "(redacted)", "created_at": "2026-12-04T10:00:00Z", "updated_at": "2026-12-04T11:00:00Z",
+        "status": {"state": "caught_up", "lag": 0, "delivered_seq": 12},
+    })];
+
+    let file = config_file_form(ResourceKind::LogStream, &items).unwrap();
+    let yaml = serde_yaml_ng::to_string(&file).unwrap();
+    let parsed = mayfly_domain::config_file::parse("get.yaml", &yaml);
+
+    assert!(yaml.starts_with("log_streams:\n- name: siem\n  kind: http_hec\n"), "{yaml}");
+    assert!(!yaml.contains("status"), "{yaml}");
+    assert!(parsed.is_ok(), "{parsed:?}\n{yaml}");
+}
+
+#[test]
+fn log_stream_row_shows_state_and_lag() {
+    let items = vec![json!({
+        "name": "siem", "kind": "syslog", "format": "cef", "address": "10.0.0.5:6514", "transport": "tls",
+        "ca_file": "/etc/mayfly/siem-ca.pem", "updated_at": "2026-12-04T11:00:00Z",
+        "status": {"state": "failing", "lag": 42},
+    })];
+    let rendered = resource_table(ResourceKind::LogStream, &items).render();
+
+    assert!(rendered.contains("STATE"), "{rendered}");
+    assert!(rendered.contains("tls://10.0.0.5:6514"), "{rendered}");
+    assert!(rendered.contains("failing"), "{rendered}");
+    assert!(rendered.contains("42"), "{rendered}");
+}
+
+#[test]
 fn server_workload_row_shows_target_and_enabled() {
     let items = vec![
         json!({"name": "api", "host": "api.local", "port": 8443, "scheme": "https",

@@ -1,0 +1,212 @@
+use jiff::Timestamp;
+use serde_json::json;
+
+use super::*;
+use crate::audit::NewAuditEvent;
+
+fn at(seconds: i64) -> Timestamp {
+    // 2027-01-15T08:00:00Z, a Friday.
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn rule(yaml: &str) -> AlertRule {
+    serde_yaml_ng::from_str(yaml).unwrap_or_else(|error| panic_rule(&error.to_string()))
+}
+
+fn panic_rule(message: &str) -> AlertRule {
+    AlertRule {
+        name: format!("invalid: {message}"),
+        kind: AlertRuleKind::ConfigChange,
+        threshold: None,
+        window: None,
+        suppression: None,
+        timezone: None,
+        schedule: Vec::new(),
+        percent: None,
+        baseline_windows: None,
+        min_volume: None,
+        server_workloads: Vec::new(),
+    }
+}
+
+fn request(seq: i64, time: Timestamp, client: &str, outcome: Outcome) -> AuditEvent {
+    let mut event = NewAuditEvent::new(format!("id-{seq}"), time, AuditKind::CredentialRequest, json!({}));
+    event.client_workload = Some(client.to_string());
+    event.server_workload = Some("payments".to_string());
+    event.outcome = Some(outcome);
+    AuditEvent { seq, event, prev_hash: String::new(), hash: String::new() }
+}
+
+/// Feeds `count` failures from `client`, 10 seconds apart from `start`, and returns the alerts.
+fn failures(engine: &mut AlertEngine, rules: &[AlertRule], start: i64, count: i64, client: &str) -> Vec<Alert> {
+    (0..count).flat_map(|i| engine.observe(rules, &request(start + i, at(start + i * 10), client, Outcome::Failure))).collect()
+}
+
+#[test]
+fn failed_requests_at_threshold_is_silent() {
+    let rules = [rule("{name: failed, kind: failed_requests}")];
+    let mut engine = AlertEngine::default();
+    assert!(failures(&mut engine, &rules, 0, 4, "billing").is_empty(), "just below");
+    assert!(failures(&mut engine, &rules, 4, 1, "billing").is_empty(), "exactly 5 is not more than 5");
+}
+
+#[test]
+fn failed_requests_above_threshold_fires_once() {
+    let rules = [rule("{name: failed, kind: failed_requests}")];
+    let mut engine = AlertEngine::default();
+    let alerts = failures(&mut engine, &rules, 0, 6, "billing");
+    let keys: Vec<&str> = alerts.iter().map(|alert| alert.key.as_str()).collect();
+    assert_eq!(keys, ["client_workload=billing", "server_workload=payments"]);
+    assert_eq!(alerts[0].trigger_seq, 5);
+
+    // The 7th to 20th failure fall in the suppression period: one incident, one alert.
+    assert!(failures(&mut engine, &rules, 6, 14, "billing").is_empty());
+}
+
+#[test]
+fn failed_requests_window_slides_in_event_time() {
+    let rules = [rule("{name: failed, kind: failed_requests, threshold: 2, window: 1m}")];
+    let mut engine = AlertEngine::default();
+    // Three failures 40 seconds apart: never more than two within one minute.
+    for (seq, second) in [(1, 0), (2, 40), (3, 80)] {
+        assert!(engine.observe(&rules, &request(seq, at(second), "billing", Outcome::Failure)).is_empty());
+    }
+    // A fourth 10 seconds later makes three within a minute (40 s, 80 s, 90 s).
+    let alerts = engine.observe(&rules, &request(4, at(90), "billing", Outcome::Failure));
+    assert_eq!(alerts.len(), 2);
+}
+
+#[test]
+fn failed_requests_ignores_successes_and_other_workloads() {
+    let rules = [rule("{name: failed, kind: failed_requests, threshold: 1, server_workloads: [ledger]}")];
+    let mut engine = AlertEngine::default();
+    assert!(failures(&mut engine, &rules, 0, 5, "billing").is_empty());
+    let successes: Vec<Alert> =
+        (0..5).flat_map(|i| engine.observe(&rules, &request(i, at(i), "billing", Outcome::Success))).collect();
+    assert!(successes.is_empty());
+}
+
+#[test]
+fn config_change_of_server_workload_fires_each_time() {
+    let rules = [rule("{name: changes, kind: config_change}")];
+    let mut engine = AlertEngine::default();
+    let change = |seq: i64, kind: &str, action: &str| {
+        let detail = json!({"actor": "admin", "action": action, "resource_kind": kind, "resource_name": "payments"});
+        AuditEvent { seq, event: NewAuditEvent::new(format!("c-{seq}"), at(seq), AuditKind::ConfigChange, detail), prev_hash: String::new(), hash: String::new() }
+    };
+    assert_eq!(engine.observe(&rules, &change(1, "server_workload", "disable")).len(), 1);
+    assert_eq!(engine.observe(&rules, &change(2, "server_workload", "enable")).len(), 1);
+    assert!(engine.observe(&rules, &change(3, "client_workload", "update")).is_empty());
+}
+
+#[test]
+fn off_hours_fires_outside_schedule_only() {
+    let yaml = "{name: hours, kind: off_hours, timezone: UTC, schedule: [{days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:00\"}]}";
+    let rules = [rule(yaml)];
+    let mut engine = AlertEngine::default();
+    // 08:59:59 is outside, 09:00 inside, 16:59 inside, 17:00 outside.
+    let cases = [(1, -1, 1), (2, 3600, 0), (3, 3600 * 9 - 60, 0), (4, 3600 * 9, 1)];
+    for (seq, offset, expected) in cases {
+        let alerts = engine.observe(&rules, &request(seq, at(3600 + offset - 3600), &format!("client-{seq}"), Outcome::Success));
+        assert_eq!(alerts.len(), expected, "offset {offset}");
+    }
+}
+
+#[test]
+fn alert_events_trigger_nothing() {
+    let rules = [rule("{name: failed, kind: failed_requests, threshold: 1}")];
+    let mut engine = AlertEngine::default();
+    let mut event = request(1, at(0), "billing", Outcome::Failure);
+    event.event.kind = AuditKind::Alert;
+    assert!(engine.observe(&rules, &event).is_empty());
+    assert!(engine.observe(&rules, &event).is_empty());
+}
+
+#[test]
+fn rule_fields_are_checked_per_kind() {
+    let cases = [
+        ("{name: a, kind: config_change, threshold: 3}", "threshold"),
+        ("{name: a, kind: failed_requests, threshold: 0}", "threshold"),
+        ("{name: a, kind: failed_requests, window: 10s}", "window"),
+        ("{name: a, kind: failed_requests, timezone: UTC}", "timezone"),
+        ("{name: a, kind: off_hours, timezone: Mars/Olympus, schedule: [{days: [mon], start: \"09:00\", end: \"17:00\"}]}", "timezone"),
+    ];
+    for (yaml, field) in cases {
+        assert_eq!(rule(yaml).validate().map_err(|error| error.field), Err(field.to_string()), "{yaml}");
+    }
+    assert_eq!(rule("{name: failed-requests, kind: failed_requests, threshold: 5, window: 10m}").validate(), Ok(()));
+}
+
+#[test]
+fn failed_requests_of_unknown_caller_count_by_source() {
+    let rules = [rule("{name: failed, kind: failed_requests, threshold: 2}")];
+    let mut engine = AlertEngine::default();
+    let probe = |seq: i64| {
+        let event = NewAuditEvent::new(format!("p-{seq}"), at(seq), AuditKind::CredentialRequest, json!({"source_ip": "192.0.2.7"}));
+        let mut event = AuditEvent { seq, event, prev_hash: String::new(), hash: String::new() };
+        event.event.outcome = Some(Outcome::Failure);
+        event
+    };
+    assert!(engine.observe(&rules, &probe(1)).is_empty());
+    assert!(engine.observe(&rules, &probe(2)).is_empty());
+    let alerts = engine.observe(&rules, &probe(3));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].key, "source_ip=192.0.2.7");
+}
+
+/// Feeds successful requests for `payments` at the given seconds and returns the alerts.
+fn issued(engine: &mut AlertEngine, rules: &[AlertRule], seconds: &[i64]) -> Vec<Alert> {
+    seconds.iter().flat_map(|second| engine.observe(rules, &request(*second, at(*second), "billing", Outcome::Success))).collect()
+}
+
+/// Five requests at minutes 0 to 4 of each of the hours `hours`.
+fn steady(hours: std::ops::Range<i64>) -> Vec<i64> {
+    hours.flat_map(|hour| (0..5).map(move |minute| hour * 3600 + minute * 60)).collect()
+}
+
+fn spike_rule() -> AlertRule {
+    rule("{name: spike, kind: rate_spike, window: 1h, baseline_windows: 3, percent: 200, min_volume: 10}")
+}
+
+#[test]
+fn rate_spike_needs_history() {
+    let rules = [spike_rule()];
+    let mut engine = AlertEngine::default();
+    let burst: Vec<i64> = (0..50).map(|i| i * 10).collect();
+    assert!(issued(&mut engine, &rules, &burst).is_empty(), "no baseline yet");
+}
+
+#[test]
+fn rate_spike_fires_just_above_double_baseline() {
+    let rules = [spike_rule()];
+    let mut engine = AlertEngine::default();
+    // 1800000000 is 08:00 UTC, the start of an hour, so each hour is one fixed window.
+    assert!(issued(&mut engine, &rules, &steady(0..6)).is_empty(), "steady traffic");
+
+    // In hour 6 the sliding window holds only this hour's requests: 10 is exactly 200% of
+    // the baseline of 5, the 11th is above it.
+    let burst: Vec<i64> = (0..10).map(|i| 6 * 3600 + 600 + i * 10).collect();
+    assert!(issued(&mut engine, &rules, &burst).is_empty(), "at 200%");
+    let alerts = issued(&mut engine, &rules, &[6 * 3600 + 800]);
+    assert_eq!(alerts.len(), 1, "above 200%");
+    assert_eq!(alerts[0].key, "server_workload=payments");
+    assert!(alerts[0].message.contains("11 credentials"), "{}", alerts[0].message);
+}
+
+#[test]
+fn rate_spike_ignores_low_volume() {
+    let rules = [spike_rule()];
+    let mut engine = AlertEngine::default();
+    // One request per hour, then 9 in an hour: nine times the baseline, but below min_volume.
+    let quiet: Vec<i64> = (0..6).map(|hour| hour * 3600).collect();
+    assert!(issued(&mut engine, &rules, &quiet).is_empty());
+    let night: Vec<i64> = (0..9).map(|i| 6 * 3600 + 600 + i * 10).collect();
+    assert!(issued(&mut engine, &rules, &night).is_empty());
+}
+
+#[test]
+fn rate_spike_fields_are_checked() {
+    assert_eq!(rule("{name: a, kind: rate_spike, percent: 100}").validate().map_err(|error| error.field), Err("percent".to_string()));
+    assert_eq!(rule("{name: a, kind: failed_requests, min_volume: 3}").validate().map_err(|error| error.field), Err("min_volume".to_string()));
+    assert_eq!(rule("{name: a, kind: rate_spike}").validate(), Ok(()));
+}
