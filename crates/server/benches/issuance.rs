@@ -27,13 +27,17 @@ fn main() {
     let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     println!("machine: {threads} cores; {seconds} s per case; {concurrency} requests in flight");
 
-    // MAYFLY_BENCH_CASE=repeated or =fresh runs only that case, for profiling.
+    // MAYFLY_BENCH_CASE=repeated, =fresh or =healthz runs only that case, for profiling.
     let only = std::env::var("MAYFLY_BENCH_CASE").ok();
     if let Some(case) = only.as_deref() {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let bench = BenchServer::start().await;
-            let evidence = if case == "fresh" { Evidence::Fresh } else { Evidence::Repeated };
+            let evidence = match case {
+                "fresh" => Evidence::Fresh,
+                "healthz" => Evidence::Healthz,
+                _ => Evidence::Repeated,
+            };
             bench.run(evidence, Duration::from_secs(seconds), concurrency).await.print(case);
         });
         return;

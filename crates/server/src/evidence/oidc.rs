@@ -46,6 +46,9 @@ pub struct OidcVerifier {
     /// One slot per key source. A request holds the slot's lock while it fetches, so concurrent
     /// requests wait for that fetch instead of starting their own.
     keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<KeySlot>>>>,
+    /// Parsed inline key sets, keyed by provider name and the key set's JSON text, so a changed
+    /// key set never matches an entry parsed from the old one.
+    inline: Mutex<HashMap<String, Arc<Vec<VerifyingKey>>>>,
 }
 
 impl OidcVerifier {
@@ -56,13 +59,16 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap_or_default();
-        OidcVerifier { client, keys: Mutex::new(HashMap::new()) }
+        OidcVerifier { client, keys: Mutex::new(HashMap::new()), inline: Mutex::new(HashMap::new()) }
     }
 
     /// Forgets every fetched key set; called when trust providers change.
     pub fn clear(&self) {
         if let Ok(mut keys) = self.keys.lock() {
             keys.clear();
+        }
+        if let Ok(mut inline) = self.inline.lock() {
+            inline.clear();
         }
     }
 
@@ -129,7 +135,21 @@ impl OidcVerifier {
     async fn keys_for(&self, provider: &OidcTrustProvider, refresh: bool) -> Result<Arc<Vec<VerifyingKey>>, String> {
         let source = provider.key_source().ok_or_else(|| "no key source configured".to_string())?;
         if let KeySource::Inline(jwks) = source {
-            return Ok(Arc::new(parse_jwk_set(jwks).0));
+            // Parsing validates every public key, which costs more than the lookup.
+            let cache_key = format!("{}\ninline {jwks}", provider.name);
+            if let Some(keys) = self.inline.lock().ok().and_then(|inline| inline.get(&cache_key).cloned()) {
+                return Ok(keys);
+            }
+            let keys = Arc::new(parse_jwk_set(jwks).0);
+            if let Ok(mut inline) = self.inline.lock() {
+                // Bounded by the number of trust providers, but a long-running server could see
+                // many edits between clears.
+                if inline.len() > 1024 {
+                    inline.clear();
+                }
+                inline.insert(cache_key, keys.clone());
+            }
+            return Ok(keys);
         }
 
         let slot = self.slot(key_cache_key(provider, &source));
