@@ -20,7 +20,7 @@ pub const EXIT_DENIED: u8 = 3;
 pub enum CredentialError {
     /// The server denied the request (401 or 403). Only the failing step and the request id are
     /// disclosed to the caller; the audit log has the details.
-    #[error("denied at step {step} (request id {request_id})")]
+    #[error("denied at step {step} (request id {request_id}); an admin finds the reason with `mayfly audit list --outcome failure`")]
     Denied { step: String, request_id: String },
     /// The OIDC token file could not be read.
     #[error("cannot read the OIDC token file {path}: {source}")]

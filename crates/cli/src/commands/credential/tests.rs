@@ -88,7 +88,7 @@ fn forbidden_problem_becomes_denial() {
 
     assert_eq!(
         error.to_string(),
-        "denied at step server_workload_enabled (request id r-42)"
+        "denied at step server_workload_enabled (request id r-42); an admin finds the reason with `mayfly audit list --outcome failure`"
     );
     assert!(error.downcast_ref::<CredentialError>().is_some());
 }
