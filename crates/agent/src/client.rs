@@ -75,7 +75,7 @@ struct CredentialBody {
     trust_domain: String,
 }
 
-/// The server's answer to a credential request, kept as it came so that the agent can pass it on
+/// The server's response to a credential request, kept as it came so that the agent can pass it on
 /// unchanged. The body may hold a credential.
 pub struct ForwardedResponse {
     /// The HTTP status.
@@ -170,7 +170,7 @@ impl ServerClient {
     }
 
     /// Sends the credential request `request` (the body of `POST /v1/credentials`) of the
-    /// process with `attributes`. Any answer of the server is returned as it came, except one
+    /// process with `attributes`. Any response of the server is returned as it came, except one
     /// that rejects the agent's own credential, which is `ClientError::Unauthorized`.
     pub async fn credential(
         &self,
