@@ -33,7 +33,8 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// Path of the Workload API socket.
     pub socket: PathBuf,
-    /// Path of the HTTP credential socket (`POST /v1/credentials`).
+    /// Path of the HTTP credential socket (`POST /v1/credentials`). The default lies in the data
+    /// directory (mode 0700), which other users cannot enter.
     pub http_socket: PathBuf,
     /// PEM file of the CA certificates that an HTTPS server's certificate must chain to; the
     /// system roots when absent.

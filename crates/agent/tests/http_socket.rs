@@ -100,7 +100,11 @@ async fn credential_by_name_through_agent() {
     assert_eq!(events.len(), 1);
     let evidence = &events[0]["detail"]["evidence"];
     assert_eq!(evidence["agent"], "web-1", "{evidence}");
-    assert_eq!(evidence["attributes"]["agent"], json!(["web-1"]), "{evidence}");
+    assert_eq!(
+        evidence["attributes"]["agent"],
+        json!(["web-1"]),
+        "{evidence}"
+    );
     assert_eq!(
         evidence["attributes"]["uid"],
         json!([common::current_uid()]),
