@@ -1,6 +1,6 @@
 //! The HTTP credential endpoint on the agent's socket, against a real server: the request that
 //! `mayfly credential get NAME --socket PATH` sends (HTTP/1 over the Unix socket) gets the
-//! server's answer, and the server still decides.
+//! server's response, and the server still decides.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -201,5 +201,55 @@ async fn server_route_rejects_callers_without_agent_credential() {
             .audit_events("kind=credential_request")
             .await
             .is_empty()
+    );
+}
+
+/// A process connects and exits, and a child that inherited the connection sends the request: the
+/// process the kernel names as the peer is gone, so the agent cannot attest it.
+#[tokio::test]
+async fn inherited_connection_of_exited_process_is_denied() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let script = r#"
+import os, socket, sys, time
+connection = socket.socket(socket.AF_UNIX)
+connection.connect(sys.argv[1])
+parent = os.getpid()
+if os.fork() != 0:
+    os._exit(0)
+while os.getppid() == parent:
+    time.sleep(0.01)
+body = b'{"server_workload": "payments"}'
+connection.sendall(b"POST /v1/credentials HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+response = b""
+while True:
+    chunk = connection.recv(65536)
+    if not chunk:
+        break
+    response += chunk
+sys.stdout.write(response.decode())
+"#;
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(http_socket(dir.path()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .await
+        .unwrap();
+    // The parent exits at once, so the output comes from the child through the inherited pipe.
+    let response = String::from_utf8(output.stdout).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert_eq!(body["step"], "evidence", "{body}");
+    assert!(body.get("token").is_none());
+    assert!(
+        server
+            .audit_events("kind=credential_request")
+            .await
+            .is_empty(),
+        "the agent sent nothing to the server"
     );
 }
