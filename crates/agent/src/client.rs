@@ -75,6 +75,33 @@ struct CredentialBody {
     trust_domain: String,
 }
 
+/// The server's response to a credential request, kept as it came so that the agent can pass it on
+/// unchanged. The body may hold a credential.
+pub struct ForwardedResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Content-Type` header, when the server sent one.
+    pub content_type: Option<String>,
+    /// The body: the credential or the problem document.
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ForwardedResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardedResponse")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Drop for ForwardedResponse {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+    }
+}
+
 /// Calls the server's agent routes.
 #[derive(Clone)]
 pub struct ServerClient {
@@ -140,6 +167,59 @@ impl ServerClient {
         let body = json!({"attributes": attributes, "audience": audiences});
         self.post("/v1/agents/jwt-svids", credential, "credential", &body)
             .await
+    }
+
+    /// Sends the credential request `request` (the body of `POST /v1/credentials`) of the
+    /// process with `attributes`. Any response of the server is returned as it came, except one
+    /// that rejects the agent's own credential, which is `ClientError::Unauthorized`.
+    pub async fn credential(
+        &self,
+        credential: &SecretString,
+        attributes: &BTreeMap<String, Vec<String>>,
+        request: &Value,
+    ) -> Result<ForwardedResponse, ClientError> {
+        let url = format!("{}/v1/agents/credentials", self.base);
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential.expose())
+            .json(&json!({"attributes": attributes, "request": request}))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await.map_err(transport)?.to_vec();
+        let forwarded = ForwardedResponse {
+            status,
+            content_type,
+            body,
+        };
+        let problem_type = serde_json::from_slice::<Value>(&forwarded.body)
+            .ok()
+            .and_then(|problem| {
+                problem
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        if status == 401 && problem_type.as_deref() != Some("urn:mayfly:problem:credential-denied")
+        {
+            return Err(ClientError::Unauthorized {
+                what: "credential",
+                url,
+                detail: String::from_utf8_lossy(&forwarded.body).into_owned(),
+            });
+        }
+        Ok(forwarded)
     }
 
     /// Fetches the server's public signing keys.

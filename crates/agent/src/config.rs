@@ -39,6 +39,8 @@ pub struct AgentFile {
     pub data_dir: Option<PathBuf>,
     /// Path of the Workload API socket.
     pub socket: Option<PathBuf>,
+    /// Path of the HTTP credential socket.
+    pub http_socket: Option<PathBuf>,
     /// PEM file of the CA certificates for the server's HTTPS certificate.
     pub server_ca: Option<PathBuf>,
     /// Timeout of each request to the server, such as `5s`.
@@ -110,6 +112,7 @@ mod tests {
             join_token_file = "/etc/mayfly/join-token"
             data_dir = "/var/lib/mayfly-agent"
             socket = "/run/mayfly/agent.sock"
+            http_socket = "/run/mayfly/credential.sock"
             server_ca = "/etc/mayfly/ca.pem"
             server_timeout = "10s"
             bundle_refresh = "1m"
@@ -126,6 +129,10 @@ mod tests {
         assert_eq!(settings.bundle_refresh.as_secs(), 60);
         assert_eq!(settings.max_cached_svids, 100);
         assert_eq!(settings.max_hashed_executable_bytes, 1024);
+        assert_eq!(
+            file.http_socket.as_deref(),
+            Some(Path::new("/run/mayfly/credential.sock"))
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Starting the agent: identity, bundle refresh, credential renewal and the Workload API socket.
+//! Starting the agent: identity, bundle refresh, credential renewal, the Workload API socket and
+//! the HTTP credential socket.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::bundles;
 use crate::cache::SvidCache;
 use crate::client::ServerClient;
+use crate::http_socket::{self, CredentialSocket};
 use crate::identity::{Identity, IdentityError};
 use crate::peer::PeerStream;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -31,6 +33,9 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// Path of the Workload API socket.
     pub socket: PathBuf,
+    /// Path of the HTTP credential socket (`POST /v1/credentials`). The default lies in the data
+    /// directory (mode 0700), which other users cannot enter.
+    pub http_socket: PathBuf,
     /// PEM file of the CA certificates that an HTTPS server's certificate must chain to; the
     /// system roots when absent.
     pub server_ca: Option<PathBuf>,
@@ -46,11 +51,13 @@ pub struct AgentSettings {
 
 impl AgentSettings {
     /// Builds settings with the defaults: a 5 second server timeout, a bundle refresh every 30
-    /// seconds, 4,096 cached SVIDs and executables hashed up to 256 MiB.
+    /// seconds, 4,096 cached SVIDs, executables hashed up to 256 MiB and the HTTP credential
+    /// socket at `<data_dir>/credential.sock`.
     pub fn new(server: String, data_dir: PathBuf, socket: PathBuf) -> AgentSettings {
         AgentSettings {
             server,
             join_token: None,
+            http_socket: data_dir.join("credential.sock"),
             data_dir,
             socket,
             server_ca: None,
@@ -74,6 +81,9 @@ pub enum StartError {
     /// The data directory or the socket could not be set up.
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    /// The HTTP credential socket could not be bound.
+    #[error("http_socket: {0}")]
+    HttpSocket(#[from] mayfly_server::http::ListenError),
 }
 
 /// A started agent; dropping it does not stop it, `shutdown` does.
@@ -155,12 +165,22 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
     std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o777))
         .map_err(io_error(&settings.socket))?;
 
+    let hasher = Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes));
+    let http_task = http_socket::serve(
+        &settings.http_socket,
+        CredentialSocket {
+            client: client.clone(),
+            identity: Arc::clone(&identity),
+            hasher: Arc::clone(&hasher),
+        },
+    )?;
+
     let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
     let service = WorkloadApi {
         client,
         identity: Arc::clone(&identity),
         cache: Arc::clone(&cache),
-        hasher: Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes)),
+        hasher,
         bundles: bundle_receiver,
     };
     let incoming = UnixListenerStream::new(listener).map(|stream| stream.map(PeerStream::accept));
@@ -174,10 +194,10 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
             tracing::error!(socket = %socket.display(), error = %error, "the Workload API server stopped");
         }
     });
-    tracing::info!(socket = %settings.socket.display(), "agent serving the SPIFFE Workload API");
+    tracing::info!(socket = %settings.socket.display(), http_socket = %settings.http_socket.display(), "agent serving the SPIFFE Workload API and the HTTP credential endpoint");
     Ok(RunningAgent {
         identity,
         cache,
-        tasks: vec![bundle_task, renew_task, server_task],
+        tasks: vec![bundle_task, renew_task, http_task, server_task],
     })
 }

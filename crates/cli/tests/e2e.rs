@@ -271,3 +271,61 @@ fn agent_joins_lists_and_is_evicted() {
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
+
+#[test]
+fn credential_get_through_agent_http_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent-rules.yaml");
+    std::fs::write(
+        &config,
+        "trust_providers:\n  - {name: local, kind: unix}\n\
+         client_workloads:\n  - name: on-agent\n    identities:\n      - {trust_provider: local, match: {path: \"*/mayfly\", agent: web-1}}\n\
+         server_workloads:\n  - {name: agent-api, host: agent-api.local, port: 8443}\n\
+         credential_providers:\n  - {name: agent-jwt, kind: jwt_svid, audience: [agent-api]}\n\
+         access_policies:\n  - {name: on-agent-api, client_workload: on-agent, server_workload: agent-api, credential_provider: agent-jwt, trust_providers: [local]}\n",
+    )
+    .unwrap();
+    let server = DevServer::start(&dir.path().join("data"), Some(&config));
+    let created = server.cli(&["agent-token", "create", "web-1", "--ttl", "5m"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let join_token = stdout(&created).trim().to_string();
+
+    let http_socket = dir.path().join("credential.sock");
+    let mut agent = Command::new(BINARY)
+        .args(["agent", "--server", &format!("http://{}", server.addr), "--data-dir"])
+        .arg(dir.path().join("agent"))
+        .arg("--socket")
+        .arg(dir.path().join("agent.sock"))
+        .arg("--http-socket")
+        .arg(&http_socket)
+        .env("MAYFLY_JOIN_TOKEN", &join_token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_socket.exists(), "the agent's HTTP socket appears");
+
+    let socket_arg = http_socket.to_str().unwrap();
+    let fetched = server.cli(&["credential", "get", "agent-api", "--socket", socket_arg]);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    let claims = claims_of(stdout(&fetched).trim());
+    assert!(claims["sub"].as_str().unwrap().ends_with("/on-agent"), "{claims}");
+    assert_eq!(claims["aud"], serde_json::json!(["agent-api"]));
+
+    // The server's own workload socket does not match a rule that names an agent.
+    let local = server.cli(&["credential", "get", "agent-api"]);
+    assert_eq!(local.status.code(), Some(3), "{}", stderr(&local));
+
+    let evicted = server.cli(&["agents", "evict", "web-1"]);
+    assert!(evicted.status.success(), "{}", stderr(&evicted));
+    let refused = server.cli(&["credential", "get", "agent-api", "--socket", socket_arg]);
+    assert!(!refused.status.success(), "an evicted agent gets no credential");
+    assert!(stdout(&refused).is_empty());
+
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

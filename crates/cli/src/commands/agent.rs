@@ -37,6 +37,11 @@ pub struct AgentArgs {
     #[arg(long)]
     pub socket: Option<PathBuf>,
 
+    /// Path of the HTTP credential socket (`mayfly credential get NAME --socket PATH`); default
+    /// `<data-dir>/credential.sock`.
+    #[arg(long)]
+    pub http_socket: Option<PathBuf>,
+
     /// PEM file of the CA certificates that the server's HTTPS certificate must chain to. Without
     /// it, the system roots are used.
     #[arg(long)]
@@ -124,6 +129,9 @@ fn agent_settings(args: AgentArgs) -> anyhow::Result<mayfly_agent::AgentSettings
 
     let mut settings = mayfly_agent::AgentSettings::new(server, data_dir, socket);
     settings.server_ca = args.server_ca.or_else(|| file.server_ca.clone());
+    if let Some(path) = args.http_socket.or_else(|| file.http_socket.clone()) {
+        settings.http_socket = path;
+    }
     settings.join_token = match (args.join_token, &file.join_token_file) {
         (Some(token), _) => Some(SecretString::new(token)),
         (None, Some(path)) if path.exists() => {

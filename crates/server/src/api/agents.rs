@@ -1,6 +1,6 @@
 //! Agents: join tokens (created by admins), joining and credential renewal (by agents), the agent
-//! list and eviction (by admins), and JWT-SVID requests that agents make for the processes they
-//! attested.
+//! list and eviction (by admins), and the JWT-SVID and credential requests that agents make for
+//! the processes they attested.
 //!
 //! An agent authenticates with `Authorization: Bearer <credential>`. The credential is a random
 //! token stored only as a hash, lives `AGENT_CREDENTIAL_TTL` and is replaced on every renewal,
@@ -13,7 +13,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::http::request::Parts;
 use jiff::Timestamp;
 use mayfly_crypto::token::{SecretString, generate_token, hash_token};
@@ -27,7 +28,7 @@ use serde_json::{Value, json};
 use super::{AppState, PeerAddr, RequestId, client_ip};
 use crate::auth::Admin;
 use crate::clock;
-use crate::credentials::{self, Call, Evidence};
+use crate::credentials::{self, Call, CredentialRequest, Evidence};
 use crate::problem::{ApiError, json_rejection};
 use crate::state::SharedState;
 
@@ -211,6 +212,38 @@ pub async fn jwt_svid(
         "expires_at": issued.expires_at.map(|time| time.to_string()),
         "request_id": issued.request_id,
     })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialBody {
+    /// The unix attributes the agent attested for the calling process.
+    attributes: BTreeMap<String, Vec<String>>,
+    /// The process's request, as it sent it to the agent's HTTP socket.
+    request: CredentialRequest,
+}
+
+/// `POST /v1/agents/credentials`: the credential that `POST /v1/credentials` yields, for a
+/// process the calling agent attested.
+pub async fn credential(
+    state: AppState,
+    agent: AgentCaller,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): PeerAddr,
+    headers: HeaderMap,
+    body: Result<Json<CredentialBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let call = Call {
+        request_id,
+        evidence: Evidence::Agent { agent: agent.name, attributes: body.attributes },
+        source_ip: client_ip(&state, peer, &headers),
+        transport: "agent",
+    };
+    let issued = credentials::handle(&state, call, body.request).await?;
+    let mut response = Json(issued).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 fn agent_json(agent: &AgentRecord, now: Timestamp) -> Value {

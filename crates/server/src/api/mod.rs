@@ -60,6 +60,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/agents/join", post(agents::join))
         .route("/v1/agents/renew", post(agents::renew))
         .route("/v1/agents/jwt-svids", post(agents::jwt_svid))
+        .route("/v1/agents/credentials", post(agents::credential))
         .route("/v1/agents/{name}/evict", post(agents::evict))
         .route("/v1/{kind}", get(resources::list))
         .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))
