@@ -137,7 +137,7 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
         return deny(state, &call, now, Denial::new(Step::Evidence, reason), detail, started).await;
     }
 
-    let context = RequestContext { now, source_ip: call.source_ip };
+    let context = RequestContext { now, source_ip: call.source_ip, location: None };
     let decision = match &wanted {
         Wanted::Target(target) => {
             let input = DecisionInput { target, attestations: &attestations, context, trust_domain: &state.trust_domain };
