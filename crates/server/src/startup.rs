@@ -22,6 +22,7 @@ use crate::auth::Role;
 use crate::clock;
 use crate::http;
 use crate::keys::KeyRing;
+use crate::geoip::GeoIp;
 use crate::settings::{DEV_TRUST_DOMAIN, Settings};
 use crate::state::{AppState, SharedState, algorithms_in_use};
 
@@ -118,9 +119,23 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     let keys = KeyRing::load(store.clone(), kek, settings.key_rotation_period.as_duration(), clock::now()).await?;
     let checkpoints = Checkpointer::new(store.clone(), keys.clone(), settings.checkpoint_every_events as usize);
     let audit = AuditWriter::start(store.clone(), checkpoints.clone()).context("starting the audit writer thread")?;
-    let state: SharedState =
-        Arc::new(AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle()));
+    let geoip = settings.geoip_database.as_deref().map(GeoIp::open).transpose()?;
+    let mut app_state =
+        AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle());
+    app_state.geoip = geoip;
+    let state: SharedState = Arc::new(app_state);
     state.reload_config().await?;
+    if state.geoip.is_none() {
+        // Such resources were applied while a database was configured. They still fail closed:
+        // geo conditions deny every request and location rules treat every country as unknown.
+        for resource in state.config().config.resources().iter().filter(|resource| resource.needs_location()) {
+            tracing::warn!(
+                kind = %resource.kind(),
+                name = %resource.name(),
+                "resource needs the location of source addresses, but no geoip_database is configured"
+            );
+        }
+    }
 
     let first_admin_token = bootstrap_admin_token(&state).await?;
     if let Some(path) = apply {
