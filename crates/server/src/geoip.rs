@@ -42,6 +42,11 @@ impl GeoIp {
     /// no country for it or its record cannot be decoded (logged), so callers fail closed.
     pub fn locate(&self, address: IpAddr) -> Option<Location> {
         let address = canonical_ip(address);
+        // An IPv4-only database has no IPv6 entries, and the reader reports such a lookup as an
+        // error, which would log a warning for every IPv6 caller.
+        if address.is_ipv6() && self.reader.metadata().ip_version == 4 {
+            return None;
+        }
         let record = match self.reader.lookup(address).and_then(|result| result.decode::<geoip2::City>()) {
             Ok(record) => record?,
             Err(error) => {

@@ -90,6 +90,10 @@ async fn geo_condition_allows_listed_country() {
 
     let (status, body) = request_from(&server, &issuer, FRANCE).await;
     assert_eq!(status, 200, "{body}");
+
+    // An IPv4-mapped IPv6 address is looked up as the IPv4 address it carries.
+    let (status, body) = request_from(&server, &issuer, "::ffff:192.0.2.10").await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -125,7 +129,7 @@ async fn geo_condition_unknown_address_fails_closed() {
     let (server, issuer, _database) = start_located().await;
     server.apply(&with_geo_condition(&issuer, "{name: europe, kind: geo, allow_countries: [DE]}")).await;
 
-    for source in [UNLISTED, "127.0.0.1"] {
+    for source in [UNLISTED, "127.0.0.1", "2001:db8::1"] {
         let (status, body) = request_from(&server, &issuer, source).await;
         assert_eq!(status, 403, "{source}: {body}");
         assert_eq!(body["step"], "access_condition");
