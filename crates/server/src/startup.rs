@@ -20,9 +20,9 @@ use crate::api;
 use crate::audit_log::{self, AuditWriter, Checkpointer};
 use crate::auth::Role;
 use crate::clock;
+use crate::geoip::GeoIp;
 use crate::http;
 use crate::keys::KeyRing;
-use crate::geoip::GeoIp;
 use crate::settings::{DEV_TRUST_DOMAIN, Settings};
 use crate::state::{AppState, SharedState, algorithms_in_use};
 
@@ -100,6 +100,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Result<RunningServer> {
     settings.validate()?;
     let trust_domain = trust_domain(&settings)?;
+    let geoip = settings.geoip_database.as_deref().map(GeoIp::open).transpose()?;
     create_private_dir(&settings.data_dir)?;
     let data_dir_lock = lock_data_dir(&settings.data_dir)?;
 
@@ -119,7 +120,6 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     let keys = KeyRing::load(store.clone(), kek, settings.key_rotation_period.as_duration(), clock::now()).await?;
     let checkpoints = Checkpointer::new(store.clone(), keys.clone(), settings.checkpoint_every_events as usize);
     let audit = AuditWriter::start(store.clone(), checkpoints.clone()).context("starting the audit writer thread")?;
-    let geoip = settings.geoip_database.as_deref().map(GeoIp::open).transpose()?;
     let mut app_state =
         AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle());
     app_state.geoip = geoip;
