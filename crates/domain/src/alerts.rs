@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditKind, Outcome};
-use crate::conditions::{RequestContext, evaluate, validate_time_window};
+use crate::conditions::{RequestContext, canonical_ip, evaluate, validate_country, validate_time_window};
 use crate::duration::Seconds;
 use crate::error::FieldError;
-use crate::resources::{AccessCondition, ScheduleEntry, TimeWindowCondition, validate_name};
+use crate::resources::{AccessCondition, Network, ScheduleEntry, TimeWindowCondition, validate_name};
 
 /// Failed requests a `failed_requests` rule tolerates in its window when it sets no threshold.
 pub const DEFAULT_FAILED_THRESHOLD: u32 = 5;
@@ -29,7 +29,8 @@ pub const DEFAULT_SPIKE_PERCENT: u32 = 200;
 pub const DEFAULT_BASELINE_WINDOWS: u32 = 24;
 /// Smallest window count a `rate_spike` rule treats as a possible spike when it sets none.
 pub const DEFAULT_MIN_VOLUME: u32 = 10;
-/// Suppression period of `failed_requests` and `off_hours` rules that set none: 10 minutes.
+/// Suppression period of `failed_requests`, `off_hours` and `unexpected_location` rules that set
+/// none: 10 minutes.
 pub const DEFAULT_SUPPRESSION: Seconds = Seconds(600);
 
 /// The pattern an alert rule looks for.
@@ -46,6 +47,9 @@ pub enum AlertRuleKind {
     /// More credentials issued for a server workload in the sliding `window` than `percent` of
     /// its baseline, the mean count of the `baseline_windows` windows before.
     RateSpike,
+    /// A credential request from a source address outside `allow_networks` whose country is not
+    /// in `allow_countries`.
+    UnexpectedLocation,
 }
 
 impl AlertRuleKind {
@@ -55,6 +59,7 @@ impl AlertRuleKind {
             AlertRuleKind::ConfigChange => "config_change",
             AlertRuleKind::OffHours => "off_hours",
             AlertRuleKind::RateSpike => "rate_spike",
+            AlertRuleKind::UnexpectedLocation => "unexpected_location",
         }
     }
 }
@@ -93,6 +98,13 @@ pub struct AlertRule {
     /// single request at night is not one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_volume: Option<u32>,
+    /// `unexpected_location`: networks (CIDR) whose requests are expected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_networks: Vec<Network>,
+    /// `unexpected_location`: ISO 3166-1 alpha-2 codes of the countries whose requests are
+    /// expected. The server needs a GeoIP database to use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_countries: Vec<String>,
     /// Only events of these server workloads count; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_workloads: Vec<String>,
@@ -105,6 +117,7 @@ impl AlertRule {
         let failed = self.kind == AlertRuleKind::FailedRequests;
         let off_hours = self.kind == AlertRuleKind::OffHours;
         let spike = self.kind == AlertRuleKind::RateSpike;
+        let location = self.kind == AlertRuleKind::UnexpectedLocation;
 
         if !failed && self.threshold.is_some() {
             return Err(FieldError::new("threshold", "", "is only used by failed_requests rules"));
@@ -133,6 +146,16 @@ impl AlertRule {
             let field = if self.timezone.is_some() { "timezone" } else { "schedule" };
             return Err(FieldError::new(field, "", "is only used by off_hours rules"));
         }
+        if !location && (!self.allow_networks.is_empty() || !self.allow_countries.is_empty()) {
+            let field = if self.allow_networks.is_empty() { "allow_countries" } else { "allow_networks" };
+            return Err(FieldError::new(field, "", "is only used by unexpected_location rules"));
+        }
+        if location && self.allow_networks.is_empty() && self.allow_countries.is_empty() {
+            return Err(FieldError::new("allow_networks", "[]", "or allow_countries must list at least one entry"));
+        }
+        for (index, country) in self.allow_countries.iter().enumerate() {
+            validate_country(&format!("allow_countries[{index}]"), country)?;
+        }
         if self.threshold == Some(0) {
             return Err(FieldError::new("threshold", "0", "must be at least 1"));
         }
@@ -149,6 +172,11 @@ impl AlertRule {
             validate_name(&format!("server_workloads[{index}]"), name)?;
         }
         Ok(())
+    }
+
+    /// Tells whether the rule reads the country of source addresses.
+    pub fn needs_location(&self) -> bool {
+        self.kind == AlertRuleKind::UnexpectedLocation && !self.allow_countries.is_empty()
     }
 
     fn threshold(&self) -> u32 {
@@ -177,7 +205,7 @@ impl AlertRule {
         if self.kind != AlertRuleKind::OffHours {
             return None;
         }
-        let context = RequestContext { now: time, source_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        let context = RequestContext { now: time, source_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), location: None };
         evaluate(&AccessCondition::TimeWindow(self.business_hours()), &context).err()
     }
 
@@ -251,6 +279,7 @@ impl AlertEngine {
                 AlertRuleKind::ConfigChange => self.config_change(rule, event, &mut alerts),
                 AlertRuleKind::OffHours => self.off_hours(rule, event, &mut alerts),
                 AlertRuleKind::RateSpike => self.rate_spike(rule, event, &mut alerts),
+                AlertRuleKind::UnexpectedLocation => self.unexpected_location(rule, event, &mut alerts),
             }
         }
         alerts
@@ -321,6 +350,38 @@ impl AlertEngine {
         let server = inner.server_workload.as_deref().unwrap_or("unknown");
         let message = format!("credential request from {client} for {server} outside business hours: {reason}");
         self.fire(rule, event, format!("client_workload={client}"), message, alerts);
+    }
+
+    /// Reads `source_ip` and `source_country` from the event's detail. A request whose address is
+    /// outside `allow_networks` and whose country is unknown or not allowed fires the rule.
+    fn unexpected_location(&mut self, rule: &AlertRule, event: &AuditEvent, alerts: &mut Vec<Alert>) {
+        let inner = &event.event;
+        if inner.kind != AuditKind::CredentialRequest {
+            return;
+        }
+        let Some(source) = inner.detail.get("source_ip").and_then(Value::as_str) else {
+            return;
+        };
+        let address = source.parse::<IpAddr>().ok().map(canonical_ip);
+        if address.is_some_and(|address| rule.allow_networks.iter().any(|network| network.0.contains(&address))) {
+            return;
+        }
+        let country = inner.detail.get("source_country").and_then(Value::as_str);
+        if country.is_some_and(|country| rule.allow_countries.iter().any(|allowed| allowed == country)) {
+            return;
+        }
+
+        let client = inner.client_workload.as_deref().unwrap_or("unknown");
+        let server = inner.server_workload.as_deref().unwrap_or("unknown");
+        let location = country.map_or_else(|| "an unknown country".to_string(), |country| format!("country {country}"));
+        let message = format!(
+            "credential request from {client} for {server} from source address {source} in {location}, outside the expected networks and countries"
+        );
+        let key = match &inner.client_workload {
+            Some(name) => format!("client_workload={name}"),
+            None => format!("source_ip={source}"),
+        };
+        self.fire(rule, event, key, message, alerts);
     }
 
     fn rate_spike(&mut self, rule: &AlertRule, event: &AuditEvent, alerts: &mut Vec<Alert>) {

@@ -1,4 +1,4 @@
-//! Access conditions evaluated per request: time windows and source networks.
+//! Access conditions evaluated per request: time windows, source networks and locations.
 
 use std::net::IpAddr;
 
@@ -7,13 +7,25 @@ use jiff::civil::{Time, Weekday as CivilWeekday};
 use jiff::tz::TimeZone;
 
 use crate::error::FieldError;
-use crate::resources::{AccessCondition, SourceIpCondition, TimeWindowCondition, Weekday};
+use crate::resources::{AccessCondition, GeoCondition, SourceIpCondition, TimeWindowCondition, Weekday};
 
 /// The request attributes that access conditions read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     pub now: Timestamp,
     pub source_ip: IpAddr,
+    /// Location of `source_ip` that the server resolved. It is `None` when no GeoIP database is
+    /// configured or the database has no entry for the address.
+    pub location: Option<Location>,
+}
+
+/// The location of a source address, as a GeoIP database records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    /// ISO 3166-1 alpha-2 country code, such as `DE`.
+    pub country: Option<String>,
+    /// ISO 3166-2 subdivision codes with their country prefix, such as `DE-BE`, largest first.
+    pub subdivisions: Vec<String>,
 }
 
 /// Evaluates a condition. `Err` carries the reason the request does not pass, for the audit log.
@@ -21,7 +33,81 @@ pub fn evaluate(condition: &AccessCondition, context: &RequestContext) -> Result
     match condition {
         AccessCondition::TimeWindow(window) => evaluate_time_window(window, context.now),
         AccessCondition::SourceIp(allowlist) => evaluate_source_ip(allowlist, context.source_ip),
+        AccessCondition::Geo(condition) => evaluate_geo(condition, context.source_ip, context.location.as_ref()),
     }
+}
+
+/// Fails closed: an address without a known country never passes.
+fn evaluate_geo(condition: &GeoCondition, source_ip: IpAddr, location: Option<&Location>) -> Result<(), String> {
+    let source_ip = canonical_ip(source_ip);
+    let Some(country) = location.and_then(|location| location.country.as_deref()) else {
+        return Err(format!(
+            "source address {source_ip} has no known location, so it cannot pass access condition {:?}",
+            condition.name
+        ));
+    };
+    if !condition.allow_countries.iter().any(|allowed| allowed == country) {
+        return Err(format!(
+            "source address {source_ip} is in country {country}, which access condition {:?} does not allow",
+            condition.name
+        ));
+    }
+    let prefix = format!("{country}-");
+    let listed: Vec<&String> = condition.allow_subdivisions.iter().filter(|code| code.starts_with(&prefix)).collect();
+    if listed.is_empty() {
+        return Ok(());
+    }
+    let subdivisions = location.map(|location| location.subdivisions.as_slice()).unwrap_or_default();
+    if subdivisions.iter().any(|code| listed.contains(&code)) {
+        return Ok(());
+    }
+    let found = if subdivisions.is_empty() { "no known subdivision".to_string() } else { subdivisions.join(", ") };
+    Err(format!(
+        "source address {source_ip} is in {country} ({found}), outside the subdivisions of {country} that access condition {:?} allows",
+        condition.name
+    ))
+}
+
+/// Checks that countries are ISO 3166-1 alpha-2 codes and subdivisions ISO 3166-2 codes of a
+/// listed country.
+pub fn validate_geo(condition: &GeoCondition) -> Result<(), FieldError> {
+    if condition.allow_countries.is_empty() {
+        return Err(FieldError::new("allow_countries", "[]", "must list at least one country"));
+    }
+    for (index, country) in condition.allow_countries.iter().enumerate() {
+        validate_country(&format!("allow_countries[{index}]"), country)?;
+    }
+    for (index, code) in condition.allow_subdivisions.iter().enumerate() {
+        let field = format!("allow_subdivisions[{index}]");
+        let valid = code.split_once('-').is_some_and(|(country, part)| {
+            is_country_code(country)
+                && (1..=3).contains(&part.len())
+                && part.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        });
+        if !valid {
+            return Err(FieldError::new(&field, code, "must be an ISO 3166-2 code in upper case, such as DE-BE"));
+        }
+        if !condition.allow_countries.iter().any(|country| code.starts_with(&format!("{country}-"))) {
+            return Err(FieldError::new(&field, code, "must be a subdivision of a country in allow_countries"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an ISO 3166-1 alpha-2 country code, such as `DE`.
+pub fn validate_country(field: &str, code: &str) -> Result<(), FieldError> {
+    if !is_country_code(code) {
+        return Err(FieldError::new(
+            field,
+            code,
+            "must be an ISO 3166-1 alpha-2 country code in upper case, such as DE",
+        ));
+    }
+    Ok(())
+}
+
+fn is_country_code(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 fn evaluate_source_ip(condition: &SourceIpCondition, source_ip: IpAddr) -> Result<(), String> {
@@ -207,5 +293,71 @@ mod tests {
         assert!(evaluate_source_ip(&allowlist, mapped).is_ok());
         let outside: IpAddr = "::ffff:11.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(evaluate_source_ip(&allowlist, outside).is_err());
+    }
+
+    fn geo(countries: &[&str], subdivisions: &[&str]) -> GeoCondition {
+        GeoCondition {
+            name: "europe".to_string(),
+            allow_countries: countries.iter().map(ToString::to_string).collect(),
+            allow_subdivisions: subdivisions.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn location(country: &str, subdivisions: &[&str]) -> Option<Location> {
+        Some(Location {
+            country: Some(country.to_string()),
+            subdivisions: subdivisions.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    const ADDRESS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn geo_allows_listed_countries() {
+        let condition = geo(&["DE", "FR"], &[]);
+        assert!(evaluate_geo(&condition, ADDRESS, location("FR", &[]).as_ref()).is_ok());
+        let denied = evaluate_geo(&condition, ADDRESS, location("US", &["US-CA"]).as_ref());
+        assert!(denied.as_ref().is_err_and(|reason| reason.contains("country US")), "{denied:?}");
+    }
+
+    #[test]
+    fn geo_unknown_location_fails_closed() {
+        let condition = geo(&["DE"], &[]);
+        let denied = evaluate_geo(&condition, ADDRESS, None);
+        assert!(denied.as_ref().is_err_and(|reason| reason.contains("no known location")), "{denied:?}");
+        let no_country = Location { country: None, subdivisions: vec!["DE-BE".to_string()] };
+        assert!(evaluate_geo(&condition, ADDRESS, Some(&no_country)).is_err());
+    }
+
+    #[test]
+    fn geo_subdivisions_restrict_only_their_country() {
+        let condition = geo(&["DE", "FR"], &["DE-BE"]);
+        assert!(evaluate_geo(&condition, ADDRESS, location("DE", &["DE-BE"]).as_ref()).is_ok());
+        assert!(evaluate_geo(&condition, ADDRESS, location("FR", &["FR-IDF"]).as_ref()).is_ok());
+        let denied = evaluate_geo(&condition, ADDRESS, location("DE", &["DE-BY"]).as_ref());
+        assert!(denied.as_ref().is_err_and(|reason| reason.contains("DE-BY")), "{denied:?}");
+        assert!(evaluate_geo(&condition, ADDRESS, location("DE", &[]).as_ref()).is_err());
+    }
+
+    #[test]
+    fn geo_validation_names_the_bad_field() {
+        let field = |condition: GeoCondition| validate_geo(&condition).map_err(|error| error.field);
+        assert_eq!(field(geo(&[], &[])), Err("allow_countries".to_string()));
+        assert_eq!(field(geo(&["de"], &[])), Err("allow_countries[0]".to_string()));
+        assert_eq!(field(geo(&["DE", "DEU"], &[])), Err("allow_countries[1]".to_string()));
+        assert_eq!(field(geo(&["DE"], &["DEBE"])), Err("allow_subdivisions[0]".to_string()));
+        assert_eq!(field(geo(&["DE"], &["DE-BERLIN"])), Err("allow_subdivisions[0]".to_string()));
+        assert_eq!(field(geo(&["DE"], &["FR-IDF"])), Err("allow_subdivisions[0]".to_string()));
+        assert_eq!(field(geo(&["DE", "FR"], &["DE-BE", "FR-IDF"])), Ok(()));
+    }
+
+    #[test]
+    fn geo_condition_parses_from_yaml() {
+        let yaml = "{kind: geo, name: europe, allow_countries: [DE], allow_subdivisions: [DE-BE]}";
+        let parsed: Result<AccessCondition, _> = serde_yaml_ng::from_str(yaml);
+        assert_eq!(parsed.ok(), Some(AccessCondition::Geo(geo(&["DE"], &["DE-BE"]))));
+        let unknown: Result<AccessCondition, _> =
+            serde_yaml_ng::from_str("{kind: geo, name: e, allow_countries: [DE], cities: [x]}");
+        assert!(unknown.is_err());
     }
 }

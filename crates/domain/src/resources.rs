@@ -533,6 +533,8 @@ pub enum AccessCondition {
     TimeWindow(TimeWindowCondition),
     /// An allowlist of networks for the request's source address.
     SourceIp(SourceIpCondition),
+    /// An allowlist of countries and subdivisions for the location of the source address.
+    Geo(GeoCondition),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -574,6 +576,17 @@ pub struct SourceIpCondition {
     pub allow: Vec<Network>,
 }
 
+/// Countries (ISO 3166-1 alpha-2, such as `DE`) and optional subdivisions (ISO 3166-2, such as
+/// `DE-BE`). A country with listed subdivisions passes only from those subdivisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoCondition {
+    pub name: String,
+    pub allow_countries: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_subdivisions: Vec<String>,
+}
+
 /// A network written as CIDR (`10.0.0.0/8`) or as a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -599,6 +612,7 @@ impl AccessCondition {
         match self {
             AccessCondition::TimeWindow(condition) => &condition.name,
             AccessCondition::SourceIp(condition) => &condition.name,
+            AccessCondition::Geo(condition) => &condition.name,
         }
     }
 
@@ -606,7 +620,13 @@ impl AccessCondition {
         match self {
             AccessCondition::TimeWindow(_) => "time_window",
             AccessCondition::SourceIp(_) => "source_ip",
+            AccessCondition::Geo(_) => "geo",
         }
+    }
+
+    /// Tells whether evaluating the condition needs the location of the source address.
+    pub fn needs_location(&self) -> bool {
+        matches!(self, AccessCondition::Geo(_))
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -617,6 +637,7 @@ impl AccessCondition {
                 Err(FieldError::new("allow", "[]", "must list at least one network"))
             }
             AccessCondition::SourceIp(_) => Ok(()),
+            AccessCondition::Geo(condition) => crate::conditions::validate_geo(condition),
         }
     }
 }
@@ -734,6 +755,16 @@ impl Resource {
         }
     }
 
+    /// Tells whether the resource needs the location of source addresses, so a server without a
+    /// GeoIP database must reject it.
+    pub fn needs_location(&self) -> bool {
+        match self {
+            Resource::AccessCondition(condition) => condition.needs_location(),
+            Resource::AlertRule(rule) => rule.needs_location(),
+            _ => false,
+        }
+    }
+
     /// Lists the resources this one refers to.
     pub fn references(&self) -> Vec<Reference> {
         let reference = |kind, name: &str, field| Reference { kind, name: name.to_string(), field };
@@ -793,9 +824,10 @@ impl<'de> Deserialize<'de> for CredentialProvider {
 
 impl<'de> Deserialize<'de> for AccessCondition {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, body) = split_kind(deserializer, "access condition", &["time_window", "source_ip"])?;
+        let (kind, body) = split_kind(deserializer, "access condition", &["time_window", "source_ip", "geo"])?;
         match kind.as_str() {
             "time_window" => parse_variant(body).map(AccessCondition::TimeWindow),
+            "geo" => parse_variant(body).map(AccessCondition::Geo),
             _ => parse_variant(body).map(AccessCondition::SourceIp),
         }
     }

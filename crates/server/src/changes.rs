@@ -75,6 +75,17 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
             field: Some(error.field.clone()),
             value: Some(error.value.clone()),
         })?;
+        if resource.needs_location() && state.geoip.is_none() {
+            return Err(ApiError::Invalid {
+                detail: format!(
+                    "{} {:?} needs the location of source addresses, but the server has no geoip_database setting: set it to a MaxMind-format database file and restart the server",
+                    resource.kind(),
+                    resource.name()
+                ),
+                field: Some("geoip_database".to_string()),
+                value: None,
+            });
+        }
     }
 
     // Secrets are sealed before anything compares, stores or audits the resource.

@@ -111,6 +111,13 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
     let mut detail = Map::new();
     detail.insert("request_id".into(), json!(call.request_id));
     detail.insert("source_ip".into(), json!(call.source_ip.to_string()));
+    let location = state.geoip.as_ref().and_then(|geoip| geoip.locate(call.source_ip));
+    if let Some(location) = &location {
+        detail.insert("source_country".into(), json!(location.country));
+        if !location.subdivisions.is_empty() {
+            detail.insert("source_subdivisions".into(), json!(location.subdivisions));
+        }
+    }
     detail.insert("transport".into(), json!(call.transport));
     match &wanted {
         Wanted::Target(target) => detail.insert("target".into(), json!(target.to_string())),
@@ -137,7 +144,7 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
         return deny(state, &call, now, Denial::new(Step::Evidence, reason), detail, started).await;
     }
 
-    let context = RequestContext { now, source_ip: call.source_ip };
+    let context = RequestContext { now, source_ip: call.source_ip, location };
     let decision = match &wanted {
         Wanted::Target(target) => {
             let input = DecisionInput { target, attestations: &attestations, context, trust_domain: &state.trust_domain };

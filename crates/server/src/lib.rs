@@ -10,6 +10,7 @@ pub mod changes;
 pub mod clock;
 pub mod credentials;
 pub mod evidence;
+pub mod geoip;
 pub mod http;
 pub mod keys;
 pub mod log_streams;

@@ -74,6 +74,10 @@ pub struct Settings {
     /// A log stream that keeps failing for this long raises an alert (an audit event of kind
     /// `alert`), once per run of failures.
     pub log_stream_alert_after: Seconds,
+    /// MaxMind-format database (GeoIP2 or GeoLite2, City or Country) that resolves source
+    /// addresses to countries and subdivisions for `geo` access conditions and
+    /// `unexpected_location` alert rules. Read once at start.
+    pub geoip_database: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +119,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_stream_max_backoff: Seconds(60),
             log_stream_alert_after: Seconds(300),
+            geoip_database: None,
         }
     }
 }

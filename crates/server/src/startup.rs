@@ -20,6 +20,7 @@ use crate::api;
 use crate::audit_log::{self, AuditWriter, Checkpointer};
 use crate::auth::Role;
 use crate::clock;
+use crate::geoip::GeoIp;
 use crate::http;
 use crate::keys::KeyRing;
 use crate::settings::{DEV_TRUST_DOMAIN, Settings};
@@ -99,6 +100,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Result<RunningServer> {
     settings.validate()?;
     let trust_domain = trust_domain(&settings)?;
+    let geoip = settings.geoip_database.as_deref().map(GeoIp::open).transpose()?;
     create_private_dir(&settings.data_dir)?;
     let data_dir_lock = lock_data_dir(&settings.data_dir)?;
 
@@ -118,9 +120,22 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     let keys = KeyRing::load(store.clone(), kek, settings.key_rotation_period.as_duration(), clock::now()).await?;
     let checkpoints = Checkpointer::new(store.clone(), keys.clone(), settings.checkpoint_every_events as usize);
     let audit = AuditWriter::start(store.clone(), checkpoints.clone()).context("starting the audit writer thread")?;
-    let state: SharedState =
-        Arc::new(AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle()));
+    let mut app_state =
+        AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle());
+    app_state.geoip = geoip;
+    let state: SharedState = Arc::new(app_state);
     state.reload_config().await?;
+    if state.geoip.is_none() {
+        // Such resources were applied while a database was configured. They still fail closed:
+        // geo conditions deny every request and location rules treat every country as unknown.
+        for resource in state.config().config.resources().iter().filter(|resource| resource.needs_location()) {
+            tracing::warn!(
+                kind = %resource.kind(),
+                name = %resource.name(),
+                "resource needs the location of source addresses, but no geoip_database is configured"
+            );
+        }
+    }
 
     let first_admin_token = bootstrap_admin_token(&state).await?;
     if let Some(path) = apply {

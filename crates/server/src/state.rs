@@ -13,6 +13,7 @@ use crate::audit_log::{AuditWriter, Checkpointer};
 use crate::evidence::EvidenceCache;
 use crate::evidence::oidc::OidcVerifier;
 use crate::evidence::unix::ExecutableHasher;
+use crate::geoip::GeoIp;
 use crate::keys::KeyRing;
 use crate::log_streams::{RetryPolicy, StreamManager};
 use crate::providers::UpstreamClient;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The shipper tasks of the configured log streams.
     pub streams: StreamManager,
+    /// The database from the `geoip_database` setting, when one is configured.
+    pub geoip: Option<GeoIp>,
     config: RwLock<Arc<ConfigSnapshot>>,
     ready: AtomicBool,
 }
@@ -87,6 +90,7 @@ impl AppState {
             issuance: tokio::sync::RwLock::new(()),
             metrics,
             streams,
+            geoip: None,
             config: RwLock::new(Arc::new(ConfigSnapshot { config: Config::default(), version: -1 })),
             ready: AtomicBool::new(false),
         }

@@ -25,6 +25,8 @@ fn panic_rule(message: &str) -> AlertRule {
         percent: None,
         baseline_windows: None,
         min_volume: None,
+        allow_networks: Vec::new(),
+        allow_countries: Vec::new(),
         server_workloads: Vec::new(),
     }
 }
@@ -209,4 +211,65 @@ fn rate_spike_fields_are_checked() {
     assert_eq!(rule("{name: a, kind: rate_spike, percent: 100}").validate().map_err(|error| error.field), Err("percent".to_string()));
     assert_eq!(rule("{name: a, kind: failed_requests, min_volume: 3}").validate().map_err(|error| error.field), Err("min_volume".to_string()));
     assert_eq!(rule("{name: a, kind: rate_spike}").validate(), Ok(()));
+}
+
+fn located(seq: i64, time: Timestamp, source: &str, country: Option<&str>) -> AuditEvent {
+    let mut event = request(seq, time, "billing", Outcome::Success);
+    event.event.detail = json!({"source_ip": source});
+    if let Some(country) = country {
+        event.event.detail["source_country"] = json!(country);
+    }
+    event
+}
+
+#[test]
+fn unexpected_location_fires_outside_networks_and_countries() {
+    let rules = [rule("{name: where, kind: unexpected_location, allow_networks: [10.0.0.0/8], allow_countries: [DE]}")];
+    let mut engine = AlertEngine::default();
+    assert!(engine.observe(&rules, &located(1, at(0), "10.1.2.3", Some("US"))).is_empty(), "allowed network");
+    assert!(engine.observe(&rules, &located(2, at(10), "198.51.100.1", Some("DE"))).is_empty(), "allowed country");
+
+    let alerts = engine.observe(&rules, &located(3, at(20), "198.51.100.1", Some("US")));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].key, "client_workload=billing");
+    assert!(alerts[0].message.contains("country US"), "{}", alerts[0].message);
+
+    // Within the suppression period the same client raises nothing more.
+    assert!(engine.observe(&rules, &located(4, at(30), "198.51.100.2", Some("FR"))).is_empty());
+}
+
+#[test]
+fn unexpected_location_unknown_country_fires() {
+    let rules = [rule("{name: where, kind: unexpected_location, allow_countries: [DE]}")];
+    let mut engine = AlertEngine::default();
+    let alerts = engine.observe(&rules, &located(1, at(0), "198.51.100.1", None));
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].message.contains("unknown country"), "{}", alerts[0].message);
+}
+
+#[test]
+fn unexpected_location_mapped_ipv6_matches_ipv4_network() {
+    let rules = [rule("{name: where, kind: unexpected_location, allow_networks: [10.0.0.0/8]}")];
+    let mut engine = AlertEngine::default();
+    assert!(engine.observe(&rules, &located(1, at(0), "::ffff:10.0.0.1", None)).is_empty());
+}
+
+#[test]
+fn unexpected_location_fields_are_checked() {
+    let cases = [
+        ("{name: a, kind: unexpected_location}", "allow_networks"),
+        ("{name: a, kind: unexpected_location, allow_countries: [de]}", "allow_countries[0]"),
+        ("{name: a, kind: unexpected_location, allow_countries: [DEU]}", "allow_countries[0]"),
+        (
+            "{name: a, kind: off_hours, timezone: UTC, schedule: [{days: [mon], start: \"09:00\", end: \"17:00\"}], allow_countries: [DE]}",
+            "allow_countries",
+        ),
+        ("{name: a, kind: failed_requests, allow_networks: [10.0.0.0/8]}", "allow_networks"),
+    ];
+    for (yaml, field) in cases {
+        assert_eq!(rule(yaml).validate().map_err(|error| error.field), Err(field.to_string()), "{yaml}");
+    }
+    assert!(rule("{name: a, kind: unexpected_location, allow_networks: [10.0.0.0/8]}").validate().is_ok());
+    assert!(!rule("{name: a, kind: unexpected_location, allow_networks: [10.0.0.0/8]}").needs_location());
+    assert!(rule("{name: a, kind: unexpected_location, allow_countries: [DE]}").needs_location());
 }

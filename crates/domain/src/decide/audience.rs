@@ -37,7 +37,7 @@ pub fn decide_audiences<'a>(
             continue;
         }
         let target = Target::Name(policy.server_workload.clone());
-        let input = DecisionInput { target: &target, attestations, context, trust_domain };
+        let input = DecisionInput { target: &target, attestations, context: context.clone(), trust_domain };
         match decide(config, &input) {
             Ok(grant) => return Ok(grant),
             Err(denial) => {

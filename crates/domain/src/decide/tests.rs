@@ -49,6 +49,7 @@ fn run(config: &Config, target: Target, attestations: &[Attestation], source: &s
         context: RequestContext {
             now: Timestamp::UNIX_EPOCH,
             source_ip: source.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            location: None,
         },
         trust_domain: &trust_domain,
     };
@@ -252,7 +253,7 @@ fn unix_rule_any_agent_matches_every_agent() {
 
 fn run_audiences(config: &Config, attestations: &[Attestation], audiences: &[&str]) -> Result<String, Denial> {
     let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
-    let context = RequestContext { now: Timestamp::UNIX_EPOCH, source_ip: IpAddr::from([127, 0, 0, 1]) };
+    let context = RequestContext { now: Timestamp::UNIX_EPOCH, source_ip: IpAddr::from([127, 0, 0, 1]), location: None };
     let audiences: Vec<String> = audiences.iter().map(|audience| audience.to_string()).collect();
     decide_audiences(config, attestations, context, &trust_domain, &audiences)
         .map(|grant| format!("{} {}", grant.spiffe_id, grant.policy.name))
