@@ -154,7 +154,7 @@ impl KeyEncryptionKey {
     /// context and `secret`, first 16 bytes as hex behind `hmac-sha256:`.
     ///
     /// Equal secrets get equal fingerprints under one key, so a changed value is detected
-    /// without decrypting, while the fingerprint lets nobody without the key test guesses of a
+    /// without decrypting, and without the key the fingerprint cannot be used to test guesses of a
     /// low-entropy secret.
     pub fn secret_fingerprint(&self, secret: &[u8]) -> String {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.bytes.as_slice());

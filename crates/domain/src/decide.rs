@@ -70,7 +70,7 @@ pub struct Attestation {
     pub attributes: BTreeMap<String, Vec<String>>,
 }
 
-/// The server workload a request asks for.
+/// The server workload a request names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {

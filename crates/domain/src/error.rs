@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// A field of a resource holds an invalid value.
+/// A field of a resource contains an invalid value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct FieldError {
     /// Field path within the resource, such as `schedule[0].start`.
@@ -10,7 +10,7 @@ pub struct FieldError {
     /// The rejected value as written, or empty when the field is missing or the value too large
     /// to quote.
     pub value: String,
-    /// What the field must be.
+    /// The rule the value breaks, such as "must not be empty".
     pub reason: String,
 }
 

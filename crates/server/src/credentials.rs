@@ -371,7 +371,8 @@ fn evidence_summary(attestations: &[Attestation], cached: bool) -> Value {
     json!({"kind": "oidc", "cached": cached, "accepted_by": providers})
 }
 
-/// How to present the credential to the server workload.
+/// Builds the presentation: the headers, query parameters or environment variables that carry
+/// the credential to the server workload.
 fn presentation(grant: &Grant<'_>, issued: &Issued) -> Value {
     let token = issued.token.as_str();
     // AWS requests are signed with the credentials rather than carrying them, so AWS SDKs take

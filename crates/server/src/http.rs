@@ -72,7 +72,7 @@ pub fn tls_acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ListenError> 
 /// (callers are identified by attestation, not by file permissions).
 pub fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
     let bind_error = |source| ListenError::Bind { address: path.display().to_string(), source };
-    // Only a socket left behind by a stopped server is removed; any other file at the path is
+    // Only a socket left behind by a stopped server is removed. Any other file at the path is
     // kept and the start fails, so a mistyped setting never deletes data.
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_socket() => std::fs::remove_file(path).map_err(bind_error)?,

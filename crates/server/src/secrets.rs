@@ -55,7 +55,7 @@ pub enum SecretError {
 
 impl SecretError {
     /// Maps the error for a configuration write: the caller's mistakes are 400s, crypto
-    /// failures are logged and answered as internal errors.
+    /// failures are logged and returned as internal errors.
     pub fn into_api(self, request_id: &str) -> ApiError {
         match self {
             SecretError::Missing { field, .. } => ApiError::invalid(field, "", &self.to_string()),

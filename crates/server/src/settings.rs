@@ -188,7 +188,7 @@ impl Settings {
         Ok(())
     }
 
-    /// The issuer URL: the configured one without a trailing `/`, or one derived from the listen
+    /// Returns the issuer URL: the configured one without a trailing `/`, or one derived from the listen
     /// address (`localhost` replaces an unspecified address).
     pub fn issuer_url(&self) -> String {
         if let Some(issuer) = &self.issuer {

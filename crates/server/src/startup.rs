@@ -289,7 +289,8 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Prometheus recorder is process-wide; servers started in one process share it.
+/// Returns the handle of the process-wide Prometheus recorder, which all servers started in one
+/// process share.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE

@@ -48,7 +48,7 @@ impl From<String> for Failure {
 }
 
 /// Produces the credential of the grant's provider; `audience_override` replaces the audiences of
-/// a JWT-SVID (the Workload API asks by audience).
+/// a JWT-SVID (Workload API requests name audiences).
 pub async fn produce(
     state: &AppState,
     grant: &Grant<'_>,

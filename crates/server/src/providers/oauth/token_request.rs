@@ -146,7 +146,7 @@ impl Upstream<'_> {
     }
 }
 
-/// Builds the failure of a request the token service answered with an error status.
+/// Builds the failure of a request that the token service rejected with an error status.
 pub fn rejected(url: &str, status: reqwest::StatusCode, code: Option<String>) -> Failure {
     let mut failure = Failure::from(match &code {
         Some(code) => format!("token endpoint {url} rejected the request: HTTP {} with error {code:?}", status.as_u16()),
