@@ -5,6 +5,10 @@
 //! and the others wait for its result. Three quarters into a credential's lifetime, a request
 //! that uses it starts a renewal in the background, so workloads keep getting the cached
 //! credential without waiting while the new one is fetched.
+//!
+//! A failed upstream request makes the entry back off for 1 s, doubling with each further
+//! failure up to 60 s, with jitter. Meanwhile requests get the last failure at once and no
+//! renewal starts, so a failing token endpoint is not called at the rate workloads ask.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,12 +19,19 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
+use crate::log_streams::RetryPolicy;
 use crate::providers::Failure;
 
 /// Share of a token's lifetime after which a request that uses it also starts a renewal.
 const RENEW_AT_FRACTION: f64 = 0.75;
 /// Maximum margin before expiry at which a cached token stops being handed out.
 const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// Waits between upstream requests of an entry whose last request failed.
+const UPSTREAM_RETRY: RetryPolicy = RetryPolicy {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    alert_after: Duration::MAX,
+};
 
 /// A credential from an upstream token service.
 #[derive(Clone)]
@@ -69,9 +80,20 @@ pub struct Entry {
     token: Mutex<Option<CachedToken>>,
     /// Held while a request to the token endpoint is in flight.
     pub fetching: Arc<tokio::sync::Mutex<()>>,
-    /// The last failed request and when it ended, so requests that waited for it share its
-    /// result instead of each trying again.
-    last_failure: Mutex<Option<(Instant, Failure)>>,
+    /// The last failed request, so requests that waited for it share its result and later ones
+    /// wait for the backoff instead of each trying again.
+    last_failure: Mutex<Option<LastFailure>>,
+}
+
+/// The last failed upstream request of an entry.
+struct LastFailure {
+    /// When the request ended.
+    at: Instant,
+    failure: Failure,
+    /// Failed requests in a row, this one included.
+    in_a_row: u32,
+    /// Before this instant no new upstream request is sent.
+    retry_at: Instant,
 }
 
 impl Entry {
@@ -87,13 +109,34 @@ impl Entry {
     }
 
     pub fn record_failure(&self, failure: Failure) {
-        *self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), failure));
+        let mut guard = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let in_a_row = guard.as_ref().map_or(0, |last| last.in_a_row).saturating_add(1);
+        let at = Instant::now();
+        let retry_at = at + UPSTREAM_RETRY.delay(in_a_row);
+        *guard = Some(LastFailure { at, failure, in_a_row, retry_at });
     }
 
     /// Returns the failure of a request that ended after `since`.
     pub fn failure_since(&self, since: Instant) -> Option<Failure> {
         let guard = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.as_ref().filter(|(at, _)| *at >= since).map(|(_, failure)| failure.clone())
+        guard.as_ref().filter(|last| last.at >= since).map(|last| last.failure.clone())
+    }
+
+    /// Returns the last failure while the entry is backing off, with the wait added to its
+    /// reason and audit detail.
+    pub fn backing_off(&self) -> Option<Failure> {
+        let guard = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = guard.as_ref()?;
+        let wait = last.retry_at.checked_duration_since(Instant::now())?;
+        let mut failure = last.failure.clone();
+        failure.reason = format!(
+            "{} ({} failed upstream requests in a row; next attempt in {} ms)",
+            failure.reason,
+            last.in_a_row,
+            wait.as_millis()
+        );
+        failure.audit.insert("upstream_backoff_ms".to_string(), serde_json::Value::from(wait.as_millis() as u64));
+        Some(failure)
     }
 }
 
@@ -144,6 +187,9 @@ pub async fn cached_or_fetch(cache: &TokenCache, key: &CacheKey, fetch: Fetch) -
     if let Some(failure) = entry.failure_since(waited_from) {
         return Err(failure);
     }
+    if let Some(failure) = entry.backing_off() {
+        return Err(failure);
+    }
 
     let result = fetch().await;
     record_outcome(&key.provider, result.is_ok());
@@ -160,6 +206,9 @@ pub async fn cached_or_fetch(cache: &TokenCache, key: &CacheKey, fetch: Fetch) -
 }
 
 fn spawn_renewal(provider: String, entry: Arc<Entry>, fetch: Fetch) {
+    if entry.backing_off().is_some() {
+        return;
+    }
     // A renewal already in flight, or a request fetching for a caller, makes this one unneeded.
     let Ok(fetching) = entry.fetching.clone().try_lock_owned() else {
         return;
@@ -278,6 +327,49 @@ mod tests {
         let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap();
 
         assert!(!cached);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn failure_backs_off_fetches() {
+        let cache = TokenCache::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = counting_fetch(calls.clone(), Err("upstream down"));
+
+        cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap_err();
+        let failure = cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(failure.reason.starts_with("upstream down (1 failed upstream requests in a row"), "{}", failure.reason);
+        assert!(failure.audit.contains_key("upstream_backoff_ms"));
+
+        // The first failure's wait is at most the 1-second initial delay.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn failed_renewal_backs_off() {
+        let cache = TokenCache::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = counting_fetch(calls.clone(), Err("upstream down"));
+        let mut aging = token(Duration::from_secs(600));
+        // Four fifths into its lifetime: usable, and due for renewal.
+        aging.obtained = Instant::now().checked_sub(Duration::from_secs(480)).unwrap();
+        cache.entry(&key("s", "d")).store(aging);
+
+        cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..5 {
+            let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap();
+            assert!(cached);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
