@@ -1,6 +1,8 @@
 //! The files in `deploy/` parse with the same code the binaries use, and the paths they name
 //! are the directories that their unit or pod gives the process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use mayfly_agent::config::AgentFile;

@@ -37,6 +37,15 @@ pub enum CredentialError {
     /// The reply lacks the field the output format needs.
     #[error("the server's reply has no {field}")]
     MissingField { field: &'static str },
+    /// The credential is presented another way than the output format prints.
+    #[error("this credential is presented as {presented}: use -o {output} or -o json")]
+    OtherPresentation {
+        presented: &'static str,
+        output: &'static str,
+    },
+    /// The reply names an environment variable that a shell cannot set.
+    #[error("the server's reply names an invalid environment variable {name:?}")]
+    InvalidVariable { name: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,7 +82,8 @@ pub struct GetArgs {
     pub oidc_token_file: Option<PathBuf>,
 
     /// Output: `token` prints the bare token, `header` prints how to present it (`Name: value`
-    /// lines), `json` prints the whole reply.
+    /// lines), `env` prints `export NAME='value'` lines for credentials presented as environment
+    /// variables (AWS), `json` prints the whole reply.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: CredentialOutput,
 }
@@ -84,6 +94,7 @@ pub enum CredentialOutput {
     #[default]
     Token,
     Header,
+    Env,
     Json,
 }
 
@@ -184,13 +195,58 @@ pub fn render_credential(
                 }
             }
             if lines.is_empty() {
+                if presentation.get("environment").is_some() {
+                    return Err(CredentialError::OtherPresentation {
+                        presented: "environment variables",
+                        output: "env",
+                    });
+                }
                 return Err(CredentialError::MissingField {
                     field: "presentation headers or query",
                 });
             }
             Ok(lines.join("\n"))
         }
+        CredentialOutput::Env => {
+            let presentation = reply
+                .get("presentation")
+                .ok_or(CredentialError::MissingField {
+                    field: "presentation",
+                })?;
+            let Some(variables) = presentation.get("environment").and_then(Value::as_object)
+            else {
+                if presentation.get("headers").is_some() || presentation.get("query").is_some() {
+                    return Err(CredentialError::OtherPresentation {
+                        presented: "headers or query parameters",
+                        output: "header",
+                    });
+                }
+                return Err(CredentialError::MissingField {
+                    field: "presentation environment",
+                });
+            };
+            let mut lines = Vec::new();
+            for (name, value) in variables {
+                if !is_variable_name(name) {
+                    return Err(CredentialError::InvalidVariable {
+                        name: clean_text(name),
+                    });
+                }
+                let value = clean_text(value.as_str().unwrap_or_default());
+                lines.push(format!("export {name}='{}'", value.replace('\'', "'\\''")));
+            }
+            Ok(lines.join("\n"))
+        }
     }
+}
+
+/// Tells whether `name` is a variable name that every POSIX shell accepts.
+fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 fn read_token_file(path: &Path) -> Result<Secret, CredentialError> {

@@ -143,3 +143,50 @@ fn empty_token_file_is_rejected() {
         "{result:?}"
     );
 }
+
+fn aws_reply() -> Value {
+    json!({
+        "credential_type": "aws_credentials",
+        "token": "session",
+        "presentation": {"environment": {
+            "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
+            "AWS_SECRET_ACCESS_KEY": "se'cret",
+            "AWS_SESSION_TOKEN": "session"
+        }}
+    })
+}
+
+#[test]
+fn env_output_exports_aws_variables() {
+    let text = render_credential(&aws_reply(), CredentialOutput::Env).unwrap();
+    assert_eq!(
+        text,
+        "export AWS_ACCESS_KEY_ID='ASIAEXAMPLE'\n\
+         export AWS_SECRET_ACCESS_KEY='se'\\''cret'\n\
+         export AWS_SESSION_TOKEN='session'"
+    );
+}
+
+#[test]
+fn header_output_points_aws_to_env() {
+    let result = render_credential(&aws_reply(), CredentialOutput::Header);
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("use -o env"), "{message}");
+}
+
+#[test]
+fn env_output_points_headers_to_header() {
+    let result = render_credential(&reply(), CredentialOutput::Env);
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("use -o header"), "{message}");
+}
+
+#[test]
+fn env_output_rejects_odd_variable() {
+    let reply = json!({"presentation": {"environment": {"A; rm -rf /": "x"}}});
+    let result = render_credential(&reply, CredentialOutput::Env);
+    assert!(
+        matches!(result, Err(CredentialError::InvalidVariable { .. })),
+        "{result:?}"
+    );
+}
