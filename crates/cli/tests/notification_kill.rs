@@ -51,7 +51,12 @@ impl DevServer {
             .spawn()
             .expect("server starts");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&addr).is_err() {
+        // The listening socket accepts connections before the server has written its admin
+        // token file, and the CLI reads that file.
+        let token = data_dir.join("admin-token");
+        while TcpStream::connect(&addr).is_err()
+            || std::fs::metadata(&token).map_or(true, |meta| meta.len() == 0)
+        {
             assert!(Instant::now() < deadline, "server on {addr} did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
