@@ -128,9 +128,9 @@ struct Received {
     document: Value,
 }
 
-/// A minimal HTTP/1.1 receiver: it records each request as soon as its body has arrived, then
-/// waits `delay` before responding 200, so that a server killed during the wait has sent an
-/// alert without seeing it accepted.
+/// Starts a minimal HTTP/1.1 receiver. It records each request as soon as its body has arrived
+/// and waits `delay` before responding 200, so a server killed during the wait has sent an alert
+/// without seeing it accepted.
 fn start_receiver(address: SocketAddr, delay: Duration) -> Arc<Mutex<Vec<Received>>> {
     let listener = TcpListener::bind(address).unwrap();
     let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -302,7 +302,6 @@ fn sigkill_with_undelivered_alerts_loses_none() {
         );
     }
 
-    // Reads, audit events and logs never show the secret.
     // The last alert arrived, and the target catches up once the receiver accepts it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let table = loop {
@@ -319,6 +318,8 @@ fn sigkill_with_undelivered_alerts_loses_none() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+
+    // Reads, audit events and logs never show the secret.
     let json_read = second.cli_ok(&["get", "notification-targets", "pager", "-o", "json"]);
     let audit = second.cli_ok(&["audit", "list", "--limit", "1000", "-o", "json"]);
     let logs = format!(

@@ -64,7 +64,7 @@ impl AlertRuleKind {
     }
 }
 
-/// How urgent an alert is, for the receivers of notifications.
+/// The urgency of an alert, for the receivers of notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {

@@ -16,7 +16,7 @@ use crate::secret::{SealedSecret, SecretString};
 
 /// Time one send may take before it counts as failed, when the target sets none.
 pub const DEFAULT_NOTIFY_TIMEOUT: Seconds = Seconds(10);
-/// Longest send timeout a target may configure: 5 minutes.
+/// Maximum send timeout a target may configure: 5 minutes.
 pub const MAX_NOTIFY_TIMEOUT: Seconds = Seconds(300);
 /// Maximum length of a target's secret, in bytes.
 pub const MAX_TARGET_SECRET_BYTES: usize = 4096;
@@ -37,7 +37,7 @@ impl TargetKind {
     }
 }
 
-/// How a webhook target presents its secret.
+/// The way a webhook target presents its secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetAuth {
@@ -92,8 +92,8 @@ impl NotificationTarget {
         self.timeout.unwrap_or(DEFAULT_NOTIFY_TIMEOUT)
     }
 
-    /// Checks the target on its own. Whether a secret exists when `auth` needs one is checked
-    /// by the server, which knows the stored value.
+    /// Checks the target on its own. The server checks that a secret exists when `auth` needs
+    /// one, because only the server has the stored value.
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("name", &self.name)?;
         validate_http_url("url", Some(&self.url))?;

@@ -1,6 +1,6 @@
-//! Write-only secrets of credential providers and notification targets: sealed with the
-//! key-encryption key before a resource reaches the store, opened only to produce a credential or
-//! send a notification, and shown in reads and audit events as "set", a fingerprint and an age.
+//! Write-only secrets of credential providers and notification targets. They are sealed with the
+//! key-encryption key before a resource reaches the store, and opened only to produce a
+//! credential or send a notification. Reads and audit events show "set", a fingerprint and an age.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

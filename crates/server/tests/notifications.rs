@@ -14,6 +14,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::{TestIssuer, TestServer, basic_config};
+use mayfly_domain::audit::{AuditKind, NewAuditEvent};
 use mayfly_domain::duration::Seconds;
 use serde_json::{Value, json};
 
@@ -128,8 +129,8 @@ fn target_yaml(name: &str, url: &str, extra: &str) -> String {
     )
 }
 
-/// A configuration with the basic workloads, the given targets, and a `config_change` rule that
-/// notifies `notify`.
+/// Returns a configuration with the basic workloads, the given targets, and a `config_change`
+/// rule that notifies `notify`.
 fn config(issuer: &TestIssuer, targets: &str, notify: &str) -> String {
     let mut yaml = basic_config(issuer);
     if !targets.is_empty() {
@@ -141,8 +142,8 @@ fn config(issuer: &TestIssuer, targets: &str, notify: &str) -> String {
     yaml
 }
 
-/// Applies the basic workloads first and waits until the alert evaluator has read their
-/// creation, so that the rule applied next judges only later changes; then applies `yaml`.
+/// Applies the basic workloads and waits until the alert evaluator has read their creation.
+/// Then it applies `yaml`, whose rule so judges only later changes.
 async fn apply_after_workloads(server: &TestServer, issuer: &TestIssuer, yaml: &str) {
     server.apply(&basic_config(issuer)).await;
     assert!(settled_alerts(server).await.is_empty());
@@ -673,4 +674,63 @@ async fn hung_receiver_delays_neither_issuance_nor_streams() {
     let entry = target_entry(&server, "pager").await;
     assert_eq!(entry["status"]["lag"], json!(1), "{entry}");
     assert_eq!(entry["status"]["state"], "delivering", "{entry}");
+}
+
+#[tokio::test]
+async fn purge_spares_alerts_a_target_has_not_delivered() {
+    let server =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let issuer = TestIssuer::start().await;
+    let state = server.running().state.clone();
+    let (url, address) = closed_port_url();
+    apply_after_workloads(
+        &server,
+        &issuer,
+        &config(&issuer, &target_yaml("pager", &url, ""), "pager"),
+    )
+    .await;
+
+    // An alert for the target and other events, all older than a one-day retention, with a
+    // checkpoint over them.
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
+    let alert_id = "00000000-0000-7000-8000-00000000a1e7";
+    let detail = json!({"rule": "workload-changes", "rule_kind": "config_change", "severity": "medium", "key": "server_workload=payments", "message": "old alert", "notify": ["pager"]});
+    let mut events = vec![NewAuditEvent::new(
+        alert_id.to_string(),
+        old,
+        AuditKind::Alert,
+        detail,
+    )];
+    events.extend((0..3).map(|i| {
+        NewAuditEvent::new(
+            format!("00000000-0000-7000-8000-00000000000{i}"),
+            old,
+            AuditKind::ConfigChange,
+            json!({"actor": "test"}),
+        )
+    }));
+    state.store.append_audit(events).await.unwrap();
+    state.checkpoints.checkpoint().await.unwrap();
+    assert_eq!(
+        wait_for_state(&server, "pager", "failing").await["status"]["lag"],
+        json!(1)
+    );
+
+    let outcome = mayfly_server::audit_log::purge_once(&state, 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome.deleted, 0, "{outcome:?}");
+    assert_eq!(server.audit_events("kind=alert").await.len(), 1);
+
+    let receiver = Receiver::serve(tokio::net::TcpListener::bind(address).await.unwrap(), false);
+    assert!(
+        wait_until(Duration::from_secs(20), || receiver.received().len() == 1).await,
+        "the old alert was not delivered"
+    );
+    assert_eq!(receiver.alert_ids(), [alert_id.to_string()]);
+    wait_for_state(&server, "pager", "caught_up").await;
+    let outcome = mayfly_server::audit_log::purge_once(&state, 1)
+        .await
+        .unwrap();
+    assert!(outcome.deleted >= 4, "{outcome:?}");
 }

@@ -56,7 +56,7 @@ struct SourceSummary {
     last: Option<Timestamp>,
 }
 
-/// What the report flags about one credential request.
+/// The flags the report sets on one credential request.
 struct Flags {
     off_hours: Vec<String>,
     location: Option<Location>,

@@ -2,9 +2,10 @@
 //! alert whose rule named the target in `notify`, as one JSON document.
 //!
 //! A target's durable cursor is the audit sequence number up to which it has handled every
-//! alert. A task sends one alert, waits for the receiver to accept it (bounded by the target's
-//! timeout), and only then moves the cursor, so delivery is at least once and in sequence order,
-//! and an alert sent again after a failure or a restart carries the same `alert_id`. The tasks
+//! alert. A task sends one alert and waits for the receiver to accept it, bounded by the
+//! target's timeout. Only then does it move the cursor. So delivery is at least once and in
+//! sequence order, and an alert sent again after a failure or a restart carries the same
+//! `alert_id`. The tasks
 //! read from the store, never from the request path, so a slow, hung or failing receiver delays
 //! only its own target.
 //!

@@ -105,7 +105,8 @@ impl WebhookClient {
             url: self.url.clone(),
             seconds: self.timeout.as_secs(),
         };
-        // The client's own timeout covers the request; this one also bounds reading the body.
+        // The client's own timeout bounds the request too. This outer one also covers a
+        // connection that stalls in ways the client does not time out.
         let response = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(error)) if error.is_timeout() => return Err(timed_out()),
