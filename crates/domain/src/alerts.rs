@@ -64,6 +64,27 @@ impl AlertRuleKind {
     }
 }
 
+/// The urgency of an alert, for the receivers of notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// An alert rule resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +129,13 @@ pub struct AlertRule {
     /// Only events of these server workloads count; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_workloads: Vec<String>,
+    /// Severity of the rule's alerts. The default depends on the kind: `high` for
+    /// `failed_requests` and `unexpected_location`, `medium` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Names of the notification targets that receive the rule's alerts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 impl AlertRule {
@@ -171,7 +199,41 @@ impl AlertRule {
         for (index, name) in self.server_workloads.iter().enumerate() {
             validate_name(&format!("server_workloads[{index}]"), name)?;
         }
+        for (index, name) in self.notify.iter().enumerate() {
+            validate_name(&format!("notify[{index}]"), name)?;
+            if self.notify[..index].contains(name) {
+                return Err(FieldError::new(&format!("notify[{index}]"), name, "is listed twice"));
+            }
+        }
         Ok(())
+    }
+
+    /// Returns the severity of the rule's alerts.
+    pub fn severity(&self) -> Severity {
+        match (self.severity, self.kind) {
+            (Some(severity), _) => severity,
+            (None, AlertRuleKind::FailedRequests | AlertRuleKind::UnexpectedLocation) => Severity::High,
+            (None, _) => Severity::Medium,
+        }
+    }
+
+    /// Returns why a request from `source` (with the country the GeoIP database gave, if any)
+    /// is outside this `unexpected_location` rule's allowlists, or `None` when it is inside them
+    /// or the rule is of another kind. An address that does not parse and an unknown country
+    /// are both outside.
+    pub fn unexpected_location(&self, source: &str, country: Option<&str>) -> Option<String> {
+        if self.kind != AlertRuleKind::UnexpectedLocation {
+            return None;
+        }
+        let address = source.parse::<IpAddr>().ok().map(canonical_ip);
+        if address.is_some_and(|address| self.allow_networks.iter().any(|network| network.0.contains(&address))) {
+            return None;
+        }
+        if country.is_some_and(|country| self.allow_countries.iter().any(|allowed| allowed == country)) {
+            return None;
+        }
+        let location = country.map_or_else(|| "an unknown country".to_string(), |country| format!("country {country}"));
+        Some(format!("source address {source} in {location} is outside the allowlists of rule {}", self.name))
     }
 
     /// Tells whether the rule reads the country of source addresses.
@@ -224,6 +286,9 @@ impl AlertRule {
 pub struct Alert {
     pub rule: String,
     pub rule_kind: AlertRuleKind,
+    pub severity: Severity,
+    /// The notification targets that receive the alert, copied from the rule when it fired.
+    pub notify: Vec<String>,
     /// The subject of the alert, such as `client_workload=billing`.
     pub key: String,
     pub client_workload: Option<String>,
@@ -241,10 +306,12 @@ impl Alert {
         json!({
             "rule": self.rule,
             "rule_kind": self.rule_kind.as_str(),
+            "severity": self.severity.as_str(),
             "key": self.key,
             "message": self.message,
             "trigger_seq": self.trigger_seq,
             "trigger_id": self.trigger_id,
+            "notify": self.notify,
         })
     }
 }
@@ -362,12 +429,8 @@ impl AlertEngine {
         let Some(source) = inner.detail.get("source_ip").and_then(Value::as_str) else {
             return;
         };
-        let address = source.parse::<IpAddr>().ok().map(canonical_ip);
-        if address.is_some_and(|address| rule.allow_networks.iter().any(|network| network.0.contains(&address))) {
-            return;
-        }
         let country = inner.detail.get("source_country").and_then(Value::as_str);
-        if country.is_some_and(|country| rule.allow_countries.iter().any(|allowed| allowed == country)) {
+        if rule.unexpected_location(source, country).is_none() {
             return;
         }
 
@@ -428,6 +491,8 @@ impl AlertEngine {
         alerts.push(Alert {
             rule: rule.name.clone(),
             rule_kind: rule.kind,
+            severity: rule.severity(),
+            notify: rule.notify.clone(),
             client_workload: field("client_workload=").or_else(|| event.event.client_workload.clone()),
             server_workload: field("server_workload=").or_else(|| event.event.server_workload.clone()),
             key,

@@ -11,6 +11,7 @@ use crate::resources::{
 };
 use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
+use crate::notification::NotificationTarget;
 
 /// A configuration problem that involves more than one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -50,6 +51,7 @@ pub struct Config {
     pub access_conditions: BTreeMap<String, AccessCondition>,
     pub access_policies: BTreeMap<String, AccessPolicy>,
     pub log_streams: BTreeMap<String, LogStream>,
+    pub notification_targets: BTreeMap<String, NotificationTarget>,
     pub alert_rules: BTreeMap<String, AlertRule>,
     /// Server workload name to enabled flag; a missing entry means enabled.
     pub enabled: BTreeMap<String, bool>,
@@ -99,6 +101,9 @@ impl Config {
             Resource::LogStream(r) => {
                 self.log_streams.insert(r.name.clone(), r);
             }
+            Resource::NotificationTarget(r) => {
+                self.notification_targets.insert(r.name.clone(), r);
+            }
             Resource::AlertRule(r) => {
                 self.alert_rules.insert(r.name.clone(), r);
             }
@@ -115,6 +120,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.remove(name).is_some(),
             ResourceKind::AccessPolicy => self.access_policies.remove(name).is_some(),
             ResourceKind::LogStream => self.log_streams.remove(name).is_some(),
+            ResourceKind::NotificationTarget => self.notification_targets.remove(name).is_some(),
             ResourceKind::AlertRule => self.alert_rules.remove(name).is_some(),
         }
     }
@@ -131,6 +137,9 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.get(name).cloned().map(Resource::AccessCondition),
             ResourceKind::AccessPolicy => self.access_policies.get(name).cloned().map(Resource::AccessPolicy),
             ResourceKind::LogStream => self.log_streams.get(name).cloned().map(Resource::LogStream),
+            ResourceKind::NotificationTarget => {
+                self.notification_targets.get(name).cloned().map(Resource::NotificationTarget)
+            }
             ResourceKind::AlertRule => self.alert_rules.get(name).cloned().map(Resource::AlertRule),
         }
     }
@@ -154,6 +163,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.keys().cloned().collect(),
             ResourceKind::AccessPolicy => self.access_policies.keys().cloned().collect(),
             ResourceKind::LogStream => self.log_streams.keys().cloned().collect(),
+            ResourceKind::NotificationTarget => self.notification_targets.keys().cloned().collect(),
             ResourceKind::AlertRule => self.alert_rules.keys().cloned().collect(),
         }
     }
@@ -167,6 +177,7 @@ impl Config {
             ResourceKind::AccessCondition => self.access_conditions.contains_key(name),
             ResourceKind::AccessPolicy => self.access_policies.contains_key(name),
             ResourceKind::LogStream => self.log_streams.contains_key(name),
+            ResourceKind::NotificationTarget => self.notification_targets.contains_key(name),
             ResourceKind::AlertRule => self.alert_rules.contains_key(name),
         }
     }

@@ -11,6 +11,7 @@ use crate::resources::{
 };
 use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
+use crate::notification::NotificationTarget;
 
 /// A problem with a configuration file, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub log_streams: Vec<LogStream>,
     #[serde(default)]
+    pub notification_targets: Vec<NotificationTarget>,
+    #[serde(default)]
     pub alert_rules: Vec<AlertRule>,
 }
 
@@ -70,6 +73,7 @@ impl ConfigFile {
         resources.extend(self.client_workloads.into_iter().map(Resource::ClientWorkload));
         resources.extend(self.access_policies.into_iter().map(Resource::AccessPolicy));
         resources.extend(self.log_streams.into_iter().map(Resource::LogStream));
+        resources.extend(self.notification_targets.into_iter().map(Resource::NotificationTarget));
         resources.extend(self.alert_rules.into_iter().map(Resource::AlertRule));
         resources
     }
@@ -86,6 +90,7 @@ impl ConfigFile {
                 Resource::AccessCondition(r) => file.access_conditions.push(r),
                 Resource::AccessPolicy(r) => file.access_policies.push(r),
                 Resource::LogStream(r) => file.log_streams.push(r),
+                Resource::NotificationTarget(r) => file.notification_targets.push(r),
                 Resource::AlertRule(r) => file.alert_rules.push(r),
             }
         }

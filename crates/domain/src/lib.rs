@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod error;
 pub mod log_format;
 pub mod log_stream;
+pub mod notification;
 pub mod resources;
 pub mod secret;
 pub mod spiffe;

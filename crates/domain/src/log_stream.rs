@@ -294,7 +294,7 @@ fn require_text(field: &str, value: Option<&str>) -> Result<(), FieldError> {
     }
 }
 
-fn validate_http_url(field: &str, value: Option<&str>) -> Result<(), FieldError> {
+pub(crate) fn validate_http_url(field: &str, value: Option<&str>) -> Result<(), FieldError> {
     let text = value.unwrap_or_default();
     let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
     match rest {
@@ -314,7 +314,7 @@ fn validate_address(field: &str, value: Option<&str>) -> Result<(), FieldError> 
     Ok(())
 }
 
-fn validate_header_name(header: &str) -> Result<(), FieldError> {
+pub(crate) fn validate_header_name(header: &str) -> Result<(), FieldError> {
     let valid = !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid {
         return Err(FieldError::new("header", header, "must be a valid HTTP header name"));

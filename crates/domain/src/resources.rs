@@ -14,6 +14,7 @@ use crate::duration::Seconds;
 use crate::error::FieldError;
 use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
+use crate::notification::NotificationTarget;
 use crate::spiffe::SpiffeId;
 pub use crate::federation::FederatedTokenExchangeProvider;
 pub use crate::oauth::OauthClientCredentialsProvider;
@@ -38,12 +39,13 @@ pub enum ResourceKind {
     AccessCondition,
     AccessPolicy,
     LogStream,
+    NotificationTarget,
     AlertRule,
 }
 
 impl ResourceKind {
     /// Every kind in dependency order: a kind only references kinds listed before it.
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::TrustProvider,
         ResourceKind::ServerWorkload,
         ResourceKind::CredentialProvider,
@@ -51,6 +53,7 @@ impl ResourceKind {
         ResourceKind::ClientWorkload,
         ResourceKind::AccessPolicy,
         ResourceKind::LogStream,
+        ResourceKind::NotificationTarget,
         ResourceKind::AlertRule,
     ];
 
@@ -64,6 +67,7 @@ impl ResourceKind {
             ResourceKind::AccessCondition => "access_condition",
             ResourceKind::AccessPolicy => "access_policy",
             ResourceKind::LogStream => "log_stream",
+            ResourceKind::NotificationTarget => "notification_target",
             ResourceKind::AlertRule => "alert_rule",
         }
     }
@@ -78,6 +82,7 @@ impl ResourceKind {
             ResourceKind::AccessCondition => "access-conditions",
             ResourceKind::AccessPolicy => "access-policies",
             ResourceKind::LogStream => "log-streams",
+            ResourceKind::NotificationTarget => "notification-targets",
             ResourceKind::AlertRule => "alert-rules",
         }
     }
@@ -92,6 +97,7 @@ impl ResourceKind {
             ResourceKind::AccessCondition => "access_conditions",
             ResourceKind::AccessPolicy => "access_policies",
             ResourceKind::LogStream => "log_streams",
+            ResourceKind::NotificationTarget => "notification_targets",
             ResourceKind::AlertRule => "alert_rules",
         }
     }
@@ -682,6 +688,7 @@ pub enum Resource {
     AccessCondition(AccessCondition),
     AccessPolicy(AccessPolicy),
     LogStream(LogStream),
+    NotificationTarget(NotificationTarget),
     AlertRule(AlertRule),
 }
 
@@ -695,6 +702,7 @@ impl Resource {
             Resource::AccessCondition(_) => ResourceKind::AccessCondition,
             Resource::AccessPolicy(_) => ResourceKind::AccessPolicy,
             Resource::LogStream(_) => ResourceKind::LogStream,
+            Resource::NotificationTarget(_) => ResourceKind::NotificationTarget,
             Resource::AlertRule(_) => ResourceKind::AlertRule,
         }
     }
@@ -708,6 +716,7 @@ impl Resource {
             Resource::AccessCondition(resource) => resource.name(),
             Resource::AccessPolicy(resource) => &resource.name,
             Resource::LogStream(resource) => &resource.name,
+            Resource::NotificationTarget(resource) => &resource.name,
             Resource::AlertRule(resource) => &resource.name,
         }
     }
@@ -722,6 +731,7 @@ impl Resource {
             ResourceKind::AccessCondition => Resource::AccessCondition(serde_json::from_value(value)?),
             ResourceKind::AccessPolicy => Resource::AccessPolicy(serde_json::from_value(value)?),
             ResourceKind::LogStream => Resource::LogStream(serde_json::from_value(value)?),
+            ResourceKind::NotificationTarget => Resource::NotificationTarget(serde_json::from_value(value)?),
             ResourceKind::AlertRule => Resource::AlertRule(serde_json::from_value(value)?),
         })
     }
@@ -736,6 +746,7 @@ impl Resource {
             Resource::AccessCondition(resource) => serde_json::to_value(resource),
             Resource::AccessPolicy(resource) => serde_json::to_value(resource),
             Resource::LogStream(resource) => serde_json::to_value(resource),
+            Resource::NotificationTarget(resource) => serde_json::to_value(resource),
             Resource::AlertRule(resource) => serde_json::to_value(resource),
         };
         result.unwrap_or(serde_json::Value::Null)
@@ -751,6 +762,7 @@ impl Resource {
             Resource::AccessCondition(resource) => resource.validate(),
             Resource::AccessPolicy(resource) => resource.validate(),
             Resource::LogStream(resource) => resource.validate(),
+            Resource::NotificationTarget(resource) => resource.validate(),
             Resource::AlertRule(resource) => resource.validate(),
         }
     }
@@ -786,6 +798,13 @@ impl Resource {
                 for name in &policy.access_conditions {
                     references.push(reference(ResourceKind::AccessCondition, name, "access_conditions"));
                 }
+                references.sort();
+                references.dedup_by(|a, b| a.kind == b.kind && a.name == b.name);
+                references
+            }
+            Resource::AlertRule(rule) => {
+                let mut references: Vec<Reference> =
+                    rule.notify.iter().map(|name| reference(ResourceKind::NotificationTarget, name, "notify")).collect();
                 references.sort();
                 references.dedup_by(|a, b| a.kind == b.kind && a.name == b.name);
                 references

@@ -5,12 +5,14 @@
 //! NOTE: the rules' windows live in memory. After a restart the evaluator resumes from its
 //! cursor with empty windows, so failures counted before the restart do not add to those after.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mayfly_domain::alerts::AlertEngine;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
-use mayfly_store::StoreError;
+use mayfly_store::{AuditFilter, StoreError};
+use serde_json::Value;
 
 use crate::clock;
 use crate::state::SharedState;
@@ -79,11 +81,38 @@ async fn step(state: &Arc<crate::state::AppState>, engine: &mut AlertEngine) -> 
         }
     }
 
-    // The alerts and the cursor are written one after the other: a crash in between raises
-    // the same alerts again after the restart rather than losing them.
+    // The alerts and the cursor are written one after the other, so after a crash in between
+    // the same events are evaluated again. The alerts they raised then are already stored
+    // after the cursor, and are not written twice: each alert keeps one id.
+    if !fired.is_empty() {
+        let stored = stored_alerts_after(state, delivered).await?;
+        fired.retain(|record| !stored.contains(&alert_identity(&record.detail)));
+    }
     if !fired.is_empty() {
         state.store.append_audit(fired).await?;
     }
     state.store.advance_stream_cursor(CURSOR, last_seq, 0, clock::now()).await?;
     Ok(events.len())
+}
+
+/// Alert events read at most when looking for alerts already raised after the cursor.
+const MAX_STORED_ALERTS: u32 = 10_000;
+
+/// Returns the rule, key and trigger event of the alerts stored after `delivered`.
+async fn stored_alerts_after(state: &crate::state::AppState, delivered: i64) -> Result<BTreeSet<(String, String, String)>, StoreError> {
+    let filter = AuditFilter {
+        kind: Some(AuditKind::Alert),
+        after_seq: Some(delivered),
+        limit: MAX_STORED_ALERTS,
+        descending: false,
+        ..AuditFilter::default()
+    };
+    let alerts = state.store.list_audit(&filter).await?;
+    Ok(alerts.iter().map(|alert| alert_identity(&alert.event.detail)).collect())
+}
+
+/// Identifies an alert by its rule, key and trigger event id.
+fn alert_identity(detail: &Value) -> (String, String, String) {
+    let text = |field: &str| detail.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+    (text("rule"), text("key"), text("trigger_id"))
 }

@@ -183,10 +183,17 @@ pub async fn run_purge(state: crate::state::SharedState, retention_days: u32) {
     }
 }
 
-/// Deletes events older than the retention, sparing every event a log stream has not delivered.
+/// Deletes events older than the retention, sparing every event that a log stream or a
+/// notification target has not handled yet.
 pub async fn purge_once(state: &crate::state::AppState, retention_days: u32) -> Result<mayfly_store::PurgeOutcome, StoreError> {
     let cutoff = retention_cutoff(clock::now(), retention_days);
-    let undelivered_from = state.streams.undelivered_from(&state.config().config).await?;
+    let config = state.config();
+    let streams = state.streams.undelivered_from(&config.config).await?;
+    let targets = state.notifications.undelivered_from(&config.config).await?;
+    let undelivered_from = match (streams, targets) {
+        (Some(stream), Some(target)) => Some(stream.min(target)),
+        (stream, target) => stream.or(target),
+    };
     let outcome = state.store.purge_audit_before(cutoff, undelivered_from).await?;
     if outcome.deleted > 0 {
         tracing::info!(deleted = outcome.deleted, kept_from_seq = ?outcome.kept_from_seq, ?undelivered_from, retention_days, "purged old audit events");

@@ -194,12 +194,33 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     if request.dry_run || !change_set.changes_resources() {
         return Ok(changes);
     }
-    state.store.commit(change_set).await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
+    let stored = state.store.commit(change_set).await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
+    start_new_target_cursors(state, &stored).await;
     // Waits for the credential requests already decided on the previous configuration, so none
     // of them is still deciding or writing its audit event after this change returns.
     let _gate = state.issuance.write().await;
     state.reload_config().await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
     Ok(changes)
+}
+
+/// Sets the delivery cursor of each notification target that `stored` created to the sequence
+/// number of its creation event, so alerts that fired before the target existed are never sent
+/// to it. A failure is logged: the target's task then starts at the chain head instead.
+async fn start_new_target_cursors(state: &AppState, stored: &[mayfly_domain::audit::AuditEvent]) {
+    for event in stored {
+        let detail = &event.event.detail;
+        let created = detail.get("action").and_then(Value::as_str) == Some(Action::Create.as_str())
+            && detail.get("resource_kind").and_then(Value::as_str) == Some(ResourceKind::NotificationTarget.as_str());
+        let Some(name) = detail.get("resource_name").and_then(Value::as_str).filter(|_| created) else {
+            continue;
+        };
+        // A cursor left by an earlier target of the same name is below this event, so the
+        // cursor, which only moves forward, ends at the creation event either way.
+        let cursor = crate::notifications::cursor_name(name);
+        if let Err(error) = state.store.advance_stream_cursor(&cursor, event.seq, 0, clock::now()).await {
+            tracing::warn!(target_name = %name, error = %error, "setting the cursor of a new notification target failed");
+        }
+    }
 }
 
 /// Keeps the stored secret of a log stream whose new spec carries the `(redacted)` placeholder

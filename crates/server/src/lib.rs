@@ -1,5 +1,6 @@
 //! The Mayfly server: HTTP API, workload socket and background tasks (key rotation, audit
-//! checkpoints, retention purge, configuration reload, log stream shipping).
+//! checkpoints, retention purge, configuration reload, log stream shipping, alert
+//! evaluation and notifications).
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -14,6 +15,7 @@ pub mod geoip;
 pub mod http;
 pub mod keys;
 pub mod log_streams;
+pub mod notifications;
 pub mod problem;
 pub mod providers;
 pub mod secrets;

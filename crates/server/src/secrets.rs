@@ -1,13 +1,13 @@
-//! Write-only secrets of credential providers: sealed with the key-encryption key before a
-//! resource reaches the store, opened only to produce a credential, and shown in reads and audit
-//! events as "set", a fingerprint and an age.
+//! Write-only secrets of credential providers and notification targets. They are sealed with the
+//! key-encryption key before a resource reaches the store, and opened only to produce a
+//! credential or send a notification. Reads and audit events show "set", a fingerprint and an age.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use mayfly_crypto::kek::{KekError, KeyEncryptionKey};
 use mayfly_domain::config::Config;
-use mayfly_domain::resources::{CredentialProvider, Resource};
+use mayfly_domain::resources::{CredentialProvider, Resource, ResourceKind};
 use mayfly_domain::secret::{SealedSecret, SecretString};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -17,10 +17,12 @@ use crate::problem::ApiError;
 /// Error from sealing or opening a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// A new provider has no value for a write-only field.
-    #[error("{field}: must be set when credential provider {provider:?} is created")]
+    /// A new resource has no value for a write-only field.
+    #[error("{field}: must be set when {kind} {provider:?} is created")]
     Missing {
-        /// The provider's name.
+        /// The kind of the resource that owns the secret.
+        kind: ResourceKind,
+        /// The resource's name.
         provider: String,
         /// The write-only field, such as `value`.
         field: &'static str,
@@ -34,9 +36,11 @@ pub enum SecretError {
         plain: &'static str,
     },
     /// Encrypting or decrypting with the key-encryption key failed.
-    #[error("{field} of credential provider {provider:?}: {source}")]
+    #[error("{field} of {kind} {provider:?}: {source}")]
     Crypto {
-        /// The provider's name.
+        /// The kind of the resource that owns the secret.
+        kind: ResourceKind,
+        /// The resource's name.
         provider: String,
         /// The write-only field.
         field: &'static str,
@@ -44,9 +48,11 @@ pub enum SecretError {
         source: KekError,
     },
     /// The stored ciphertext is not base64 or the plaintext not UTF-8.
-    #[error("{field} of credential provider {provider:?}: the stored form is corrupt")]
+    #[error("{field} of {kind} {provider:?}: the stored form is corrupt")]
     Corrupt {
-        /// The provider's name.
+        /// The kind of the resource that owns the secret.
+        kind: ResourceKind,
+        /// The resource's name.
         provider: String,
         /// The write-only field.
         field: &'static str,
@@ -72,8 +78,24 @@ impl SecretError {
 /// equal to the stored one keeps the stored form, so re-applying it changes nothing; a write
 /// without a value keeps the stored one.
 pub fn seal_resource(kek: &KeyEncryptionKey, current: &Config, resource: Resource, now: Timestamp) -> Result<Resource, SecretError> {
-    let Resource::CredentialProvider(provider) = resource else {
-        return Ok(resource);
+    let provider = match resource {
+        Resource::CredentialProvider(provider) => provider,
+        Resource::NotificationTarget(mut target) => {
+            if target.sealed_secret.is_some() {
+                return Err(SecretError::ServerOwned { field: "sealed_secret", plain: "secret" });
+            }
+            let stored = current.notification_targets.get(&target.name).and_then(|existing| existing.sealed_secret.clone());
+            // A target that sends no secret keeps none, not even one from before.
+            if target.auth.uses_secret() {
+                let plain = target.secret.take();
+                let kind = ResourceKind::NotificationTarget;
+                target.sealed_secret = Some(seal_field_of(kek, kind, &target.name, "secret", plain, stored, now)?);
+            } else {
+                target.secret = None;
+            }
+            return Ok(Resource::NotificationTarget(target));
+        }
+        other => return Ok(other),
     };
     let stored = current.credential_providers.get(provider.name());
     let sealed = match provider {
@@ -116,8 +138,20 @@ fn seal_field(
     stored: Option<SealedSecret>,
     now: Timestamp,
 ) -> Result<SealedSecret, SecretError> {
+    seal_field_of(kek, ResourceKind::CredentialProvider, provider, field, plain, stored, now)
+}
+
+fn seal_field_of(
+    kek: &KeyEncryptionKey,
+    kind: ResourceKind,
+    provider: &str,
+    field: &'static str,
+    plain: Option<SecretString>,
+    stored: Option<SealedSecret>,
+    now: Timestamp,
+) -> Result<SealedSecret, SecretError> {
     let Some(plain) = plain else {
-        return stored.ok_or_else(|| SecretError::Missing { provider: provider.to_string(), field });
+        return stored.ok_or_else(|| SecretError::Missing { kind, provider: provider.to_string(), field });
     };
     let fingerprint = kek.secret_fingerprint(plain.expose().as_bytes());
     if let Some(stored) = stored
@@ -126,26 +160,37 @@ fn seal_field(
         return Ok(stored);
     }
     let sealed = kek
-        .seal(plain.expose().as_bytes(), &associated_data(provider, field))
-        .map_err(|source| SecretError::Crypto { provider: provider.to_string(), field, source })?;
+        .seal(plain.expose().as_bytes(), &associated_data(kind, provider, field))
+        .map_err(|source| SecretError::Crypto { kind, provider: provider.to_string(), field, source })?;
     Ok(SealedSecret { ciphertext: STANDARD.encode(sealed), fingerprint, set_at: now })
 }
 
-/// Decrypts a sealed secret of provider `provider`.
+/// Decrypts a sealed secret of the credential provider `provider`.
 pub fn open(kek: &KeyEncryptionKey, provider: &str, field: &'static str, sealed: &SealedSecret) -> Result<Zeroizing<String>, SecretError> {
-    let corrupt = || SecretError::Corrupt { provider: provider.to_string(), field };
+    open_of(kek, ResourceKind::CredentialProvider, provider, field, sealed)
+}
+
+/// Decrypts a sealed secret of the resource `kind`/`name`.
+pub fn open_of(
+    kek: &KeyEncryptionKey,
+    kind: ResourceKind,
+    name: &str,
+    field: &'static str,
+    sealed: &SealedSecret,
+) -> Result<Zeroizing<String>, SecretError> {
+    let corrupt = || SecretError::Corrupt { kind, provider: name.to_string(), field };
     let bytes = STANDARD.decode(&sealed.ciphertext).map_err(|_| corrupt())?;
     let plain = kek
-        .open(&bytes, &associated_data(provider, field))
-        .map_err(|source| SecretError::Crypto { provider: provider.to_string(), field, source })?;
+        .open(&bytes, &associated_data(kind, name, field))
+        .map_err(|source| SecretError::Crypto { kind, provider: name.to_string(), field, source })?;
     let text = std::str::from_utf8(&plain).map_err(|_| corrupt())?;
     Ok(Zeroizing::new(text.to_string()))
 }
 
-/// Binds a sealed value to its provider and field, so a ciphertext copied into another provider
+/// Binds a sealed value to its resource and field, so a ciphertext copied into another resource
 /// in the store fails to open.
-fn associated_data(provider: &str, field: &str) -> Vec<u8> {
-    format!("credential_provider/{provider}/{field}").into_bytes()
+fn associated_data(kind: ResourceKind, name: &str, field: &str) -> Vec<u8> {
+    format!("{}/{name}/{field}", kind.as_str()).into_bytes()
 }
 
 /// Replaces every `sealed_<field>` object of a stored resource with `<field>`: whether it is set,

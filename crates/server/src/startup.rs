@@ -63,6 +63,7 @@ impl RunningServer {
             task.abort();
         }
         self.state.streams.stop();
+        self.state.notifications.stop();
         if let Err(error) = self.state.checkpoints.checkpoint().await {
             tracing::warn!(error = %error, "writing the final audit checkpoint failed");
         }

@@ -16,6 +16,7 @@ use crate::evidence::unix::ExecutableHasher;
 use crate::geoip::GeoIp;
 use crate::keys::KeyRing;
 use crate::log_streams::{RetryPolicy, StreamManager};
+use crate::notifications::NotificationManager;
 use crate::providers::UpstreamClient;
 use crate::settings::Settings;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The shipper tasks of the configured log streams.
     pub streams: StreamManager,
+    /// The sender tasks of the configured notification targets.
+    pub notifications: NotificationManager,
     /// The database from the `geoip_database` setting, when one is configured.
     pub geoip: Option<GeoIp>,
     config: RwLock<Arc<ConfigSnapshot>>,
@@ -74,6 +77,7 @@ impl AppState {
             ..RetryPolicy::default()
         };
         let streams = StreamManager::new(store.clone(), retry);
+        let notifications = NotificationManager::new(store.clone(), keys.clone(), retry);
         AppState {
             settings,
             store,
@@ -90,6 +94,7 @@ impl AppState {
             issuance: tokio::sync::RwLock::new(()),
             metrics,
             streams,
+            notifications,
             geoip: None,
             config: RwLock::new(Arc::new(ConfigSnapshot { config: Config::default(), version: -1 })),
             ready: AtomicBool::new(false),
@@ -175,6 +180,7 @@ impl AppState {
 
         let installed = self.config();
         self.streams.reconcile(&installed.config).await;
+        self.notifications.reconcile(&installed.config).await;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestIssuer, TestServer, basic_config};
+use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use serde_json::{Value, json};
 
 /// A server workload without any policy, so billing's requests for it fail at the policy step.
@@ -216,9 +217,109 @@ async fn incident_report_gathers_clients_failures_changes_alerts() {
     assert_eq!(clients[0]["source_ips"], json!(["127.0.0.1"]));
     assert_eq!(report["failures"][0]["step"], "server_workload_enabled");
     assert_eq!(report["credentials"][0]["off_hours"], json!(true));
+    assert_eq!(report["credentials"][0]["unexpected_location"], json!(false));
+    assert_eq!(report["location_checked"], json!(false), "no geoip_database");
+    assert!(report["location_note"].as_str().unwrap().contains("not checked"), "{report}");
+    assert_eq!(report["source_addresses"][0]["source_ip"], "127.0.0.1", "{report}");
+    assert_eq!(report["source_addresses"][0]["off_hours_requests"], json!(3), "{report}");
 
     let actions: Vec<&str> = report["config_changes"].as_array().unwrap().iter().map(|change| change["detail"]["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["create", "disable", "enable"]);
     let rules: Vec<&str> = report["alerts"].as_array().unwrap().iter().map(|alert| alert["detail"]["rule"].as_str().unwrap()).collect();
     assert_eq!(rules, ["after-hours"], "one off-hours alert, the rest suppressed");
+}
+
+/// Appends `per_window` successful credential events for billing and payments to each of the
+/// fixed one-hour windows `windows`, dated in the past, as history for `rate_spike` rules.
+async fn issuance_history(server: &TestServer, windows: std::ops::RangeInclusive<i64>, per_window: i64) {
+    let mut events = Vec::new();
+    for window in windows {
+        for index in 0..per_window {
+            let time = jiff::Timestamp::from_second(window * 3600 + 600 + index * 60).unwrap();
+            let id = format!("00000000-0000-7000-8000-{:06}{:06}", window % 1_000_000, index);
+            let mut event = NewAuditEvent::new(id, time, AuditKind::CredentialRequest, json!({"source_ip": "127.0.0.1"}));
+            event.client_workload = Some("billing".to_string());
+            event.server_workload = Some("payments".to_string());
+            event.outcome = Some(Outcome::Success);
+            events.push(event);
+        }
+    }
+    server.running().state.store.append_audit(events).await.unwrap();
+}
+
+/// Requests one credential for payments, granted.
+async fn grant_payments(server: &TestServer, issuer: &TestIssuer) {
+    let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
+    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn rules_named(alerts: &[Value], rule: &str) -> usize {
+    alerts.iter().filter(|alert| alert["rule"] == rule).count()
+}
+
+#[tokio::test]
+async fn rate_spike_rule_thresholds_on_real_server() {
+    // The history lies in whole hours before the current one, so a test that began in the last
+    // minute of an hour waits for the next hour and cannot straddle the boundary.
+    let second_of_hour = jiff::Timestamp::now().as_second().rem_euclid(3600);
+    if second_of_hour >= 3540 {
+        tokio::time::sleep(Duration::from_secs(u64::try_from(3601 - second_of_hour).unwrap())).await;
+    }
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    // All three rules see the same events. With 3 requests in each of the 3 baseline windows the
+    // mean is 3, so 200% of it is 6 requests in the sliding hour.
+    let rules = "  - {name: spike, kind: rate_spike, window: 1h, baseline_windows: 3, percent: 200, min_volume: 2}\n  \
+                 - {name: spike-volume, kind: rate_spike, window: 1h, baseline_windows: 3, percent: 200, min_volume: 10}\n  \
+                 - {name: spike-history, kind: rate_spike, window: 1h, baseline_windows: 5, percent: 200, min_volume: 2}\n";
+    server.apply(&config_with_rules(&issuer, rules)).await;
+    assert!(settled_alerts(&server).await.is_empty());
+
+    // The sliding window overlaps the current hour and the one before, so the baseline of
+    // hour H is hours H-4 to H-2. spike-history needs H-6 to H-2 and has too little history.
+    let hour = jiff::Timestamp::now().as_second().div_euclid(3600);
+    issuance_history(&server, hour - 4..=hour - 2, 3).await;
+    assert!(settled_alerts(&server).await.is_empty(), "history alone is no spike");
+
+    for _ in 0..5 {
+        grant_payments(&server, &issuer).await;
+    }
+    assert!(settled_alerts(&server).await.is_empty(), "5 requests: just below 200%");
+    grant_payments(&server, &issuer).await;
+    assert!(settled_alerts(&server).await.is_empty(), "6 requests: exactly 200%");
+
+    grant_payments(&server, &issuer).await;
+    let alerts = settled_alerts(&server).await;
+    assert_eq!(rules_named(&alerts, "spike"), 1, "7 requests: just above 200%: {alerts:?}");
+    assert_eq!(alerts.len(), 1, "spike-volume is below its min_volume and spike-history lacks history: {alerts:?}");
+    assert_eq!(alerts[0]["rule_kind"], "rate_spike");
+    assert_eq!(alerts[0]["key"], "server_workload=payments");
+    assert!(alerts[0]["message"].as_str().unwrap().contains("7 credentials"), "{}", alerts[0]);
+
+    grant_payments(&server, &issuer).await;
+    grant_payments(&server, &issuer).await;
+    let alerts = settled_alerts(&server).await;
+    assert_eq!(rules_named(&alerts, "spike"), 1, "suppressed: one incident, one alert");
+    assert_eq!(rules_named(&alerts, "spike-volume"), 0, "9 requests: just below min_volume 10");
+
+    grant_payments(&server, &issuer).await;
+    let alerts = settled_alerts(&server).await;
+    assert_eq!(rules_named(&alerts, "spike-volume"), 1, "10 requests: at min_volume");
+    assert_eq!(rules_named(&alerts, "spike"), 1);
+    assert_eq!(rules_named(&alerts, "spike-history"), 0, "never without enough history");
+}
+
+#[tokio::test]
+async fn unexpected_location_rule_at_network_edge() {
+    let server = TestServer::start().await;
+    let issuer = TestIssuer::start().await;
+    // Requests come from 127.0.0.1: inside 127.0.0.1/32, just outside 127.0.0.2/31.
+    server.apply(&config_with_rules(&issuer, "  - {name: inside, kind: unexpected_location, allow_networks: [127.0.0.1/32]}\n  - {name: outside, kind: unexpected_location, allow_networks: [127.0.0.2/31]}\n")).await;
+
+    grant_payments(&server, &issuer).await;
+    let alerts = settled_alerts(&server).await;
+    assert_eq!(rules_named(&alerts, "inside"), 0, "{alerts:?}");
+    assert_eq!(rules_named(&alerts, "outside"), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["severity"], "high", "{alerts:?}");
 }

@@ -236,3 +236,46 @@ async fn start_fails_with_unreadable_database() {
         assert!(error.contains(&path.display().to_string()), "{error}");
     }
 }
+
+#[tokio::test]
+async fn incident_report_flags_unexpected_locations() {
+    let (server, issuer, _database) = start_located().await;
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    server
+        .apply(&format!("{}alert_rules:\n  - {{name: where, kind: unexpected_location, allow_countries: [DE]}}\n", basic_config(&issuer)))
+        .await;
+    for source in [BERLIN, CALIFORNIA, CALIFORNIA, UNLISTED] {
+        assert_eq!(request_from(&server, &issuer, source).await.0, 200);
+    }
+
+    let (status, report) = server.get(&format!("/v1/incidents/report?server_workload=payments&since={since}")).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["location_checked"], json!(true), "{report}");
+    assert!(report["location_note"].is_null(), "{report}");
+    assert_eq!(report["location_rules"], json!(["where"]));
+
+    let sources = report["source_addresses"].as_array().unwrap();
+    let source = |address: &str| sources.iter().find(|entry| entry["source_ip"] == address).cloned().unwrap_or(Value::Null);
+    let berlin = source(BERLIN);
+    assert_eq!(berlin["location"], json!({"country": "DE", "subdivisions": ["DE-BE"]}), "{report}");
+    assert_eq!(berlin["unexpected_location_requests"], json!(0), "{report}");
+    let california = source(CALIFORNIA);
+    assert_eq!(california["location"]["country"], "US", "{report}");
+    assert_eq!(california["credentials"], json!(2), "{report}");
+    assert_eq!(california["unexpected_location_requests"], json!(2), "{report}");
+    assert_eq!(california["client_workloads"], json!(["billing"]), "{report}");
+    let unlisted = source(UNLISTED);
+    assert!(unlisted["location"].is_null(), "{report}");
+    assert_eq!(unlisted["unexpected_location_requests"], json!(1), "{report}");
+
+    let requests = report["credentials"].as_array().unwrap();
+    let flagged: Vec<&str> = requests
+        .iter()
+        .filter(|entry| entry["unexpected_location"] == json!(true))
+        .map(|entry| entry["source_ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged, [CALIFORNIA, CALIFORNIA, UNLISTED], "{report}");
+    let reason = requests.iter().find(|entry| entry["source_ip"] == UNLISTED).unwrap()["unexpected_location_reasons"][0].clone();
+    assert!(reason.as_str().unwrap().contains("unknown country"), "{reason}");
+    assert_eq!(report["client_workloads"][0]["unexpected_location_requests"], json!(3), "{report}");
+}

@@ -64,8 +64,12 @@ fn render(report: &Value) -> String {
         field_text(report, "events_read"),
         if report["truncated"] == Value::Bool(true) { ", truncated" } else { "" },
     );
+    if let Some(note) = report.get("location_note").and_then(Value::as_str) {
+        text.push_str(&format!("Note: {}\n", output::clean_text(note)));
+    }
 
-    let mut clients = Table::new(&["CLIENT WORKLOAD", "CREDENTIALS", "FAILURES", "OFF HOURS", "SOURCE ADDRESSES", "FIRST", "LAST"]);
+    let mut clients =
+        Table::new(&["CLIENT WORKLOAD", "CREDENTIALS", "FAILURES", "OFF HOURS", "UNEXPECTED LOCATION", "SOURCE ADDRESSES", "FIRST", "LAST"]);
     for client in array_field(report, "client_workloads") {
         let addresses: Vec<String> = array_field(client, "source_ips").iter().filter_map(Value::as_str).map(str::to_string).collect();
         clients.push(vec![
@@ -73,6 +77,7 @@ fn render(report: &Value) -> String {
             field_text(client, "credentials"),
             field_text(client, "failures"),
             field_text(client, "off_hours_requests"),
+            field_text(client, "unexpected_location_requests"),
             addresses.join(", "),
             time_text(client, "first_request"),
             time_text(client, "last_request"),
@@ -80,16 +85,41 @@ fn render(report: &Value) -> String {
     }
     text.push_str(&format!("\nClient workloads\n{}", clients.render()));
 
-    let mut requests = Table::new(&["TIME", "OUTCOME", "CLIENT WORKLOAD", "SOURCE", "FLAGS", "REASON"]);
+    let mut sources =
+        Table::new(&["SOURCE", "LOCATION", "CLIENT WORKLOADS", "CREDENTIALS", "FAILURES", "OFF HOURS", "UNEXPECTED LOCATION", "FIRST", "LAST"]);
+    for source in array_field(report, "source_addresses") {
+        let workloads: Vec<String> = array_field(source, "client_workloads").iter().filter_map(Value::as_str).map(str::to_string).collect();
+        sources.push(vec![
+            field_text(source, "source_ip"),
+            location_text(source.get("location")),
+            workloads.join(", "),
+            field_text(source, "credentials"),
+            field_text(source, "failures"),
+            field_text(source, "off_hours_requests"),
+            field_text(source, "unexpected_location_requests"),
+            time_text(source, "first_request"),
+            time_text(source, "last_request"),
+        ]);
+    }
+    text.push_str(&format!("\nSource addresses\n{}", sources.render()));
+
+    let mut requests = Table::new(&["TIME", "OUTCOME", "CLIENT WORKLOAD", "SOURCE", "LOCATION", "FLAGS", "REASON"]);
     for (outcome, key) in [("success", "credentials"), ("failure", "failures")] {
         for entry in array_field(report, key) {
-            let flag = if entry["off_hours"] == Value::Bool(true) { "off-hours" } else { "-" };
+            let mut flags = Vec::new();
+            if entry["off_hours"] == Value::Bool(true) {
+                flags.push("off-hours");
+            }
+            if entry["unexpected_location"] == Value::Bool(true) {
+                flags.push("unexpected-location");
+            }
             requests.push(vec![
                 time_text(entry, "time"),
                 outcome.to_string(),
                 field_text(entry, "client_workload"),
                 field_text(entry, "source_ip"),
-                flag.to_string(),
+                location_text(entry.get("location")),
+                if flags.is_empty() { "-".to_string() } else { flags.join(", ") },
                 field_text(entry, "reason"),
             ]);
         }
@@ -110,4 +140,60 @@ fn render(report: &Value) -> String {
     }
     text.push_str(&format!("\nAlerts\n{}", alerts.render()));
     text
+}
+
+/// Writes a location as `DE (DE-BE)`, or `-` when it is unknown or was not checked.
+fn location_text(location: Option<&Value>) -> String {
+    let Some(location) = location.filter(|value| !value.is_null()) else {
+        return "-".to_string();
+    };
+    let country = location.get("country").and_then(Value::as_str).unwrap_or("-");
+    let subdivisions: Vec<&str> = array_field(location, "subdivisions").iter().filter_map(Value::as_str).collect();
+    let text = if subdivisions.is_empty() { country.to_string() } else { format!("{country} ({})", subdivisions.join(", ")) };
+    output::clean_text(&text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn report(location_checked: bool) -> Value {
+        let entry = json!({
+            "time": "2026-12-04T02:00:00Z", "client_workload": "billing", "source_ip": "192.0.2.10",
+            "location": {"country": "US", "subdivisions": ["US-CA"]},
+            "off_hours": true, "unexpected_location": true,
+        });
+        json!({
+            "server_workload": "payments", "since": "2026-12-03T02:00:00Z", "events_read": 3, "truncated": false,
+            "location_checked": location_checked,
+            "location_note": if location_checked { Value::Null } else { json!("location was not checked") },
+            "client_workloads": [{"client_workload": "billing", "credentials": 1, "failures": 0,
+                "off_hours_requests": 1, "unexpected_location_requests": 1, "source_ips": ["192.0.2.10"]}],
+            "source_addresses": [{"source_ip": "192.0.2.10", "location": {"country": "US", "subdivisions": ["US-CA"]},
+                "client_workloads": ["billing"], "credentials": 1, "failures": 0, "off_hours_requests": 1,
+                "unexpected_location_requests": 1}],
+            "credentials": [entry], "failures": [], "config_changes": [], "alerts": [],
+        })
+    }
+
+    #[test]
+    fn text_flags_location_and_off_hours() {
+        let text = render(&report(true));
+        let request = text.lines().find(|line| line.contains("success")).unwrap();
+
+        assert!(text.contains("Source addresses"), "{text}");
+        assert!(text.contains("UNEXPECTED LOCATION"), "{text}");
+        assert!(request.contains("US (US-CA)"), "{request}");
+        assert!(request.contains("off-hours, unexpected-location"), "{request}");
+        assert!(!text.contains("Note:"), "{text}");
+    }
+
+    #[test]
+    fn text_says_location_not_checked() {
+        let text = render(&report(false));
+        assert!(text.contains("Note: location was not checked"), "{text}");
+    }
 }

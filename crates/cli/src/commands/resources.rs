@@ -201,7 +201,10 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
         ResourceKind::AccessPolicy => {
             Table::new(&["NAME", "CLIENT -> SERVER", "CREDENTIAL PROVIDER", "UPDATED"])
         }
-        ResourceKind::AlertRule => Table::new(&["NAME", "KIND", "RULE", "UPDATED"]),
+        ResourceKind::AlertRule => Table::new(&["NAME", "KIND", "RULE", "NOTIFY", "UPDATED"]),
+        ResourceKind::NotificationTarget => Table::new(&[
+            "NAME", "KIND", "URL", "SECRET", "STATE", "LAG", "UPDATED",
+        ]),
         ResourceKind::LogStream => Table::new(&[
             "NAME",
             "KIND",
@@ -266,6 +269,23 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
                 name,
                 field_text(item, "kind"),
                 alert_rule_summary(item),
+                match array_field(item, "notify") {
+                    [] => "-".to_string(),
+                    targets => string_list(targets),
+                },
+                updated,
+            ],
+            ResourceKind::NotificationTarget => vec![
+                name,
+                field_text(item, "kind"),
+                field_text(item, "url"),
+                target_secret(item),
+                item.get("status")
+                    .map(|status| field_text(status, "state"))
+                    .unwrap_or_else(|| "-".to_string()),
+                item.get("status")
+                    .map(|status| field_text(status, "lag"))
+                    .unwrap_or_else(|| "-".to_string()),
                 updated,
             ],
             ResourceKind::LogStream => vec![
@@ -361,6 +381,16 @@ fn authentication_summary(item: &Value) -> String {
 fn condition_rule(item: &Value) -> String {
     match item.get("kind").and_then(Value::as_str) {
         Some("source_ip") => string_list(array_field(item, "allow")),
+        Some("geo") => {
+            let countries = string_list(array_field(item, "allow_countries"));
+            match array_field(item, "allow_subdivisions") {
+                [] => format!("countries {countries}"),
+                subdivisions => format!(
+                    "countries {countries}; subdivisions {}",
+                    string_list(subdivisions)
+                ),
+            }
+        }
         Some("time_window") => {
             let windows: Vec<String> = array_field(item, "schedule")
                 .iter()
@@ -394,7 +424,37 @@ fn alert_rule_summary(item: &Value) -> String {
             let window = item.get("window").map_or("1h".to_string(), |_| field_text(item, "window"));
             format!("issuance above {percent}% of baseline per {window}")
         }
+        Some("unexpected_location") => {
+            let mut allowed = Vec::new();
+            if let networks @ [_, ..] = array_field(item, "allow_networks") {
+                allowed.push(format!("networks {}", string_list(networks)));
+            }
+            if let countries @ [_, ..] = array_field(item, "allow_countries") {
+                allowed.push(format!("countries {}", string_list(countries)));
+            }
+            format!("requests from outside {}", allowed.join(" and "))
+        }
         _ => "-".to_string(),
+    }
+}
+
+/// Describes a notification target's secret as reads show it: how it is sent, its fingerprint
+/// and age, never its value.
+fn target_secret(item: &Value) -> String {
+    let auth = item.get("auth").and_then(Value::as_str).unwrap_or("none");
+    let Some(secret) = item.get("secret") else {
+        return auth.to_string();
+    };
+    let fingerprint = field_text(secret, "fingerprint");
+    let shown = fingerprint.strip_prefix("hmac-sha256:").unwrap_or(&fingerprint);
+    let short: String = shown.chars().take(12).collect();
+    let header = match item.get("header").and_then(Value::as_str) {
+        Some(header) => format!(" {header}"),
+        None => String::new(),
+    };
+    match secret.get("age").and_then(Value::as_str) {
+        Some(age) => format!("{auth}{header} set {short} ({age} ago)"),
+        None => format!("{auth}{header} set {short}"),
     }
 }
 

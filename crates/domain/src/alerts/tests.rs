@@ -28,6 +28,8 @@ fn panic_rule(message: &str) -> AlertRule {
         allow_networks: Vec::new(),
         allow_countries: Vec::new(),
         server_workloads: Vec::new(),
+        severity: None,
+        notify: Vec::new(),
     }
 }
 
@@ -272,4 +274,82 @@ fn unexpected_location_fields_are_checked() {
     assert!(rule("{name: a, kind: unexpected_location, allow_networks: [10.0.0.0/8]}").validate().is_ok());
     assert!(!rule("{name: a, kind: unexpected_location, allow_networks: [10.0.0.0/8]}").needs_location());
     assert!(rule("{name: a, kind: unexpected_location, allow_countries: [DE]}").needs_location());
+}
+
+#[test]
+fn rate_spike_min_volume_boundary() {
+    // A baseline of one request per hour; every burst below is far above 200% of it, so only
+    // min_volume decides. 4 requests are below min_volume 5, the 5th reaches it.
+    let rules = [rule("{name: spike, kind: rate_spike, window: 1h, baseline_windows: 3, percent: 200, min_volume: 5}")];
+    let mut engine = AlertEngine::default();
+    let quiet: Vec<i64> = (0..6).map(|hour| hour * 3600).collect();
+    assert!(issued(&mut engine, &rules, &quiet).is_empty());
+    let below: Vec<i64> = (0..3).map(|i| 6 * 3600 + 600 + i * 10).collect();
+    assert!(issued(&mut engine, &rules, &below).is_empty(), "1 to 3 in the window: below min_volume");
+    assert!(issued(&mut engine, &rules, &[6 * 3600 + 700]).is_empty(), "4: just below min_volume");
+    assert_eq!(issued(&mut engine, &rules, &[6 * 3600 + 710]).len(), 1, "5: at min_volume");
+}
+
+#[test]
+fn rate_spike_history_boundary() {
+    // With baseline_windows 3 the baseline of hour 5 is hours 1 to 3, because the sliding window
+    // overlaps hours 4 and 5. History that starts in hour 2 is one window short, and history from
+    // hour 1 is just enough.
+    let rules = [spike_rule()];
+    let burst: Vec<i64> = (0..20).map(|i| 5 * 3600 + 600 + i * 10).collect();
+
+    let mut short = AlertEngine::default();
+    assert!(issued(&mut short, &rules, &steady(2..5)).is_empty());
+    assert!(issued(&mut short, &rules, &burst).is_empty(), "one window short of history");
+
+    let mut enough = AlertEngine::default();
+    assert!(issued(&mut enough, &rules, &steady(1..5)).is_empty());
+    assert_eq!(issued(&mut enough, &rules, &burst).len(), 1, "just enough history");
+}
+
+#[test]
+fn unexpected_location_network_edges() {
+    let rules = [rule("{name: where, kind: unexpected_location, allow_networks: [10.0.0.0/8]}")];
+    let mut engine = AlertEngine::default();
+    assert!(engine.observe(&rules, &located(1, at(0), "10.0.0.0", None)).is_empty(), "first address inside");
+    assert!(engine.observe(&rules, &located(2, at(10), "10.255.255.255", None)).is_empty(), "last address inside");
+    assert_eq!(engine.observe(&rules, &located(3, at(20), "11.0.0.0", None)).len(), 1, "first address above");
+    let mut other = AlertEngine::default();
+    assert_eq!(other.observe(&rules, &located(4, at(30), "9.255.255.255", None)).len(), 1, "last address below");
+}
+
+#[test]
+fn alert_detail_names_severity_and_targets() {
+    let rules = [rule("{name: failed, kind: failed_requests, threshold: 1, notify: [pager, chat]}")];
+    let mut engine = AlertEngine::default();
+    let alerts = failures(&mut engine, &rules, 0, 2, "billing");
+    assert_eq!(alerts.len(), 2);
+    let detail = alerts[0].detail();
+    assert_eq!(detail["severity"], "high");
+    assert_eq!(detail["notify"], json!(["pager", "chat"]));
+
+    let medium = rule("{name: c, kind: config_change}");
+    assert_eq!(medium.severity(), Severity::Medium);
+    let set = rule("{name: c, kind: config_change, severity: critical}");
+    assert_eq!(set.severity(), Severity::Critical);
+}
+
+#[test]
+fn notify_names_are_checked() {
+    let twice = rule("{name: a, kind: config_change, notify: [pager, pager]}");
+    assert_eq!(twice.validate().map_err(|error| error.field), Err("notify[1]".to_string()));
+    let invalid = rule("{name: a, kind: config_change, notify: [Pager]}");
+    assert_eq!(invalid.validate().map_err(|error| error.field), Err("notify[0]".to_string()));
+}
+
+#[test]
+fn unexpected_location_reason_for_reports() {
+    let checked = rule("{name: where, kind: unexpected_location, allow_networks: [10.0.0.0/8], allow_countries: [DE]}");
+    assert_eq!(checked.unexpected_location("10.1.1.1", None), None);
+    assert_eq!(checked.unexpected_location("198.51.100.1", Some("DE")), None);
+    let reason = checked.unexpected_location("198.51.100.1", Some("US")).unwrap_or_default();
+    assert!(reason.contains("country US"), "{reason}");
+    assert!(checked.unexpected_location("not-an-address", None).is_some());
+    let other = rule("{name: c, kind: config_change}");
+    assert_eq!(other.unexpected_location("198.51.100.1", None), None);
 }

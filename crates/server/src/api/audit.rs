@@ -123,6 +123,8 @@ pub async fn alerts(state: AppState, _admin: Admin, query: Result<Query<AlertsQu
                 "time": event.event.time.to_string(),
                 "rule": detail.get("rule"),
                 "rule_kind": detail.get("rule_kind"),
+                "severity": detail.get("severity"),
+                "notify": detail.get("notify"),
                 "key": detail.get("key"),
                 "message": detail.get("message"),
                 "server_workload": event.event.server_workload,
@@ -178,6 +180,7 @@ pub async fn test_rule(state: AppState, _admin: Admin, body: Result<Json<RuleTes
             for alert in engine.observe(&rules, event) {
                 alerts.push(json!({
                     "time": alert.time.to_string(),
+                    "severity": alert.severity.as_str(),
                     "key": alert.key,
                     "message": alert.message,
                     "trigger_seq": alert.trigger_seq,

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::Json;
 use axum::extract::Query;
 use jiff::Timestamp;
+use mayfly_domain::alerts::{AlertRule, AlertRuleKind};
 use mayfly_domain::audit::{AuditEvent, AuditKind, Outcome};
+use mayfly_domain::conditions::Location;
 use mayfly_store::AuditFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,9 +37,30 @@ struct ClientSummary {
     credentials: u64,
     failures: u64,
     off_hours: u64,
+    unexpected_location: u64,
     source_ips: BTreeSet<String>,
     first: Option<Timestamp>,
     last: Option<Timestamp>,
+}
+
+/// The requests from one source address.
+#[derive(Default)]
+struct SourceSummary {
+    credentials: u64,
+    failures: u64,
+    off_hours: u64,
+    unexpected_location: u64,
+    location: Option<Location>,
+    client_workloads: BTreeSet<String>,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+/// The flags the report sets on one credential request.
+struct Flags {
+    off_hours: Vec<String>,
+    location: Option<Location>,
+    unexpected_location: Vec<String>,
 }
 
 /// Builds the report of `GET /v1/incidents/report`.
@@ -53,8 +76,10 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
         .filter(|rule| rule.server_workloads.is_empty() || rule.server_workloads.contains(&query.server_workload))
         .cloned()
         .collect();
+    let location_rules: Vec<&AlertRule> = rules.iter().filter(|rule| rule.kind == AlertRuleKind::UnexpectedLocation).collect();
 
     let mut clients: BTreeMap<String, ClientSummary> = BTreeMap::new();
+    let mut sources: BTreeMap<String, SourceSummary> = BTreeMap::new();
     let (mut credentials, mut failures, mut changes, mut alerts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut read = 0;
     let mut after_seq = None;
@@ -72,18 +97,33 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
         for event in &page {
             match event.event.kind {
                 AuditKind::CredentialRequest => {
-                    let off_hours: Vec<String> = rules.iter().filter_map(|rule| rule.outside_business_hours(event.event.time)).collect();
-                    let entry = request_entry(event, &off_hours);
-                    let client = clients.entry(event.event.client_workload.clone().unwrap_or_else(|| "(unidentified)".to_string())).or_default();
+                    let flags = flag_request(&state, &rules, &location_rules, event);
+                    let entry = request_entry(event, &flags);
+                    let success = event.event.outcome == Some(Outcome::Success);
+                    let client_name = event.event.client_workload.clone().unwrap_or_else(|| "(unidentified)".to_string());
+                    let client = clients.entry(client_name.clone()).or_default();
                     client.first.get_or_insert(event.event.time);
                     client.last = Some(event.event.time);
                     if let Some(ip) = event.event.detail.get("source_ip").and_then(Value::as_str) {
                         client.source_ips.insert(ip.to_string());
+                        let source = sources.entry(ip.to_string()).or_default();
+                        source.first.get_or_insert(event.event.time);
+                        source.last = Some(event.event.time);
+                        source.client_workloads.insert(client_name);
+                        if source.location.is_none() {
+                            source.location = flags.location.clone();
+                        }
+                        source.off_hours += u64::from(!flags.off_hours.is_empty());
+                        source.unexpected_location += u64::from(!flags.unexpected_location.is_empty());
+                        if success {
+                            source.credentials += 1;
+                        } else {
+                            source.failures += 1;
+                        }
                     }
-                    if !off_hours.is_empty() {
-                        client.off_hours += 1;
-                    }
-                    if event.event.outcome == Some(Outcome::Success) {
+                    client.off_hours += u64::from(!flags.off_hours.is_empty());
+                    client.unexpected_location += u64::from(!flags.unexpected_location.is_empty());
+                    if success {
                         client.credentials += 1;
                         push_capped(&mut credentials, entry);
                     } else {
@@ -111,19 +151,46 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
                 "credentials": summary.credentials,
                 "failures": summary.failures,
                 "off_hours_requests": summary.off_hours,
+                "unexpected_location_requests": summary.unexpected_location,
                 "source_ips": summary.source_ips,
                 "first_request": summary.first.map(|time| time.to_string()),
                 "last_request": summary.last.map(|time| time.to_string()),
             })
         })
         .collect();
+    let sources: Vec<Value> = sources
+        .into_iter()
+        .map(|(address, summary)| {
+            json!({
+                "source_ip": address,
+                "location": summary.location.as_ref().map(location_value),
+                "client_workloads": summary.client_workloads,
+                "credentials": summary.credentials,
+                "failures": summary.failures,
+                "off_hours_requests": summary.off_hours,
+                "unexpected_location_requests": summary.unexpected_location,
+                "first_request": summary.first.map(|time| time.to_string()),
+                "last_request": summary.last.map(|time| time.to_string()),
+            })
+        })
+        .collect();
+    let location_checked = state.geoip.is_some();
+    let location_note = if location_checked {
+        None
+    } else {
+        Some("location was not checked: the server has no geoip_database setting, so requests are flagged by the networks of unexpected_location rules only, and their countries are unknown")
+    };
     Ok(Json(json!({
         "server_workload": query.server_workload,
         "since": since.to_string(),
         "until": until.map(|time| time.to_string()),
         "events_read": read,
         "truncated": read >= MAX_EVENTS,
+        "location_checked": location_checked,
+        "location_note": location_note,
+        "location_rules": location_rules.iter().map(|rule| &rule.name).collect::<Vec<_>>(),
         "client_workloads": clients,
+        "source_addresses": sources,
         "credentials": credentials,
         "failures": failures,
         "config_changes": changes,
@@ -131,17 +198,52 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
     })))
 }
 
-fn request_entry(event: &AuditEvent, off_hours: &[String]) -> Value {
+/// Flags a credential request: outside the business hours of `off_hours` rules, and outside the
+/// allowlists of `unexpected_location` rules. The location is the one the server recorded when
+/// it decided the request, or else the one the GeoIP database gives now.
+fn flag_request(state: &crate::state::AppState, rules: &[AlertRule], location_rules: &[&AlertRule], event: &AuditEvent) -> Flags {
+    let off_hours = rules.iter().filter_map(|rule| rule.outside_business_hours(event.event.time)).collect();
+    let detail = &event.event.detail;
+    let source = detail.get("source_ip").and_then(Value::as_str);
+    let recorded = detail.get("source_country").and_then(Value::as_str).map(|country| Location {
+        country: Some(country.to_string()),
+        subdivisions: detail
+            .get("source_subdivisions")
+            .and_then(Value::as_array)
+            .map(|codes| codes.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default(),
+    });
+    let looked_up = || {
+        let address = source?.parse().ok()?;
+        state.geoip.as_ref()?.locate(address)
+    };
+    let location = recorded.or_else(looked_up);
+    let country = location.as_ref().and_then(|location| location.country.as_deref());
+    let unexpected_location = match source {
+        Some(source) => location_rules.iter().filter_map(|rule| rule.unexpected_location(source, country)).collect(),
+        None => Vec::new(),
+    };
+    Flags { off_hours, location, unexpected_location }
+}
+
+fn location_value(location: &Location) -> Value {
+    json!({"country": location.country, "subdivisions": location.subdivisions})
+}
+
+fn request_entry(event: &AuditEvent, flags: &Flags) -> Value {
     let detail = &event.event.detail;
     json!({
         "seq": event.seq,
         "time": event.event.time.to_string(),
         "client_workload": event.event.client_workload,
         "source_ip": detail.get("source_ip"),
+        "location": flags.location.as_ref().map(location_value),
         "step": detail.get("step"),
         "reason": detail.get("reason"),
-        "off_hours": !off_hours.is_empty(),
-        "off_hours_reasons": off_hours,
+        "off_hours": !flags.off_hours.is_empty(),
+        "off_hours_reasons": flags.off_hours,
+        "unexpected_location": !flags.unexpected_location.is_empty(),
+        "unexpected_location_reasons": flags.unexpected_location,
     })
 }
 

@@ -52,6 +52,11 @@ pub async fn list(state: AppState, _admin: Admin, Path(kind): Path<String>) -> R
             add_stream_status(&state, item, head);
         }
     }
+    if kind == ResourceKind::NotificationTarget {
+        for item in &mut items {
+            add_target_status(&state, item).await?;
+        }
+    }
     Ok(Json(json!({"items": items})))
 }
 
@@ -77,6 +82,27 @@ fn add_stream_status(state: &crate::state::AppState, item: &mut Value, head: i64
     item["status"] = status;
 }
 
+/// Adds a notification target's delivery `status` (state, lag in alerts, last error) to its
+/// rendering.
+async fn add_target_status(state: &crate::state::AppState, item: &mut Value) -> Result<(), ApiError> {
+    let Some(name) = item.get("name").and_then(Value::as_str).map(str::to_string) else {
+        return Ok(());
+    };
+    let status = match state.notifications.status(&name) {
+        Some(status) => {
+            let pending = crate::notifications::pending_alerts(state.store.as_ref(), &name, status.delivered_seq)
+                .await
+                .map_err(|e| ApiError::from_store(e, "notification target lag"))?;
+            let mut value = json!(status);
+            value["lag"] = json!(pending);
+            value
+        }
+        None => json!({"state": "not_running", "lag": Value::Null}),
+    };
+    item["status"] = status;
+    Ok(())
+}
+
 pub async fn get_one(state: AppState, _admin: Admin, Path((kind, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
     let record = state.store.get_resource(kind.as_str(), &name).await.map_err(|e| ApiError::from_store(e, "get"))?;
@@ -85,6 +111,9 @@ pub async fn get_one(state: AppState, _admin: Admin, Path((kind, name)): Path<(S
     if kind == ResourceKind::LogStream {
         let head = chain_head(&state).await?;
         add_stream_status(&state, &mut item, head);
+    }
+    if kind == ResourceKind::NotificationTarget {
+        add_target_status(&state, &mut item).await?;
     }
     Ok(Json(item))
 }
@@ -143,6 +172,7 @@ fn parse_resource(kind: ResourceKind, body: Value) -> Result<Resource, String> {
         ResourceKind::AccessCondition => Resource::AccessCondition(parse(body)?),
         ResourceKind::AccessPolicy => Resource::AccessPolicy(parse(body)?),
         ResourceKind::LogStream => Resource::LogStream(parse(body)?),
+        ResourceKind::NotificationTarget => Resource::NotificationTarget(parse(body)?),
         ResourceKind::AlertRule => Resource::AlertRule(parse(body)?),
     })
 }

@@ -206,3 +206,54 @@ fn yaml_form_drops_described_secret_and_server_fields() {
     assert!(!text.contains("typical_lifetime"), "{text}");
     assert!(text.contains("allow_workload_delivery: true"), "{text}");
 }
+
+#[test]
+fn geo_condition_row_lists_countries_and_subdivisions() {
+    let items = vec![
+        json!({"name": "eu", "kind": "geo", "allow_countries": ["DE", "FR"]}),
+        json!({"name": "bavaria", "kind": "geo", "allow_countries": ["DE"], "allow_subdivisions": ["DE-BY", "DE-BE"]}),
+    ];
+
+    let rendered = resource_table(ResourceKind::AccessCondition, &items).render();
+    let rows: Vec<&str> = rendered.lines().collect();
+
+    assert!(rows[1].contains("countries DE, FR"), "{rendered}");
+    assert!(rows[2].contains("countries DE; subdivisions DE-BY, DE-BE"), "{rendered}");
+}
+
+#[test]
+fn location_rule_row_lists_allowlists_and_targets() {
+    let items = vec![
+        json!({"name": "where", "kind": "unexpected_location", "allow_networks": ["10.0.0.0/8"],
+               "allow_countries": ["DE", "FR"], "notify": ["pager", "chat"]}),
+        json!({"name": "nets", "kind": "unexpected_location", "allow_networks": ["192.0.2.0/24"]}),
+    ];
+
+    let rendered = resource_table(ResourceKind::AlertRule, &items).render();
+    let rows: Vec<&str> = rendered.lines().collect();
+
+    assert!(rows[0].contains("NOTIFY"), "{rendered}");
+    assert!(
+        rows[1].contains("requests from outside networks 10.0.0.0/8 and countries DE, FR"),
+        "{rendered}"
+    );
+    assert!(rows[1].contains("pager, chat"), "{rendered}");
+    assert!(rows[2].contains("requests from outside networks 192.0.2.0/24"), "{rendered}");
+    assert!(!rows[2].contains("countries"), "{rendered}");
+}
+
+#[test]
+fn notification_target_row_shows_fingerprint_not_secret() {
+    let items = vec![json!({
+        "name": "pager", "kind": "webhook", "url": "https://pager.example/hook", "auth": "header",
+        "header": "X-Pager-Key",
+        "secret": {"set": true, "fingerprint": "hmac-sha256:0123456789abcdef0123456789abcdef", "age": "5m"},
+        "status": {"state": "failing", "lag": 3},
+    })];
+
+    let rendered = resource_table(ResourceKind::NotificationTarget, &items).render();
+
+    assert!(rendered.contains("header X-Pager-Key set 0123456789ab (5m ago)"), "{rendered}");
+    assert!(rendered.contains("failing"), "{rendered}");
+    assert!(rendered.contains("https://pager.example/hook"), "{rendered}");
+}
