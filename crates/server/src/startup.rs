@@ -12,7 +12,7 @@ use mayfly_crypto::kek::KeyEncryptionKey;
 use mayfly_domain::spiffe::TrustDomain;
 use mayfly_store::{SqliteStore, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -112,8 +112,10 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     );
     let kek = load_kek(&settings, store.as_ref()).await?;
 
-    let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
-    settings.listen = listener.local_addr()?;
+    // Bound now, so a port in use fails the start early, but listening only once the admin
+    // token file and the --apply file are in place: a client that connects finds both.
+    let tcp_socket = bind_tcp(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
+    settings.listen = tcp_socket.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls_acceptor).transpose()?;
     let socket_path = settings.workload_socket_path();
     let unix_listener = http::bind_unix(&socket_path)?;
@@ -143,6 +145,7 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
         apply_file(&state, &path).await?;
     }
 
+    let listener = tcp_socket.listen(1024).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let (shutdown, shutdown_signal) = watch::channel(false);
     let listeners = vec![
         tokio::spawn(http::serve_tcp(listener, tls, api::router(state.clone()), shutdown_signal.clone())),
@@ -248,6 +251,14 @@ async fn load_kek(settings: &Settings, store: &dyn Store) -> anyhow::Result<KeyE
         None => store.set_meta(KEK_FINGERPRINT_META, &fingerprint).await?,
     }
     Ok(kek)
+}
+
+/// Binds a TCP socket to `address` without listening yet.
+fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    Ok(socket)
 }
 
 /// Creates the first admin token when the store has none.
