@@ -373,3 +373,18 @@ async fn regular_file_at_socket_path_is_kept() {
     assert!(error.contains("not a socket"), "{error}");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
 }
+
+#[tokio::test]
+async fn listen_address_in_use_is_refused() {
+    let first = TestServer::start().await;
+    let taken = first.server.as_ref().unwrap().addr;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        dev: true,
+        listen: taken,
+        data_dir: dir.path().join("data"),
+        ..Settings::default()
+    };
+    let error = start_error(settings).await;
+    assert!(error.contains(&format!("cannot listen on {taken}")), "{error}");
+}
