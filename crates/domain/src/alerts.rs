@@ -93,7 +93,7 @@ pub struct AlertRule {
     pub kind: AlertRuleKind,
     /// `failed_requests`: the rule fires when the window contains more failures than this, 5 by
     /// default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
     /// `failed_requests`: length of the sliding window, 10m by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,15 +109,15 @@ pub struct AlertRule {
     pub schedule: Vec<ScheduleEntry>,
     /// `rate_spike`: the rule fires when the window's count is above this percentage of the
     /// baseline, 200 by default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
     /// `rate_spike`: number of past windows averaged into the baseline, 24 by default. The rule
     /// stays silent until that much history has been seen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
     pub baseline_windows: Option<u32>,
     /// `rate_spike`: the smallest window count that can be a spike, 10 by default, so that a
     /// single request at night is not one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
     pub min_volume: Option<u32>,
     /// `unexpected_location`: networks (CIDR) whose requests are expected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

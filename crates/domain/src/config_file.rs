@@ -1,5 +1,9 @@
 //! The YAML configuration file that `mayfly apply -f` and `mayfly server --apply` read: one list
 //! per resource kind, with `${VAR}` placeholders filled from the environment.
+//!
+//! Placeholders are filled after the file is parsed, inside the one value that contains them,
+//! so a variable's value is always data: whatever characters it has (newlines, `#`, quotes,
+//! `: `), it cannot add a key, a list item or a resource.
 
 use std::collections::BTreeSet;
 
@@ -176,21 +180,96 @@ fn expand_line(
     Ok(output)
 }
 
+/// Parses a YAML file whose values may contain `${NAME}` placeholders and fills each placeholder
+/// with the value `lookup` returns, inside the value that contains it. `$${` stands for a literal
+/// `${`. Keys and comments are not expanded. A value that is a single placeholder may fill a
+/// number or boolean field (`port: ${PORT}`). An unset variable is an error naming it and its
+/// line.
+pub fn parse_with_variables(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<ConfigFile, FileError> {
+    // Checks every placeholder of the text first, so that errors carry line numbers.
+    expand_variables(file, text, &lookup)?;
+    if !text.contains("${") {
+        return parse(file, text);
+    }
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|error| {
+        let mut error = yaml_error(file, error);
+        error.message.push_str(" (inside {...} or [...], write a placeholder in quotes: \"${NAME}\")");
+        error
+    })?;
+    expand_values(file, &mut value, &lookup)?;
+    let parsed: ConfigFile = serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        let resource = resource_at(&path);
+        FileError {
+            file: file.to_string(),
+            line: None,
+            resource: None,
+            message: match resource {
+                Some(_) => format!("{path}: {inner}"),
+                None => inner,
+            },
+        }
+    })?;
+    validate_resources(file, Some(text), &parsed.clone().into_resources())?;
+    Ok(parsed)
+}
+
+/// Returns the `kind[index]` prefix of a deserialization path such as `log_streams[0].url`.
+fn resource_at(path: &str) -> Option<&str> {
+    let end = path.find(']')?;
+    Some(&path[..=end])
+}
+
+/// Fills the placeholders of every string value in `value`, leaving keys as they are.
+fn expand_values(
+    file: &str,
+    value: &mut serde_yaml_ng::Value,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(), FileError> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(text) if text.contains("${") => {
+            let expanded = expand_line(file, text, 0, text, lookup).map_err(|error| FileError { line: None, ..error })?;
+            *text = expanded;
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                expand_values(file, item, lookup)?;
+            }
+        }
+        Value::Mapping(entries) => {
+            for (_, entry) in entries.iter_mut() {
+                expand_values(file, entry, lookup)?;
+            }
+        }
+        Value::Tagged(tagged) => expand_values(file, &mut tagged.value, lookup)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn yaml_error(file: &str, error: serde_yaml_ng::Error) -> FileError {
+    let line = error.location().map(|location| location.line());
+    let mut message = error.to_string();
+    // The line already leads the rendered error, so drop the parser's own suffix.
+    if let Some(index) = message.rfind(" at line ") {
+        message.truncate(index);
+    }
+    FileError { file: file.to_string(), line, resource: None, message }
+}
+
 /// Parses an expanded YAML file and validates each resource on its own. Cross-resource checks
 /// (references, unique targets) happen against the whole configuration when it is applied.
 pub fn parse(file: &str, text: &str) -> Result<ConfigFile, FileError> {
     let parsed: ConfigFile = if text.trim().is_empty() {
         ConfigFile::default()
     } else {
-        serde_yaml_ng::from_str(text).map_err(|error| {
-            let line = error.location().map(|location| location.line());
-            let mut message = error.to_string();
-            // The line already leads the rendered error, so drop the parser's own suffix.
-            if let Some(index) = message.rfind(" at line ") {
-                message.truncate(index);
-            }
-            FileError { file: file.to_string(), line, resource: None, message }
-        })?
+        serde_yaml_ng::from_str(text).map_err(|error| yaml_error(file, error))?
     };
     validate_resources(file, Some(text), &parsed.clone().into_resources())?;
     Ok(parsed)
@@ -226,6 +305,8 @@ fn line_of_name(text: &str, name: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     const DESIGN_EXAMPLE: &str = r#"
@@ -326,6 +407,79 @@ access_policies:
         assert!(expand_variables("f", "a: ${OPEN", lookup).is_err());
         assert!(expand_variables("f", "a: ${1X}", lookup).is_err());
         assert_eq!(expand_variables("f", "  # uses ${UNSET}\nport: ${PORT}\n", lookup), Ok("  # uses ${UNSET}\nport: 8443\n".to_string()));
+    }
+
+    const WITH_SECRET: &str = "server_workloads:\n  - name: api\n    host: api.local\n    port: ${PORT}\ncredential_providers:\n  - name: key\n    kind: static_secret\n    value: ${SECRET}\n";
+
+    fn secret_value(config: &ConfigFile) -> String {
+        let provider = serde_json::to_value(&config.credential_providers[0]).unwrap_or_default();
+        provider["value"].as_str().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn variable_cannot_add_resources() {
+        let injected = "s3cret\naccess_policies:\n  - {name: injected, client_workload: a, server_workload: api, credential_provider: key}";
+        let lookup = |name: &str| match name {
+            "PORT" => Some("8443".to_string()),
+            "SECRET" => Some(injected.to_string()),
+            _ => None,
+        };
+        // The whole text stays the secret's value, which may not hold line breaks.
+        let error = parse_with_variables("f.yaml", WITH_SECRET, lookup).unwrap_err().to_string();
+        assert!(error.contains("value: must not contain line breaks"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn variable_keeps_comment_and_quote_characters() {
+        let quoted = WITH_SECRET.replace("value: ${SECRET}", "value: \"${SECRET}\"");
+        for text in [WITH_SECRET, quoted.as_str()] {
+            for secret in ["Abc #Def", "a\" # b", "'single", "key: value", "true", "98765432109", "- item"] {
+                let lookup = |name: &str| match name {
+                    "PORT" => Some("8443".to_string()),
+                    "SECRET" => Some(secret.to_string()),
+                    _ => None,
+                };
+                let config = parse_with_variables("f.yaml", text, lookup).unwrap();
+                assert_eq!(secret_value(&config), secret);
+                assert_eq!(config.server_workloads[0].port, 8443);
+            }
+        }
+    }
+
+    #[test]
+    fn variable_number_out_of_range_is_named() {
+        let lookup = |name: &str| match name {
+            "PORT" => Some("70000".to_string()),
+            _ => Some("x".to_string()),
+        };
+        let error = parse_with_variables("f.yaml", WITH_SECRET, lookup).unwrap_err();
+        assert!(error.message.contains("server_workloads[0].port"), "{error}");
+        assert!(error.message.contains("70000"), "{error}");
+    }
+
+    #[test]
+    fn escaped_placeholder_is_literal() {
+        let text = WITH_SECRET.replace("value: ${SECRET}", "value: \"costs $${X}\"");
+        let lookup = |name: &str| (name == "PORT").then(|| "443".to_string());
+        let config = parse_with_variables("f.yaml", &text, lookup).unwrap();
+        assert_eq!(secret_value(&config), "costs ${X}");
+    }
+
+    #[test]
+    fn unquoted_placeholder_in_flow_mapping_gets_hint() {
+        let text = "server_workloads:\n  - {name: api, host: api.local, port: ${PORT}}\n";
+        let error = parse_with_variables("f.yaml", text, |_| Some("443".to_string())).unwrap_err();
+        assert_eq!(error.line, Some(2));
+        assert!(error.message.contains("write a placeholder in quotes"), "{error}");
+    }
+
+    #[test]
+    fn numeric_secret_is_not_echoed() {
+        let text = "credential_providers:\n  - {name: key, kind: static_secret, value: 98765432109}\n";
+        let error = parse("f.yaml", text).unwrap_err().to_string();
+        assert!(!error.contains("98765432109"), "{error}");
+        assert!(error.contains("quote it"), "{error}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod log_format;
 pub mod log_stream;
 pub mod notification;
 pub mod resources;
+pub mod scalar;
 pub mod secret;
 pub mod spiffe;
 pub mod static_secret;

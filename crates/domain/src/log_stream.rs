@@ -152,7 +152,7 @@ pub struct LogStream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Seconds>,
     /// Maximum number of events per send, 100 by default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
 }
 

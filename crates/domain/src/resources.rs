@@ -197,7 +197,7 @@ pub struct OidcTrustProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// Find `jwks_uri` through `<issuer>/.well-known/openid-configuration`.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, deserialize_with = "crate::scalar::boolean", skip_serializing_if = "is_false")]
     pub discovery: bool,
     /// Claims every accepted token must carry with these values, whichever client workload it
     /// identifies (for example `repository_owner: acme`).
@@ -367,6 +367,7 @@ pub enum Authentication {
 pub struct ServerWorkload {
     pub name: String,
     pub host: String,
+    #[serde(deserialize_with = "crate::scalar::u16")]
     pub port: u16,
     #[serde(default)]
     pub scheme: Scheme,

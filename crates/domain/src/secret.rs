@@ -42,8 +42,51 @@ impl Serialize for SecretString {
 
 impl<'de> Deserialize<'de> for SecretString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = Zeroizing::new(String::deserialize(deserializer)?);
-        Ok(SecretString::new(text.as_str()))
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Reads a secret from a string. A number or boolean is rejected without echoing it, because
+/// written where a secret belongs it is most likely the secret itself.
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn not_text<E: serde::de::Error>(kind: &str) -> E {
+        E::custom(format!(
+            "a secret must be a string, but {kind} was given (the value is not shown): quote it in YAML, such as \"0123\""
+        ))
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = SecretString;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a secret as a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SecretString, E> {
+        Ok(SecretString::new(text))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<SecretString, E> {
+        Ok(SecretString(Zeroizing::new(text)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretString, E> {
+        Err(Self::not_text("a boolean"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretString, E> {
+        Err(Self::not_text("a number"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretString, E> {
+        Err(Self::not_text("a number"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretString, E> {
+        Err(Self::not_text("a number"))
     }
 }
 

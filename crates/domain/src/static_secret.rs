@@ -25,7 +25,7 @@ pub struct StaticSecretProvider {
     pub sealed_value: Option<SealedSecret>,
     /// Return the value to workloads through `POST /v1/credentials`. Off by default, so only the
     /// agent's proxy injects it and the workload never receives it.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, deserialize_with = "crate::scalar::boolean", skip_serializing_if = "is_false")]
     pub allow_workload_delivery: bool,
 }
 

@@ -277,8 +277,7 @@ async fn bootstrap_admin_token(state: &AppState) -> anyhow::Result<Option<String
 async fn apply_file(state: &AppState, path: &Path) -> anyhow::Result<()> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
-    let expanded = mayfly_domain::config_file::expand_variables(&name, &text, |variable| std::env::var(variable).ok())?;
-    let config = mayfly_domain::config_file::parse(&name, &expanded)?;
+    let config = mayfly_domain::config_file::parse_with_variables(&name, &text, |variable| std::env::var(variable).ok())?;
     let body = api::ApplyBody { config, prune: false, dry_run: false };
     let changes = api::apply_config(state, &format!("server --apply {name}"), body)
         .await

@@ -121,8 +121,8 @@ async fn run_test(client_options: &ClientOptions, args: TestArgs) -> anyhow::Res
         Some(path) => {
             let name = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("reading {name} failed: {error}"))?;
-            let expanded = mayfly_domain::config_file::expand_variables(&name, &text, |variable| std::env::var(variable).ok())?;
-            let config = mayfly_domain::config_file::parse(&name, &expanded)?;
+            let config =
+                mayfly_domain::config_file::parse_with_variables(&name, &text, |variable| std::env::var(variable).ok())?;
             let rule = config
                 .alert_rules
                 .into_iter()

@@ -100,8 +100,7 @@ pub fn load_config_file(
         (file_name, text)
     };
 
-    let expanded = config_file::expand_variables(&file_name, &text, lookup)?;
-    Ok(config_file::parse(&file_name, &expanded)?)
+    Ok(config_file::parse_with_variables(&file_name, &text, lookup)?)
 }
 
 /// Builds the body of `POST /v1/apply`.
