@@ -1,7 +1,7 @@
 """Destination servers for the agent proxy tests.
 
 Serves several HTTPS listeners (with the test's own CA-issued certificate) and plain HTTP
-listeners on 127.0.0.1. Every listener answers any request with a JSON report of what it
+listeners on 127.0.0.1. Every listener responds to any request with a JSON report of what it
 received: method, path, query, headers, and, when an `Authorization: Bearer` token arrived, the
 result of checking it with PyJWT against Mayfly's JWKS. Each request is also appended to a log
 file as one JSON line, so a test can tell whether a request reached the server at all.

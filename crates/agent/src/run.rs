@@ -102,7 +102,7 @@ pub struct RunningAgent {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// What a caller may want to know about the running proxy.
+/// The running proxy's address, CA bundle and event spool.
 pub struct ProxyHandle {
     /// The address the proxy listens on (with the port the system chose for port 0).
     pub address: std::net::SocketAddr,

@@ -1,6 +1,6 @@
-//! The agent's credential-injecting proxy against real processes: curl and Python `requests`
-//! as clients, Python HTTPS and HTTP servers (with the test's own CA) as destinations that check
-//! injected JWT-SVIDs with PyJWT against Mayfly's JWKS, and openssl as the judge of the
+//! The agent's credential-injecting proxy against real processes. curl and Python `requests`
+//! are the clients. Python HTTPS and HTTP servers (with the test's own CA) are the destinations,
+//! and they check injected JWT-SVIDs with PyJWT against Mayfly's JWKS. openssl judges the
 //! interception CA's name constraints.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

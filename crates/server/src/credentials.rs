@@ -59,8 +59,9 @@ pub struct Call {
     pub transport: &'static str,
 }
 
-/// A credential request of an agent's proxy, which injects the credential rather than hand it to
-/// the workload, so a `static_secret` provider without `allow_workload_delivery` serves it too.
+/// Runs the credential flow for an agent's proxy. The proxy injects the credential rather than
+/// hand it to the workload, so a `static_secret` provider without `allow_workload_delivery`
+/// serves it too.
 pub async fn handle_for_proxy(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
     let target = parse_target(request)?;
     issue(state, call, Wanted::Target(target), Delivery::Proxy).await

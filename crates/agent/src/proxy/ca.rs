@@ -2,9 +2,9 @@
 //! for the server workloads whose TLS the proxy terminates. It is separate from the SPIFFE X.509
 //! CA, and name-constrained (RFC 5280 permitted subtrees) to the server workloads' hosts.
 //!
-//! When the hosts outgrow the constraints, the agent issues a new CA for the current hosts and
-//! keeps the previous CA in the bundle file until every leaf it signed has expired, so clients
-//! that loaded the bundle earlier keep working until they reload it.
+//! When the hosts outgrow the constraints, the agent issues a new CA for the current hosts. The
+//! previous CA stays in the bundle file until every leaf it signed has expired, so clients that
+//! loaded the bundle earlier keep working until they reload it.
 //!
 //! Files: `<data_dir>/proxy-ca/key.pem` (the active CA's key, mode 0600),
 //! `<data_dir>/proxy-ca/state.json` (the active and retired CA certificates) and the bundle
@@ -248,7 +248,7 @@ fn certificate_error(error: rcgen::Error) -> CaError {
     CaError::Certificate(error.to_string())
 }
 
-/// The CA's parameters. The issuer of a leaf needs only the subject, key usages and key
+/// Builds the CA's parameters. A leaf's issuer needs only the subject, key usages and key
 /// identifier method, so the same parameters rebuild the issuer of a stored CA.
 fn ca_params(common_name: &str, hosts: &[String]) -> CertificateParams {
     let mut params = CertificateParams::default();
@@ -263,9 +263,9 @@ fn ca_params(common_name: &str, hosts: &[String]) -> CertificateParams {
 }
 
 /// Permits exactly the hosts' DNS names and IP addresses. RFC 5280 leaves a name type
-/// unconstrained when no subtree of its type is listed, so a type without hosts is excluded
-/// as a whole: all IPv4 and IPv6 addresses, or every DNS name by permitting only the reserved
-/// `invalid` domain (RFC 6761).
+/// unconstrained when no subtree of its type is listed, so a type without hosts is shut off.
+/// For IP addresses, all of IPv4 and IPv6 is excluded. For DNS names, only the reserved
+/// `invalid` domain (RFC 6761) is permitted.
 fn name_constraints(hosts: &[String]) -> NameConstraints {
     let mut permitted = Vec::new();
     let mut excluded = Vec::new();

@@ -70,7 +70,7 @@ impl Drop for Injection {
     }
 }
 
-/// Why no credential could be injected.
+/// Failures to get a credential to inject.
 #[derive(Debug)]
 pub enum CredentialError {
     /// The server denied the request; the body is its problem document.
@@ -78,7 +78,7 @@ pub enum CredentialError {
     /// The credential has no header or query presentation (such as AWS credentials, which
     /// sign requests rather than travel with them).
     NotInjectable { server_workload: String },
-    /// The server could not be reached or answered with an error.
+    /// The server could not be reached or returned an error.
     Unavailable(String),
 }
 
@@ -199,7 +199,7 @@ impl ProxyCredentials {
             }
             let detail = body.get("detail").and_then(Value::as_str).unwrap_or("");
             return Err(CredentialError::Unavailable(format!(
-                "the server answered the credential request with status {} (request id {request_id}): {detail}",
+                "the server rejected the credential request with status {} (request id {request_id}): {detail}",
                 response.status
             )));
         }

@@ -5,7 +5,7 @@
 //! An event is appended to the spool file before the request is forwarded, and removed only
 //! after the server accepted its batch, so events survive an agent restart and a server outage.
 //! A batch whose response was lost is sent again, so the server may record an event twice; the
-//! `event_id` identifies the copies. When the spool holds `max_spooled` events, new events are
+//! `event_id` identifies the copies. When the spool contains `max_spooled` events, new events are
 //! dropped and each drop is counted and logged.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -33,7 +33,7 @@ const MAX_BATCH: usize = 100;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// What one injection was, without the credential or any query value.
+/// The facts of one injection, without the credential or any query value.
 pub struct InjectionRecord<'a> {
     pub attributes: &'a BTreeMap<String, Vec<String>>,
     pub host: &'a str,

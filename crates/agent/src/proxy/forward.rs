@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 /// The body of every response the proxy returns.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// Where a request goes: host, port and whether TLS is spoken.
+/// A request's destination: host, port and whether TLS is spoken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub host: String,

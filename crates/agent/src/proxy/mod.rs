@@ -3,7 +3,7 @@
 //! Applications opt in with `HTTP_PROXY`/`HTTPS_PROXY`. The proxy attests the process behind
 //! each TCP connection once ([`tcp_peer`]). A request to a server workload gets the credential
 //! that the caller's access policy yields, injected as the credential response's presentation
-//! says ([`inject`]); plain HTTP is forwarded with it, and CONNECT to an `https` server workload
+//! specifies ([`inject`]). Plain HTTP is forwarded with it. CONNECT to an `https` server workload
 //! is terminated with a leaf certificate from the interception CA ([`ca`]) and forwarded over
 //! verified TLS. Every other destination passes through untouched: plain HTTP is forwarded as it
 //! came and CONNECT is tunnelled byte for byte. Only HTTP/1.1 is spoken, with keep-alive.
@@ -100,7 +100,7 @@ pub enum ProxyError {
     Spool(String),
 }
 
-/// What the proxy shares between connections.
+/// The state that the proxy's connections share.
 struct Proxy {
     targets: Arc<Targets>,
     ca: Arc<InterceptionCa>,

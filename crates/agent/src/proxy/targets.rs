@@ -11,7 +11,7 @@ use crate::client::ServerClient;
 use crate::identity::Identity;
 use crate::proxy::ca::InterceptionCa;
 
-/// A server workload as the proxy sees it.
+/// A server workload's destination and scheme, as `GET /v1/agents/targets` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Target {
     pub server_workload: String,

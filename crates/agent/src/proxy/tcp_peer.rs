@@ -2,7 +2,7 @@
 //!
 //! The kernel gives no peer credentials for TCP, so the proxy finds the client's socket in
 //! `/proc/net/tcp` or `/proc/net/tcp6` by its (local, remote) address pair, which yields the
-//! socket's inode and owner uid. Every process that holds a file descriptor for that inode
+//! socket's inode and owner uid. Every process with a file descriptor for that inode
 //! (`/proc/<pid>/fd/* -> socket:[inode]`) is then attested as on the Unix sockets: executable
 //! path and SHA-256, start time before the accept and unchanged while reading.
 
@@ -11,13 +11,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use mayfly_server::evidence::unix::{ExecutableHasher, PeerAtAccept, attest};
 
-/// Why a connection's process could not be attested.
+/// Failures to attest a connection's process.
 #[derive(Debug, thiserror::Error)]
 pub enum TcpPeerError {
     /// No socket with this address pair is in `/proc/net/tcp` or `/proc/net/tcp6`.
     #[error("no socket from {peer} to {local} in /proc/net/tcp or /proc/net/tcp6")]
     SocketNotFound { peer: SocketAddr, local: SocketAddr },
-    /// No process holds the socket: it exited, or the agent may not read its file descriptors.
+    /// No process has the socket open: it exited, or the agent may not read its file descriptors.
     #[error(
         "no process holds the socket of {peer} (inode {inode}): it exited, or the agent cannot read /proc/<pid>/fd of its user"
     )]

@@ -24,8 +24,8 @@ pub const MAX_INJECTION_BATCH: usize = 100;
 /// Maximum length of a text field of an injection event, in bytes.
 const MAX_FIELD_BYTES: usize = 2048;
 
-/// `GET /v1/agents/targets`: the host, port and scheme of every enabled server workload, so an
-/// agent's proxy knows which destinations to intercept. It carries no secret.
+/// `GET /v1/agents/targets`: the host, port and scheme of every enabled server workload, which
+/// an agent's proxy intercepts. The list contains no secret.
 pub async fn targets(state: AppState, _agent: AgentCaller) -> Json<Value> {
     let snapshot = state.config();
     let config = &snapshot.config;
@@ -62,7 +62,7 @@ pub struct InjectionEventBody {
     server_workload: String,
     /// The request id of the credential request that produced the injected credential.
     credential_request_id: String,
-    /// How the credential was presented: `headers`, `query` or `headers+query`.
+    /// The credential's presentation: `headers`, `query` or `headers+query`.
     mode: String,
     #[serde(default)]
     spiffe_id: Option<String>,
@@ -76,7 +76,7 @@ pub struct InjectionBatch {
 
 /// `POST /v1/agents/injection-events`: appends the calling agent's injection events to the audit
 /// log, one `credential_injection` event each. The agent retries a batch whose response it did
-/// not receive, so an event may be written twice; its `event_id` tells the copies apart.
+/// not receive, so an event may be written twice. Its `event_id` identifies the copies.
 pub async fn injection_events(
     state: AppState,
     agent: AgentCaller,
@@ -133,6 +133,7 @@ fn validate(event: &InjectionEventBody) -> Result<(), (&'static str, String, Str
             Ok(())
         }
     };
+
     bounded("id", &event.id, 64)?;
     bounded("host", &event.host, 253)?;
     bounded("method", &event.method, 32)?;
@@ -143,6 +144,7 @@ fn validate(event: &InjectionEventBody) -> Result<(), (&'static str, String, Str
     if let Some(spiffe_id) = &event.spiffe_id {
         bounded("spiffe_id", spiffe_id, MAX_FIELD_BYTES)?;
     }
+
     if event.port == 0 {
         return Err(("port", "0".to_string(), "must be between 1 and 65535".to_string()));
     }
@@ -150,6 +152,7 @@ fn validate(event: &InjectionEventBody) -> Result<(), (&'static str, String, Str
     if event.path.contains('?') {
         return Err(("path", shorten(&event.path), "must not contain a query string".to_string()));
     }
+
     for (name, values) in &event.attributes {
         if !UNIX_ATTRIBUTES.contains(&name.as_str()) || name == UNIX_AGENT_ATTRIBUTE {
             return Err(("attributes", shorten(name), "is not a unix attribute an agent may attest".to_string()));

@@ -47,7 +47,7 @@ impl From<String> for Failure {
     }
 }
 
-/// Who receives a credential.
+/// The receiver of a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// The workload itself, through `POST /v1/credentials` or an agent's socket.
