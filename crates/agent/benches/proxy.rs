@@ -86,11 +86,15 @@ async fn run(duration: Duration) {
         .unwrap();
 
     let data_dir = dir.path().join("agent");
-    let mut agent_settings = AgentSettings::new(base, data_dir.clone(), dir.path().join("agent.sock"));
+    let mut agent_settings =
+        AgentSettings::new(base, data_dir.clone(), dir.path().join("agent.sock"));
     agent_settings.join_token = Some(mayfly_crypto::token::SecretString::new(
         token["token"].as_str().unwrap().to_string(),
     ));
-    agent_settings.proxy = Some(ProxySettings::new("127.0.0.1:0".parse().unwrap(), &data_dir));
+    agent_settings.proxy = Some(ProxySettings::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &data_dir,
+    ));
     let agent = mayfly_agent::start(agent_settings).await.unwrap();
     let proxy = agent.proxy.as_ref().unwrap().address;
 
@@ -158,7 +162,12 @@ impl Latencies {
 
 /// Sends GET requests one at a time on one connection to `connect_to` for `duration`. With
 /// `absolute`, the requests are in absolute form for `destination`, as proxy clients send them.
-async fn measure(connect_to: SocketAddr, destination: SocketAddr, absolute: bool, duration: Duration) -> Latencies {
+async fn measure(
+    connect_to: SocketAddr,
+    destination: SocketAddr,
+    absolute: bool,
+    duration: Duration,
+) -> Latencies {
     let stream = TcpStream::connect(connect_to).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -77,12 +77,14 @@ pub enum ProxyListenError {
 }
 
 /// Parses the proxy's listen address given as `key` (the flag or settings key, for the error).
-pub fn parse_proxy_listen(key: &str, value: &str) -> Result<std::net::SocketAddr, ProxyListenError> {
-    let address: std::net::SocketAddr =
-        value.parse().map_err(|_| ProxyListenError::Invalid {
-            key: key.to_string(),
-            value: value.to_string(),
-        })?;
+pub fn parse_proxy_listen(
+    key: &str,
+    value: &str,
+) -> Result<std::net::SocketAddr, ProxyListenError> {
+    let address: std::net::SocketAddr = value.parse().map_err(|_| ProxyListenError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+    })?;
     if !address.ip().is_loopback() {
         return Err(ProxyListenError::NotLoopback {
             key: key.to_string(),

@@ -20,8 +20,8 @@ use crate::client::ServerClient;
 use crate::http_socket::{self, CredentialSocket};
 use crate::identity::{Identity, IdentityError};
 use crate::peer::PeerStream;
-use crate::proxy::{self, ProxyError, ProxySettings};
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use crate::proxy::{self, ProxyError, ProxySettings};
 use crate::workload_api::WorkloadApi;
 
 /// Settings of the agent.

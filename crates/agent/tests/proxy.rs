@@ -235,7 +235,13 @@ async fn curl(proxy: &str, cacert: &Path, url: &str, headers: &[&str]) -> (i32, 
 }
 
 /// Runs `tests/proxy/requests_client.py` with HTTP_PROXY and HTTPS_PROXY set to the proxy.
-async fn python_requests(proxy: &str, ca: &Path, url: &str, headers: &[&str], count: u32) -> Vec<Value> {
+async fn python_requests(
+    proxy: &str,
+    ca: &Path,
+    url: &str,
+    headers: &[&str],
+    count: u32,
+) -> Vec<Value> {
     let mut command = requests_command(proxy, ca, url, headers, count);
     finish_requests(command.output().await.expect("python3 runs"))
 }
@@ -281,11 +287,17 @@ async fn curl_gets_jwt_svid_injected_over_https() {
     assert_eq!(code, 0, "curl failed: {body}");
     assert_eq!(status, 200, "{body}");
     let authorization = body["headers"]["authorization"].as_str().unwrap();
-    assert!(authorization.starts_with(&format!("Bearer {JWT_VALUE_MARKER}")), "{authorization}");
+    assert!(
+        authorization.starts_with(&format!("Bearer {JWT_VALUE_MARKER}")),
+        "{authorization}"
+    );
     assert_eq!(body["jwt"]["valid"], true, "{body}");
     assert_eq!(body["jwt"]["aud"], serde_json::json!(["jwt-api"]));
     assert!(
-        body["jwt"]["sub"].as_str().unwrap().starts_with("spiffe://"),
+        body["jwt"]["sub"]
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://"),
         "{body}"
     );
     assert_eq!(body["query"], "x=1");
@@ -310,16 +322,27 @@ async fn static_secrets_injected_each_way() {
     let bundle = setup.ca_bundle();
 
     let header_url = format!("https://localhost:{}/h", setup.upstreams.https[1]);
-    let (code, status, body) = curl(&proxy, &bundle, &header_url, &["X-Api-Key: placeholder"]).await;
+    let (code, status, body) =
+        curl(&proxy, &bundle, &header_url, &["X-Api-Key: placeholder"]).await;
     assert_eq!((code, status), (0, 200), "{body}");
     assert_eq!(body["headers"]["x-api-key"], HEADER_SECRET);
 
     let basic_url = format!("https://localhost:{}/b", setup.upstreams.https[2]);
-    let (code, status, body) = curl(&proxy, &bundle, &basic_url, &["Authorization: Basic cGxhY2Vob2xkZXI6eA=="]).await;
+    let (code, status, body) = curl(
+        &proxy,
+        &bundle,
+        &basic_url,
+        &["Authorization: Basic cGxhY2Vob2xkZXI6eA=="],
+    )
+    .await;
     assert_eq!((code, status), (0, 200), "{body}");
     use base64::Engine;
-    let expected = base64::engine::general_purpose::STANDARD.encode(format!("svc-web:{BASIC_PASSWORD}"));
-    assert_eq!(body["headers"]["authorization"], format!("Basic {expected}"));
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("svc-web:{BASIC_PASSWORD}"));
+    assert_eq!(
+        body["headers"]["authorization"],
+        format!("Basic {expected}")
+    );
 
     let query_url = format!(
         "https://localhost:{}/q?keep=1&api_key=PLACEHOLDER",
@@ -393,10 +416,16 @@ async fn injection_events_reach_audit_without_secrets() {
     let setup = Setup::start().await;
     let proxy = setup.proxy_url();
     let bundle = setup.ca_bundle();
-    let jwt_url = format!("https://localhost:{}/orders/7?token=abc", setup.upstreams.https[0]);
+    let jwt_url = format!(
+        "https://localhost:{}/orders/7?token=abc",
+        setup.upstreams.https[0]
+    );
     let (_, status, body) = curl(&proxy, &bundle, &jwt_url, &[]).await;
     assert_eq!(status, 200, "{body}");
-    let injected_jwt = body["headers"]["authorization"].as_str().unwrap().to_string();
+    let injected_jwt = body["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let query_url = format!("https://localhost:{}/q?api_key=x", setup.upstreams.https[3]);
     let (_, status, body) = curl(&proxy, &bundle, &query_url, &[]).await;
     assert_eq!(status, 200, "{body}");
@@ -428,8 +457,14 @@ async fn injection_events_reach_audit_without_secrets() {
     let text = serde_json::to_string(&events).unwrap();
     let token = injected_jwt.trim_start_matches("Bearer ");
     assert!(!text.contains(token), "an event contains the JWT-SVID");
-    assert!(!text.contains(QUERY_SECRET), "an event contains the query secret");
-    assert!(!text.contains("token=abc"), "an event contains a query value");
+    assert!(
+        !text.contains(QUERY_SECRET),
+        "an event contains the query secret"
+    );
+    assert!(
+        !text.contains("token=abc"),
+        "an event contains a query value"
+    );
 }
 
 async fn wait_for_events(server: &TestServer, count: usize) -> Vec<Value> {
@@ -462,13 +497,19 @@ async fn events_sent_after_server_outage_and_restart() {
     let url = format!("http://127.0.0.1:{}/during-outage", upstreams.http[0]);
     let go = dir.path().join("go");
     let mut command = requests_command(&proxy, &bundle, &url, &[], 2);
-    command.args(["--wait-for", &path_text(&go)]).stdout(Stdio::piped());
+    command
+        .args(["--wait-for", &path_text(&go)])
+        .stdout(Stdio::piped());
     let client = command.spawn().expect("python3 runs");
     wait_for_events(&server, 1).await;
     relay.hang();
     std::fs::write(&go, "").unwrap();
     let results = finish_requests(client.wait_with_output().await.unwrap());
-    assert_eq!(results[1]["status"], 200, "the cached credential serves while the server hangs: {}", results[1]);
+    assert_eq!(
+        results[1]["status"], 200,
+        "the cached credential serves while the server hangs: {}",
+        results[1]
+    );
     assert_eq!(results[1]["body"]["jwt"]["valid"], true, "{}", results[1]);
     let events = &agent.proxy.as_ref().unwrap().events;
     assert_eq!(events.pending().await, 1);
@@ -486,7 +527,10 @@ async fn events_sent_after_server_outage_and_restart() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(found, "the spooled injection event never reached the audit log");
+    assert!(
+        found,
+        "the spooled injection event never reached the audit log"
+    );
     restarted.shutdown();
 }
 
@@ -499,7 +543,11 @@ async fn leaf_outside_name_constraints_rejected() {
     let ca_cert = setup.dir.path().join("active-ca.pem");
     std::fs::write(&ca_cert, state["active"]["cert_pem"].as_str().unwrap()).unwrap();
 
-    for (name, allowed) in [("localhost", true), ("outside.example", false), ("127.0.0.1", false)] {
+    for (name, allowed) in [
+        ("localhost", true),
+        ("outside.example", false),
+        ("127.0.0.1", false),
+    ] {
         let leaf = setup.dir.path().join(format!("leaf-{name}.pem"));
         let issued = Command::new("python3")
             .arg(script("issue_leaf.py"))
@@ -510,7 +558,11 @@ async fn leaf_outside_name_constraints_rejected() {
             .output()
             .await
             .unwrap();
-        assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+        assert!(
+            issued.status.success(),
+            "{}",
+            String::from_utf8_lossy(&issued.stderr)
+        );
         let verified = Command::new("openssl")
             .args(["verify", "-CAfile", &path_text(&setup.ca_bundle())])
             .arg(&leaf)
@@ -537,5 +589,8 @@ async fn non_loopback_listen_rejected() {
         &settings.data_dir,
     ));
     let error = mayfly_agent::start(settings).await.err().unwrap();
-    assert!(error.to_string().contains("proxy_listen 0.0.0.0:0"), "{error}");
+    assert!(
+        error.to_string().contains("proxy_listen 0.0.0.0:0"),
+        "{error}"
+    );
 }

@@ -113,17 +113,17 @@ impl InterceptionCa {
         let key_path = directory.join("key.pem");
         let state = match std::fs::read_to_string(&state_path) {
             Ok(text) => {
-                let stored: StoredState = serde_json::from_str(&text).map_err(|error| {
-                    CaError::File {
+                let stored: StoredState =
+                    serde_json::from_str(&text).map_err(|error| CaError::File {
                         path: state_path.clone(),
                         reason: format!("invalid JSON: {error}"),
-                    }
-                })?;
+                    })?;
                 let key_pem = zeroize::Zeroizing::new(
                     std::fs::read_to_string(&key_path).map_err(file_error(&key_path))?,
                 );
-                let key = KeyPair::from_pem(&key_pem)
-                    .map_err(|error| CaError::Certificate(format!("{}: {error}", key_path.display())))?;
+                let key = KeyPair::from_pem(&key_pem).map_err(|error| {
+                    CaError::Certificate(format!("{}: {error}", key_path.display()))
+                })?;
                 let active = restore(stored.active, key)?;
                 State {
                     active,
@@ -164,9 +164,13 @@ impl InterceptionCa {
         let now = Timestamp::now();
         let retired_before = state.retired.len();
         state.retired.retain(|retired| retired.remove_after > now);
-        let missing = hosts
-            .iter()
-            .any(|host| !state.active.stored.hosts.contains(&host.to_ascii_lowercase()));
+        let missing = hosts.iter().any(|host| {
+            !state
+                .active
+                .stored
+                .hosts
+                .contains(&host.to_ascii_lowercase())
+        });
         if missing {
             let next = generate(&self.agent, hosts)?;
             let previous = std::mem::replace(&mut state.active, next);
@@ -275,7 +279,9 @@ fn name_constraints(hosts: &[String]) -> NameConstraints {
         match host.parse::<IpAddr>() {
             Ok(ip) => {
                 let prefix = if ip.is_ipv4() { 32 } else { 128 };
-                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, prefix)));
+                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                    ip, prefix,
+                )));
                 any_ip = true;
             }
             Err(_) => {
@@ -384,8 +390,13 @@ mod tests {
     fn new_host_issues_new_ca_and_keeps_old() {
         let dir = tempfile::tempdir().unwrap();
         let bundle = dir.path().join("bundle.pem");
-        let ca = InterceptionCa::open(dir.path(), bundle.clone(), "web-1", &["a.example".to_string()])
-            .unwrap();
+        let ca = InterceptionCa::open(
+            dir.path(),
+            bundle.clone(),
+            "web-1",
+            &["a.example".to_string()],
+        )
+        .unwrap();
         assert!(ca.server_config("a.example").is_ok());
         assert!(matches!(
             ca.server_config("b.example"),
@@ -399,7 +410,10 @@ mod tests {
         assert!(ca.server_config("b.example").is_ok());
         let second = std::fs::read_to_string(&bundle).unwrap();
         assert_eq!(second.matches("BEGIN CERTIFICATE").count(), 2);
-        assert!(second.contains(first.trim()), "the old CA stays in the bundle");
+        assert!(
+            second.contains(first.trim()),
+            "the old CA stays in the bundle"
+        );
     }
 
     #[test]

@@ -118,7 +118,11 @@ pub struct ProxyCredentials {
 }
 
 impl ProxyCredentials {
-    pub fn new(client: ServerClient, identity: Arc<Identity>, max_entries: usize) -> ProxyCredentials {
+    pub fn new(
+        client: ServerClient,
+        identity: Arc<Identity>,
+        max_entries: usize,
+    ) -> ProxyCredentials {
         ProxyCredentials {
             client,
             identity,

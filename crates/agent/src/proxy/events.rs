@@ -70,7 +70,9 @@ impl InjectionEvents {
                     match serde_json::from_str::<Value>(line) {
                         Ok(event) => pending.push_back(event),
                         // A line cut short by a crash in the middle of an append.
-                        Err(error) => tracing::warn!(spool = %path.display(), line = number + 1, error = %error, "skipping an unreadable injection event in the spool"),
+                        Err(error) => {
+                            tracing::warn!(spool = %path.display(), line = number + 1, error = %error, "skipping an unreadable injection event in the spool")
+                        }
                     }
                 }
             }
@@ -78,7 +80,10 @@ impl InjectionEvents {
             Err(error) => return Err(format!("{}: {error}", path.display())),
         }
         if !pending.is_empty() {
-            tracing::info!(events = pending.len(), "injection events from an earlier run are waiting to be sent");
+            tracing::info!(
+                events = pending.len(),
+                "injection events from an earlier run are waiting to be sent"
+            );
         }
         Ok(InjectionEvents {
             path,
@@ -119,7 +124,7 @@ impl InjectionEvents {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // The first drop and every 1,000th after it are logged, so a long outage does not
             // flood the log.
-            if dropped == 1 || dropped % 1000 == 0 {
+            if dropped == 1 || dropped.is_multiple_of(1000) {
                 tracing::error!(dropped_total = dropped, max_spooled = self.max_spooled, host = %record.host, server_workload = %record.server_workload, "injection event spool is full: dropping injection events until the server accepts the spooled ones");
             }
             return;

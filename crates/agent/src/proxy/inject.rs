@@ -11,10 +11,12 @@ use crate::proxy::credentials::Injection;
 /// Sets the injection's headers and query parameters on `parts`.
 pub fn inject(parts: &mut Parts, injection: &Injection) -> Result<(), String> {
     for (name, value) in &injection.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("the credential's header name {name:?} is not a valid HTTP header name"))?;
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| format!("the credential for header {name} is not a valid HTTP header value"))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!("the credential's header name {name:?} is not a valid HTTP header name")
+        })?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            format!("the credential for header {name} is not a valid HTTP header value")
+        })?;
         // Keeps the value out of HPACK tables and out of hyper's debug output.
         value.set_sensitive(true);
         parts.headers.insert(name, value);
@@ -37,13 +39,20 @@ pub fn inject(parts: &mut Parts, injection: &Injection) -> Result<(), String> {
 /// percent-encoded. The other parameters keep their order and encoding.
 pub fn replace_query(query: Option<&str>, injected: &[(String, String)]) -> String {
     let mut kept: Vec<&str> = Vec::new();
-    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+    for pair in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
         let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
         let name: String = form_urlencoded::parse(format!("{raw_name}=").as_bytes())
             .next()
             .map(|(name, _)| name.into_owned())
             .unwrap_or_default();
-        if !injected.iter().any(|(injected_name, _)| *injected_name == name) {
+        if !injected
+            .iter()
+            .any(|(injected_name, _)| *injected_name == name)
+        {
             kept.push(pair);
         }
     }

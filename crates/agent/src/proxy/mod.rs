@@ -256,9 +256,7 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, caller: Caller) {
         let proxy = Arc::clone(&proxy);
         let caller = Arc::clone(&caller);
         let upstream = Arc::clone(&upstream);
-        async move {
-            Ok::<_, std::convert::Infallible>(route(proxy, caller, upstream, request).await)
-        }
+        async move { Ok::<_, std::convert::Infallible>(route(proxy, caller, upstream, request).await) }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -290,7 +288,10 @@ async fn route(
         );
     };
     let destination = Destination {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         port: uri.port_u16().unwrap_or(80),
         tls: false,
     };
@@ -300,11 +301,23 @@ async fn route(
         .targets
         .lookup(&destination.host, destination.port)
         .filter(|target| target.scheme == "http");
-    forward(&proxy, &caller, &upstream, &destination, target.as_ref(), request).await
+    forward(
+        &proxy,
+        &caller,
+        &upstream,
+        &destination,
+        target.as_ref(),
+        request,
+    )
+    .await
 }
 
 /// Handles CONNECT: intercepts an `https` server workload, tunnels everything else.
-async fn connect(proxy: Arc<Proxy>, caller: Caller, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn connect(
+    proxy: Arc<Proxy>,
+    caller: Caller,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let Some(authority) = request.uri().authority() else {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -353,7 +366,12 @@ async fn connect(proxy: Arc<Proxy>, caller: Caller, request: Request<Incoming>) 
         Ok(tls) => tls,
         Err(error) => {
             tracing::warn!(host = %host, error = %error, "no interception certificate for a server workload");
-            return problem(StatusCode::BAD_GATEWAY, "interception", &error.to_string(), None);
+            return problem(
+                StatusCode::BAD_GATEWAY,
+                "interception",
+                &error.to_string(),
+                None,
+            );
         }
     };
     tokio::spawn(async move {
@@ -389,7 +407,15 @@ async fn connect(proxy: Arc<Proxy>, caller: Caller, request: Request<Incoming>) 
             let target = Arc::clone(&target);
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    forward(&proxy, &caller, &upstream, &destination, Some(&target), request).await,
+                    forward(
+                        &proxy,
+                        &caller,
+                        &upstream,
+                        &destination,
+                        Some(&target),
+                        request,
+                    )
+                    .await,
                 )
             }
         });
@@ -437,7 +463,9 @@ async fn forward(
                 return problem(
                     StatusCode::FORBIDDEN,
                     "credential-denied",
-                    &format!("the proxy could not attest the calling process, so it injects no credential: {reason}"),
+                    &format!(
+                        "the proxy could not attest the calling process, so it injects no credential: {reason}"
+                    ),
                     None,
                 );
             }

@@ -123,9 +123,7 @@ pub(crate) fn find_in_table(text: &str, peer: SocketAddr, local: SocketAddr) -> 
 /// Compares endpoints, treating an IPv4-mapped IPv6 address as its IPv4 address.
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     let canonical = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
     a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
@@ -193,8 +191,8 @@ fn processes_holding(inode: u64, uid: u32) -> Vec<i32> {
 
 /// Reads the effective gid from the `Gid:` line of `/proc/<pid>/status`.
 fn effective_gid(pid: i32) -> Result<u32, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|error| error.to_string())?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|error| error.to_string())?;
     status
         .lines()
         .find_map(|line| line.strip_prefix("Gid:"))
@@ -246,9 +244,13 @@ mod tests {
         let (server_side, peer) = listener.accept().unwrap();
         let local = server_side.local_addr().unwrap();
         let hasher = ExecutableHasher::new(1024 * 1024 * 1024);
-        let attributes =
-            attest_tcp_peer(peer, local, mayfly_server::evidence::unix::uptime_ticks(), &hasher)
-                .unwrap();
+        let attributes = attest_tcp_peer(
+            peer,
+            local,
+            mayfly_server::evidence::unix::uptime_ticks(),
+            &hasher,
+        )
+        .unwrap();
         assert_eq!(
             attributes["pid"],
             vec![std::process::id().to_string()],
