@@ -1,6 +1,7 @@
 //! Connections from the proxy to destinations, and the responses the proxy makes itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -14,6 +15,9 @@ use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+
+/// Time allowed for the TCP connection to a destination.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of every response the proxy returns.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -68,9 +72,7 @@ async fn connect(
     tls: &Arc<ClientConfig>,
 ) -> Result<SendRequest<Incoming>, String> {
     let address = format!("{}:{}", destination.host, destination.port);
-    let tcp = TcpStream::connect((destination.host.as_str(), destination.port))
-        .await
-        .map_err(|error| format!("connecting to {address} failed: {error}"))?;
+    let tcp = connect_tcp(&destination.host, destination.port).await?;
     let _ = tcp.set_nodelay(true);
     if destination.tls {
         let name = ServerName::try_from(destination.host.clone())
@@ -82,6 +84,18 @@ async fn connect(
         handshake(TokioIo::new(stream), &address).await
     } else {
         handshake(TokioIo::new(tcp), &address).await
+    }
+}
+
+/// Opens a TCP connection to `host`:`port`, failing after `CONNECT_TIMEOUT`.
+pub async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(format!("connecting to {host}:{port} failed: {error}")),
+        Err(_) => Err(format!(
+            "connecting to {host}:{port} timed out after {} seconds",
+            CONNECT_TIMEOUT.as_secs()
+        )),
     }
 }
 

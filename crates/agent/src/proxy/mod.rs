@@ -202,6 +202,8 @@ pub async fn start(
     })
 }
 
+/// Accepts connections forever.
+/// NOTE: the number of concurrent connections is not limited; any local process can open many.
 async fn accept_forever(listener: TcpListener, proxy: Arc<Proxy>) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -338,15 +340,10 @@ async fn connect(
         .filter(|target| target.scheme == "https");
 
     let Some(target) = target else {
-        let outbound = match TcpStream::connect((host.as_str(), port)).await {
+        let outbound = match forward::connect_tcp(&host, port).await {
             Ok(outbound) => outbound,
-            Err(error) => {
-                return problem(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream",
-                    &format!("connecting to {host}:{port} failed: {error}"),
-                    None,
-                );
+            Err(reason) => {
+                return problem(StatusCode::BAD_GATEWAY, "upstream", &reason, None);
             }
         };
         tokio::spawn(async move {
