@@ -594,3 +594,40 @@ async fn non_loopback_listen_rejected() {
         "{error}"
     );
 }
+
+/// Runs `tests/proxy/shared_socket.py`, which sends one plain HTTP request through the proxy,
+/// with its socket also held by a `sleep` child when `share` is set.
+async fn shared_socket_request(proxy_port: u16, url: &str, share: bool) -> Value {
+    let mut command = Command::new("python3");
+    command
+        .arg(script("shared_socket.py"))
+        .args(["--proxy-port", &proxy_port.to_string()])
+        .args(["--url", url]);
+    if share {
+        command.arg("--share");
+    }
+    let output = command.output().await.expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_shared_with_other_executable_denied() {
+    let setup = Setup::start().await;
+    let port = setup.agent.proxy.as_ref().unwrap().address.port();
+    let url = format!("http://127.0.0.1:{}/shared", setup.upstreams.http[0]);
+
+    let alone = shared_socket_request(port, &url, false).await;
+    assert_eq!(alone["status"], 200, "{alone}");
+    assert_eq!(alone["body"]["jwt"]["valid"], true, "{alone}");
+
+    let shared = shared_socket_request(port, &url, true).await;
+    assert_eq!(shared["status"], 403, "{shared}");
+    let detail = shared["body"]["detail"].as_str().unwrap();
+    assert!(detail.contains("ambiguous"), "{detail}");
+    assert_eq!(setup.upstreams.received("http-0").len(), 1);
+}
