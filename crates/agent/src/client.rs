@@ -178,6 +178,17 @@ impl ServerClient {
         attributes: &BTreeMap<String, Vec<String>>,
         request: &Value,
     ) -> Result<ForwardedResponse, ClientError> {
+        self.credential_request(credential, attributes, request, "workload")
+            .await
+    }
+
+    async fn credential_request(
+        &self,
+        credential: &SecretString,
+        attributes: &BTreeMap<String, Vec<String>>,
+        request: &Value,
+        delivery: &str,
+    ) -> Result<ForwardedResponse, ClientError> {
         let url = format!("{}/v1/agents/credentials", self.base);
         let transport = |source| ClientError::Transport {
             url: url.clone(),
@@ -187,7 +198,7 @@ impl ServerClient {
             .http
             .post(&url)
             .bearer_auth(credential.expose())
-            .json(&json!({"attributes": attributes, "request": request}))
+            .json(&json!({"attributes": attributes, "request": request, "delivery": delivery}))
             .send()
             .await
             .map_err(transport)?;
@@ -220,6 +231,52 @@ impl ServerClient {
             });
         }
         Ok(forwarded)
+    }
+
+    /// Requests the credential that the process with `attributes` gets for the server workload at
+    /// `host`:`port`, for the proxy to inject. The response is returned as it came, like
+    /// [`ServerClient::credential`]'s.
+    pub async fn proxy_credential(
+        &self,
+        credential: &SecretString,
+        attributes: &BTreeMap<String, Vec<String>>,
+        host: &str,
+        port: u16,
+    ) -> Result<ForwardedResponse, ClientError> {
+        let request = json!({"target": {"host": host, "port": port}});
+        self.credential_request(credential, attributes, &request, "proxy")
+            .await
+    }
+
+    /// Fetches the enabled server workloads' hosts, ports and schemes.
+    pub async fn targets(&self, credential: &SecretString) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/agents/targets", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(credential.expose())
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        read(response, &url, "credential").await
+    }
+
+    /// Posts a batch of injection events.
+    pub async fn injection_events(
+        &self,
+        credential: &SecretString,
+        events: &[Value],
+    ) -> Result<Value, ClientError> {
+        self.post(
+            "/v1/agents/injection-events",
+            credential,
+            "credential",
+            &json!({"events": events}),
+        )
+        .await
     }
 
     /// Fetches the server's public signing keys.

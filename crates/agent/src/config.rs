@@ -51,6 +51,47 @@ pub struct AgentFile {
     pub max_cached_svids: Option<usize>,
     /// Largest executable that is hashed for attestation, in bytes.
     pub max_hashed_executable_bytes: Option<u64>,
+    /// Loopback address and port of the credential-injecting proxy, such as `127.0.0.1:8181`.
+    pub proxy_listen: Option<String>,
+    /// File the proxy writes its interception CA bundle to.
+    pub proxy_ca_bundle: Option<PathBuf>,
+    /// PEM file of the CA certificates for the server workloads' HTTPS certificates.
+    pub proxy_upstream_ca: Option<PathBuf>,
+    /// How often the proxy fetches the server workloads' hosts and ports, such as `30s`.
+    pub proxy_targets_refresh: Option<String>,
+    /// Maximum number of injection events spooled while the server does not accept them.
+    pub proxy_max_spooled_events: Option<usize>,
+}
+
+/// Errors in the proxy's listen address.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyListenError {
+    /// The value is not an address and port.
+    #[error("{key} {value:?}: not an address and port such as 127.0.0.1:8181")]
+    Invalid { key: String, value: String },
+    /// The address is not a loopback address.
+    #[error(
+        "{key} {value:?}: the proxy listens on loopback only (127.0.0.0/8 or [::1]), since it attests callers through this host's /proc"
+    )]
+    NotLoopback { key: String, value: String },
+}
+
+/// Parses the proxy's listen address given as `key` (the flag or settings key, for the error).
+pub fn parse_proxy_listen(
+    key: &str,
+    value: &str,
+) -> Result<std::net::SocketAddr, ProxyListenError> {
+    let address: std::net::SocketAddr = value.parse().map_err(|_| ProxyListenError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+    })?;
+    if !address.ip().is_loopback() {
+        return Err(ProxyListenError::NotLoopback {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
+    Ok(address)
 }
 
 impl AgentFile {
@@ -94,6 +135,14 @@ impl AgentFile {
         if let Some(value) = self.max_hashed_executable_bytes {
             settings.max_hashed_executable_bytes = value;
         }
+        if let Some(proxy) = settings.proxy.as_mut() {
+            if let Some(value) = &self.proxy_targets_refresh {
+                proxy.targets_refresh = duration("proxy_targets_refresh", value)?;
+            }
+            if let Some(value) = self.proxy_max_spooled_events {
+                proxy.max_spooled_events = value;
+            }
+        }
         Ok(())
     }
 }
@@ -118,10 +167,19 @@ mod tests {
             bundle_refresh = "1m"
             max_cached_svids = 100
             max_hashed_executable_bytes = 1024
+            proxy_listen = "127.0.0.1:8181"
+            proxy_ca_bundle = "/etc/mayfly/proxy-ca.pem"
+            proxy_upstream_ca = "/etc/mayfly/upstream-ca.pem"
+            proxy_targets_refresh = "10s"
+            proxy_max_spooled_events = 50
             "#,
         )
         .unwrap();
         let mut settings = AgentSettings::new(String::new(), PathBuf::new(), PathBuf::new());
+        settings.proxy = Some(crate::proxy::ProxySettings::new(
+            "127.0.0.1:8181".parse().unwrap(),
+            Path::new("/var/lib/mayfly-agent"),
+        ));
         file.apply_limits(Path::new("agent.toml"), &mut settings)
             .unwrap();
         assert_eq!(file.server.as_deref(), Some("https://mayfly.example:8750"));
@@ -133,6 +191,25 @@ mod tests {
             file.http_socket.as_deref(),
             Some(Path::new("/run/mayfly/credential.sock"))
         );
+        assert_eq!(file.proxy_listen.as_deref(), Some("127.0.0.1:8181"));
+        let proxy = settings.proxy.unwrap();
+        assert_eq!(proxy.targets_refresh.as_secs(), 10);
+        assert_eq!(proxy.max_spooled_events, 50);
+    }
+
+    #[test]
+    fn proxy_listen_rejects_non_loopback() {
+        let error = parse_proxy_listen("--proxy-listen", "0.0.0.0:8181").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("--proxy-listen"), "{message}");
+        assert!(message.contains("0.0.0.0:8181"), "{message}");
+    }
+
+    #[test]
+    fn proxy_listen_rejects_invalid_address() {
+        let error = parse_proxy_listen("proxy_listen", "localhost").unwrap_err();
+        assert!(error.to_string().contains("\"localhost\""), "{error}");
+        assert!(parse_proxy_listen("proxy_listen", "[::1]:8181").is_ok());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Mayfly agent runs beside workloads and authenticates to the server with its own
 //! short-lived credential. It attests the processes that call its Unix socket and serves them the
 //! SPIFFE Workload API (JWT-SVIDs and JWT bundles), with a cache in front of the server, and the
-//! HTTP credential endpoint of the server's workload socket.
+//! HTTP credential endpoint of the server's workload socket. On request it also runs an HTTP
+//! proxy on loopback that injects credentials into requests to server workloads.
 #![forbid(unsafe_code)]
 
 mod authority;
@@ -12,10 +13,11 @@ pub mod config;
 pub mod http_socket;
 pub mod identity;
 pub mod peer;
+pub mod proxy;
 mod run;
 pub mod workload_api;
 
-pub use run::{AgentSettings, RunningAgent, start};
+pub use run::{AgentSettings, ProxyHandle, RunningAgent, start};
 
 /// The Workload API's generated gRPC code.
 #[allow(clippy::all, missing_docs)]

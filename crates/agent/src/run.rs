@@ -21,6 +21,7 @@ use crate::http_socket::{self, CredentialSocket};
 use crate::identity::{Identity, IdentityError};
 use crate::peer::PeerStream;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use crate::proxy::{self, ProxyError, ProxySettings};
 use crate::workload_api::WorkloadApi;
 
 /// Settings of the agent.
@@ -47,6 +48,8 @@ pub struct AgentSettings {
     pub max_cached_svids: usize,
     /// Largest executable that is hashed for attestation, in bytes.
     pub max_hashed_executable_bytes: u64,
+    /// The credential-injecting proxy's settings; no proxy runs when absent.
+    pub proxy: Option<ProxySettings>,
 }
 
 impl AgentSettings {
@@ -65,6 +68,7 @@ impl AgentSettings {
             bundle_refresh: Duration::from_secs(30),
             max_cached_svids: 4096,
             max_hashed_executable_bytes: 256 * 1024 * 1024,
+            proxy: None,
         }
     }
 }
@@ -84,13 +88,28 @@ pub enum StartError {
     /// The HTTP credential socket could not be bound.
     #[error("http_socket: {0}")]
     HttpSocket(#[from] mayfly_server::http::ListenError),
+    /// The proxy could not be started.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 /// A started agent; dropping it does not stop it, `shutdown` does.
 pub struct RunningAgent {
     pub identity: Arc<Identity>,
     pub cache: Arc<SvidCache>,
+    /// The proxy's address, CA bundle and event spool, when the proxy runs.
+    pub proxy: Option<ProxyHandle>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The running proxy's address, CA bundle and event spool.
+pub struct ProxyHandle {
+    /// The address the proxy listens on (with the port the system chose for port 0).
+    pub address: std::net::SocketAddr,
+    /// The interception CA bundle file.
+    pub ca_bundle: PathBuf,
+    /// The injection event spool.
+    pub events: Arc<crate::proxy::events::InjectionEvents>,
 }
 
 impl RunningAgent {
@@ -175,6 +194,27 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         },
     )?;
 
+    let mut tasks = vec![bundle_task, renew_task, http_task];
+    let proxy = match &settings.proxy {
+        Some(proxy_settings) => {
+            let running = proxy::start(
+                proxy_settings,
+                client.clone(),
+                Arc::clone(&identity),
+                Arc::clone(&hasher),
+                &settings.data_dir,
+            )
+            .await?;
+            tasks.extend(running.tasks);
+            Some(ProxyHandle {
+                address: running.address,
+                ca_bundle: running.ca_bundle,
+                events: running.events,
+            })
+        }
+        None => None,
+    };
+
     let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
     let service = WorkloadApi {
         client,
@@ -195,9 +235,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         }
     });
     tracing::info!(socket = %settings.socket.display(), http_socket = %settings.http_socket.display(), "agent serving the SPIFFE Workload API and the HTTP credential endpoint");
+    // The Workload API server goes last: `wait` waits on it.
+    tasks.push(server_task);
     Ok(RunningAgent {
         identity,
         cache,
-        tasks: vec![bundle_task, renew_task, http_task, server_task],
+        proxy,
+        tasks,
     })
 }

@@ -29,16 +29,19 @@ pub enum AuditKind {
     AgentChange,
     /// An alert rule fired.
     Alert,
+    /// An agent's proxy injected a credential into a request to a server workload.
+    CredentialInjection,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 6] = [
+    pub const ALL: [AuditKind; 7] = [
         AuditKind::CredentialRequest,
         AuditKind::ConfigChange,
         AuditKind::KeyChange,
         AuditKind::AdminTokenChange,
         AuditKind::AgentChange,
         AuditKind::Alert,
+        AuditKind::CredentialInjection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl AuditKind {
             AuditKind::AdminTokenChange => "admin_token_change",
             AuditKind::AgentChange => "agent_change",
             AuditKind::Alert => "alert",
+            AuditKind::CredentialInjection => "credential_injection",
         }
     }
 

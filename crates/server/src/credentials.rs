@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::clock;
 use crate::evidence::unix::{self, PeerAtAccept};
 use crate::problem::ApiError;
-use crate::providers::{self, Issued};
+use crate::providers::{self, Delivery, Issued};
 use crate::state::{AppState, ConfigSnapshot};
 
 /// The body of a credential request.
@@ -59,6 +59,14 @@ pub struct Call {
     pub transport: &'static str,
 }
 
+/// Runs the credential flow for an agent's proxy. The proxy injects the credential rather than
+/// hand it to the workload, so a `static_secret` provider without `allow_workload_delivery`
+/// serves it too.
+pub async fn handle_for_proxy(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
+    let target = parse_target(request)?;
+    issue(state, call, Wanted::Target(target), Delivery::Proxy).await
+}
+
 /// The response to a granted request.
 #[derive(Debug, Serialize)]
 pub struct CredentialResponse {
@@ -91,7 +99,7 @@ enum Wanted {
 /// Runs the whole credential flow and writes its audit event before the response.
 pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
     let target = parse_target(request)?;
-    issue(state, call, Wanted::Target(target)).await
+    issue(state, call, Wanted::Target(target), Delivery::Workload).await
 }
 
 /// Runs the credential flow for a JWT-SVID requested by audience: it is granted only through an
@@ -100,10 +108,10 @@ pub async fn handle_jwt_svid(state: &AppState, call: Call, audiences: Vec<String
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
         return Err(ApiError::invalid("audience", &audiences.join(","), "needs at least one non-empty audience"));
     }
-    issue(state, call, Wanted::Audiences(audiences)).await
+    issue(state, call, Wanted::Audiences(audiences), Delivery::Workload).await
 }
 
-async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<CredentialResponse, ApiError> {
+async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery) -> Result<CredentialResponse, ApiError> {
     let started = Instant::now();
     let now = clock::now();
     let evidence_snapshot = state.config();
@@ -119,6 +127,9 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
         }
     }
     detail.insert("transport".into(), json!(call.transport));
+    if delivery == Delivery::Proxy {
+        detail.insert("delivery".into(), json!(delivery.as_str()));
+    }
     match &wanted {
         Wanted::Target(target) => detail.insert("target".into(), json!(target.to_string())),
         Wanted::Audiences(audiences) => detail.insert("audience".into(), json!(audiences)),
@@ -166,7 +177,7 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
         Wanted::Target(_) => None,
         Wanted::Audiences(audiences) => Some(audiences.as_slice()),
     };
-    let issued = match providers::produce(state, &grant, audience_override, now).await {
+    let issued = match providers::produce(state, &grant, audience_override, delivery, now).await {
         Ok(issued) => issued,
         Err(failure) => {
             detail.extend(failure.audit);

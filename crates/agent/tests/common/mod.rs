@@ -226,4 +226,9 @@ impl Relay {
     pub fn hang(&self) {
         self.hang.send_replace(true);
     }
+
+    /// Forwards new connections again; connections accepted while hanging stay silent.
+    pub fn resume(&self) {
+        self.hang.send_replace(false);
+    }
 }

@@ -46,6 +46,22 @@ pub struct AgentArgs {
     /// it, the system roots are used.
     #[arg(long)]
     pub server_ca: Option<PathBuf>,
+
+    /// Loopback address and port of the credential-injecting HTTP proxy, such as
+    /// 127.0.0.1:8181; no proxy runs without it. Applications opt in with HTTP_PROXY and
+    /// HTTPS_PROXY.
+    #[arg(long)]
+    pub proxy_listen: Option<String>,
+
+    /// File the proxy writes its interception CA bundle to (PEM, mode 0644), for applications
+    /// to trust; default `<data-dir>/proxy-ca.pem`.
+    #[arg(long)]
+    pub proxy_ca_bundle: Option<PathBuf>,
+
+    /// PEM file of the CA certificates that server workloads' HTTPS certificates must chain to
+    /// when the proxy forwards to them. Without it, the system roots are used.
+    #[arg(long)]
+    pub proxy_upstream_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +158,16 @@ fn agent_settings(args: AgentArgs) -> anyhow::Result<mayfly_agent::AgentSettings
         }
         (None, _) => None,
     };
+    if let Some(value) = args.proxy_listen.as_deref().or(file.proxy_listen.as_deref()) {
+        let flag = if args.proxy_listen.is_some() { "--proxy-listen" } else { "proxy_listen" };
+        let listen = mayfly_agent::config::parse_proxy_listen(flag, value)?;
+        let mut proxy = mayfly_agent::proxy::ProxySettings::new(listen, &settings.data_dir);
+        if let Some(path) = args.proxy_ca_bundle.or_else(|| file.proxy_ca_bundle.clone()) {
+            proxy.ca_bundle = path;
+        }
+        proxy.upstream_ca = args.proxy_upstream_ca.or_else(|| file.proxy_upstream_ca.clone());
+        settings.proxy = Some(proxy);
+    }
     if let Some(path) = &args.config {
         file.apply_limits(path, &mut settings)?;
     }

@@ -92,6 +92,7 @@ pub enum EventKind {
     AdminTokenChange,
     AgentChange,
     Alert,
+    CredentialInjection,
 }
 
 impl Outcome {
@@ -112,6 +113,7 @@ impl EventKind {
             EventKind::AdminTokenChange => "admin_token_change",
             EventKind::AgentChange => "agent_change",
             EventKind::Alert => "alert",
+            EventKind::CredentialInjection => "credential_injection",
         }
     }
 }

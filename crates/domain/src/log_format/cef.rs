@@ -47,6 +47,20 @@ pub fn render_cef(record: Record<'_>, product: &Product) -> String {
             if let Some(actor) = text("actor") {
                 extension.push(("duser", actor));
             }
+            if event.kind == AuditKind::CredentialInjection {
+                if let Some(host) = text("host") {
+                    extension.push(("dhost", host));
+                }
+                if let Some(port) = event.detail.get("port").and_then(Value::as_u64) {
+                    extension.push(("dpt", port.to_string()));
+                }
+                if let Some(method) = text("method") {
+                    extension.push(("requestMethod", method));
+                }
+                if let Some(path) = text("path") {
+                    extension.push(("request", path));
+                }
+            }
             extension.push(("cs2", stored.hash.clone()));
             extension.push(("cs2Label", "chainHash".to_string()));
 

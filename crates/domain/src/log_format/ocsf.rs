@@ -5,6 +5,8 @@
 //! - configuration, key and admin token changes: Entity Management (class 3004), with the
 //!   activity taken from the change's action (create, update, delete, enable, disable);
 //! - alerts: Detection Finding (class 2004, category Findings), activity 1 "Create";
+//! - credential injections by an agent's proxy: HTTP Activity (class 4002, category Network
+//!   Activity), with the activity taken from the request's method;
 //! - checkpoints: Base Event (class 0), activity 99 "Other".
 //!
 //! Every record has the base event's required fields (`activity_id`, `category_uid`,
@@ -25,6 +27,8 @@ const AUTHENTICATION: i64 = 3002;
 const ENTITY_MANAGEMENT: i64 = 3004;
 const BASE_EVENT: i64 = 0;
 const DETECTION_FINDING: i64 = 2004;
+const HTTP_ACTIVITY: i64 = 4002;
+const NETWORK_CATEGORY: i64 = 4;
 const FINDINGS_CATEGORY: i64 = 2;
 const IDENTITY_CATEGORY: i64 = 3;
 const OTHER: i64 = 99;
@@ -35,6 +39,10 @@ pub fn render_ocsf(record: Record<'_>, product: &Product) -> Value {
         Record::Event(event) => match event.event.kind {
             AuditKind::CredentialRequest => (AUTHENTICATION, IDENTITY_CATEGORY, 4, authentication(event)),
             AuditKind::Alert => (DETECTION_FINDING, FINDINGS_CATEGORY, 1, detection_finding(event)),
+            AuditKind::CredentialInjection => {
+                let method = event.event.detail.get("method").and_then(Value::as_str).unwrap_or_default();
+                (HTTP_ACTIVITY, NETWORK_CATEGORY, http_activity(method), http_activity_fields(event))
+            }
             AuditKind::ConfigChange | AuditKind::KeyChange | AuditKind::AdminTokenChange | AuditKind::AgentChange => {
                 let action = event.event.detail.get("action").and_then(Value::as_str).unwrap_or_default();
                 (ENTITY_MANAGEMENT, IDENTITY_CATEGORY, entity_activity(action), entity_management(event))
@@ -138,6 +146,56 @@ fn entity_management(event: &AuditEvent) -> Map<String, Value> {
         fields.insert("actor".into(), json!({"user": {"name": actor}}));
     }
     fields
+}
+
+/// Builds the HTTP Activity fields of a credential injection: the request's method, host, port
+/// and path (the agent never sends query values), the server workload and the workload's identity.
+fn http_activity_fields(event: &AuditEvent) -> Map<String, Value> {
+    let detail = &event.event.detail;
+    let text = |key: &str| detail.get(key).and_then(Value::as_str);
+    let mut fields = Map::new();
+
+    let mut url = json!({"path": text("path").unwrap_or("/")});
+    if let Some(host) = text("host") {
+        url["hostname"] = json!(host);
+    }
+    if let Some(port) = detail.get("port").and_then(Value::as_u64) {
+        url["port"] = json!(port);
+    }
+    fields.insert("http_request".into(), json!({"http_method": text("method").unwrap_or("OTHER"), "url": url}));
+    let mut destination = json!({});
+    if let Some(host) = text("host") {
+        destination["hostname"] = json!(host);
+    }
+    if let Some(port) = detail.get("port").and_then(Value::as_u64) {
+        destination["port"] = json!(port);
+    }
+    if let Some(server) = &event.event.server_workload {
+        destination["svc_name"] = json!(server);
+    }
+    fields.insert("dst_endpoint".into(), destination);
+    if let Some(client) = &event.event.client_workload {
+        fields.insert("actor".into(), json!({"user": {"name": client, "type": "workload"}}));
+    }
+    fields.insert("status_id".into(), json!(1));
+    fields.insert("status".into(), json!("Success"));
+    fields
+}
+
+/// Maps an HTTP method to an HTTP Activity activity id.
+fn http_activity(method: &str) -> i64 {
+    match method {
+        "CONNECT" => 1,
+        "DELETE" => 2,
+        "GET" => 3,
+        "HEAD" => 4,
+        "OPTIONS" => 5,
+        "POST" => 6,
+        "PUT" => 7,
+        "TRACE" => 8,
+        "PATCH" => 9,
+        _ => OTHER,
+    }
 }
 
 /// Maps a change's action to an Entity Management activity id.

@@ -222,3 +222,51 @@ fn json_keeps_id_and_chain_hash() {
     assert_eq!(value["hash"], json!("ab".repeat(32)));
     assert_eq!(value["record_type"], json!("audit_event"));
 }
+
+fn injection() -> AuditEvent {
+    let mut event = stored(
+        AuditKind::CredentialInjection,
+        json!({"agent": "web-1", "host": "payments.example", "port": 443, "method": "POST", "path": "/v1/charges", "mode": "headers"}),
+    );
+    event.event.outcome = Some(Outcome::Success);
+    event.event.client_workload = Some("web".to_string());
+    event.event.server_workload = Some("payments".to_string());
+    event
+}
+
+#[test]
+fn ocsf_injection_is_http_activity() {
+    let event = injection();
+    let record = render_ocsf(Record::Event(&event), &product());
+    assert_eq!(record["class_uid"], json!(4002));
+    assert_eq!(record["category_uid"], json!(4));
+    assert_eq!(record["activity_id"], json!(6));
+    assert_eq!(record["type_uid"], json!(400206));
+    assert_eq!(record["http_request"]["http_method"], json!("POST"));
+    assert_eq!(record["http_request"]["url"]["path"], json!("/v1/charges"));
+    assert_eq!(record["dst_endpoint"]["hostname"], json!("payments.example"));
+    assert_eq!(record["dst_endpoint"]["port"], json!(443));
+    assert_eq!(record["dst_endpoint"]["svc_name"], json!("payments"));
+    assert_eq!(record["actor"]["user"]["name"], json!("web"));
+}
+
+#[test]
+fn cef_injection_names_destination() {
+    let event = injection();
+    let line = render_cef(Record::Event(&event), &product());
+    let (header, extension) = parse_cef(&line);
+    assert_eq!(header[4], "credential_injection");
+    assert_eq!(header[5], "credential injection");
+    assert_eq!(extension.get("dhost").map(String::as_str), Some("payments.example"));
+    assert_eq!(extension.get("dpt").map(String::as_str), Some("443"));
+    assert_eq!(extension.get("requestMethod").map(String::as_str), Some("POST"));
+    assert_eq!(extension.get("request").map(String::as_str), Some("/v1/charges"));
+}
+
+#[test]
+fn syslog_injection_uses_kind_as_msgid() {
+    let event = injection();
+    let message = render_syslog(Record::Event(&event), "payload", "host-1");
+    assert!(message.contains(" credential_injection ["), "{message}");
+    assert_eq!(parse_sd(&message).get("server_workload").map(String::as_str), Some("payments"));
+}

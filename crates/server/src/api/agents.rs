@@ -219,8 +219,21 @@ pub async fn jwt_svid(
 pub struct CredentialBody {
     /// The unix attributes the agent attested for the calling process.
     attributes: BTreeMap<String, Vec<String>>,
-    /// The process's request, as it sent it to the agent's HTTP socket.
+    /// The process's request, as it sent it to the agent's HTTP socket or as the agent's proxy
+    /// built it from the destination.
     request: CredentialRequest,
+    /// `proxy` when the agent's proxy asks in order to inject the credential; `workload` (the
+    /// default) when the credential goes back to the process.
+    #[serde(default)]
+    delivery: DeliveryBody,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryBody {
+    #[default]
+    Workload,
+    Proxy,
 }
 
 /// `POST /v1/agents/credentials`: the credential that `POST /v1/credentials` yields, for a
@@ -240,7 +253,10 @@ pub async fn credential(
         source_ip: client_ip(&state, peer, &headers),
         transport: "agent",
     };
-    let issued = credentials::handle(&state, call, body.request).await?;
+    let issued = match body.delivery {
+        DeliveryBody::Workload => credentials::handle(&state, call, body.request).await?,
+        DeliveryBody::Proxy => credentials::handle_for_proxy(&state, call, body.request).await?,
+    };
     let mut response = Json(issued).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

@@ -133,7 +133,7 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
                 }
                 AuditKind::ConfigChange => push_capped(&mut changes, json!({"seq": event.seq, "time": event.event.time.to_string(), "detail": event.event.detail})),
                 AuditKind::Alert => push_capped(&mut alerts, json!({"seq": event.seq, "id": event.event.id, "time": event.event.time.to_string(), "detail": event.event.detail})),
-                AuditKind::KeyChange | AuditKind::AdminTokenChange | AuditKind::AgentChange => {}
+                AuditKind::KeyChange | AuditKind::AdminTokenChange | AuditKind::AgentChange | AuditKind::CredentialInjection => {}
             }
         }
         read += page.len();

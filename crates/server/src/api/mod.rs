@@ -7,6 +7,7 @@ pub use resources::{ApplyBody, apply_config};
 mod audit;
 mod incident;
 mod keys;
+mod proxy;
 mod public;
 mod resources;
 
@@ -61,6 +62,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/agents/renew", post(agents::renew))
         .route("/v1/agents/jwt-svids", post(agents::jwt_svid))
         .route("/v1/agents/credentials", post(agents::credential))
+        .route("/v1/agents/targets", get(proxy::targets))
+        .route("/v1/agents/injection-events", post(proxy::injection_events))
         .route("/v1/agents/{name}/evict", post(agents::evict))
         .route("/v1/{kind}", get(resources::list))
         .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))

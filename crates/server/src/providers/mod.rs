@@ -47,12 +47,32 @@ impl From<String> for Failure {
     }
 }
 
+/// The receiver of a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The workload itself, through `POST /v1/credentials` or an agent's socket.
+    Workload,
+    /// An agent's proxy, which injects the credential into the workload's request and never
+    /// hands it to the workload.
+    Proxy,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Workload => "workload",
+            Delivery::Proxy => "proxy",
+        }
+    }
+}
+
 /// Produces the credential of the grant's provider; `audience_override` replaces the audiences of
 /// a JWT-SVID (Workload API requests name audiences).
 pub async fn produce(
     state: &AppState,
     grant: &Grant<'_>,
     audience_override: Option<&[String]>,
+    delivery: Delivery,
     now: Timestamp,
 ) -> Result<Issued, Failure> {
     match grant.credential_provider {
@@ -60,7 +80,7 @@ pub async fn produce(
             let audience = audience_override.unwrap_or(&provider.audience);
             jwt_svid(state, grant, provider, audience, now).map_err(Failure::from)
         }
-        CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider).map_err(Failure::from),
+        CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider, delivery).map_err(Failure::from),
         CredentialProvider::OauthClientCredentials(provider) => oauth::produce(state, provider).await,
         CredentialProvider::FederatedTokenExchange(provider) => federation::produce(state, grant, provider, now).await,
     }

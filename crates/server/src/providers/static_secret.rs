@@ -3,12 +3,12 @@
 use mayfly_domain::static_secret::StaticSecretProvider;
 use serde_json::{Map, json};
 
-use super::Issued;
+use super::{Delivery, Issued};
 use crate::secrets;
 use crate::state::AppState;
 
-pub(super) fn produce(state: &AppState, provider: &StaticSecretProvider) -> Result<Issued, String> {
-    if !provider.allow_workload_delivery {
+pub(super) fn produce(state: &AppState, provider: &StaticSecretProvider, delivery: Delivery) -> Result<Issued, String> {
+    if delivery == Delivery::Workload && !provider.allow_workload_delivery {
         return Err(format!(
             "static secret provider {:?} does not deliver its value to workloads (only the agent's proxy injects it); \
              set allow_workload_delivery: true on the provider to allow it",
