@@ -1,6 +1,6 @@
 //! The Mayfly agent runs beside workloads and authenticates to the server with its own
 //! short-lived credential. It attests the processes that call its Unix socket and serves them the
-//! SPIFFE Workload API (JWT-SVIDs and JWT bundles), with a cache in front of the server, and the
+//! SPIFFE Workload API (X.509-SVIDs, JWT-SVIDs and their bundles), with a cache in front of the server, and the
 //! HTTP credential endpoint of the server's workload socket.
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,7 @@ pub mod identity;
 pub mod peer;
 mod run;
 pub mod workload_api;
+pub mod x509;
 
 pub use run::{AgentSettings, RunningAgent, start};
 
