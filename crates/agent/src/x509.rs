@@ -299,6 +299,8 @@ impl Renewer {
                     failing = false;
                 }
                 Err(error) => {
+                    // NOTE: a denial (the policy was removed or disabled) is retried like any
+                    // failure, so open streams keep the last SVID until it expires.
                     if failing {
                         tracing::debug!(error = %error, "renewing an X.509-SVID failed again");
                     } else {
@@ -361,7 +363,12 @@ pub async fn refresh_bundle_forever(
 ) {
     let mut failing = false;
     loop {
-        match client.x509_bundle().await.map_err(|error| error.to_string()).and_then(|body| bundle_from(&body)) {
+        match client
+            .x509_bundle()
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|body| bundle_from(&body))
+        {
             Ok(bundle) => {
                 sender.send_if_modified(|current| {
                     if current.as_deref() == Some(&bundle) {

@@ -42,7 +42,11 @@ pub enum CaError {
     Crypto { id: String, reason: String },
     /// The CA is in a state that does not allow the operation.
     #[error("x509 authority {id:?} is {state}: {reason}")]
-    WrongState { id: String, state: String, reason: String },
+    WrongState {
+        id: String,
+        state: String,
+        reason: String,
+    },
     /// No CA is active.
     #[error("no active x509 authority")]
     NoActiveAuthority,
@@ -128,7 +132,11 @@ impl X509Ca {
         publish_ahead: Duration,
         now: Timestamp,
     ) -> Result<Arc<X509Ca>, CaError> {
-        let empty = AuthoritySet { active: None, active_id: None, published: Vec::new() };
+        let empty = AuthoritySet {
+            active: None,
+            active_id: None,
+            published: Vec::new(),
+        };
         let ca = Arc::new(X509Ca {
             store,
             keys,
@@ -159,7 +167,13 @@ impl X509Ca {
 
     /// Lists every CA.
     pub async fn list(&self) -> Result<Vec<AuthorityInfo>, CaError> {
-        Ok(self.store.list_x509_authorities().await?.iter().map(AuthorityInfo::from).collect())
+        Ok(self
+            .store
+            .list_x509_authorities()
+            .await?
+            .iter()
+            .map(AuthorityInfo::from)
+            .collect())
     }
 
     /// Runs one rotation step: removes retired CAs whose X.509-SVIDs have all expired, activates
@@ -170,14 +184,24 @@ impl X509Ca {
         let records = self.store.list_x509_authorities().await?;
 
         for record in &records {
-            let expired = record.remove_after.is_some_and(|at| at <= now) || record.not_after <= now;
+            let expired =
+                record.remove_after.is_some_and(|at| at <= now) || record.not_after <= now;
             let withdrawn = record.state == state::RETIRED || record.state == state::TAINTED;
             if expired && withdrawn {
                 let mut removed = record.clone();
                 removed.state = state::REMOVED.to_string();
                 removed.encrypted_private_key = None;
-                let audit = authority_event(now, "remove", record, state::REMOVED, "every X.509-SVID it signed has expired", SYSTEM_ACTOR);
-                self.store.update_x509_authority(&removed, &record.state, vec![audit]).await?;
+                let audit = authority_event(
+                    now,
+                    "remove",
+                    record,
+                    state::REMOVED,
+                    "every X.509-SVID it signed has expired",
+                    SYSTEM_ACTOR,
+                );
+                self.store
+                    .update_x509_authority(&removed, &record.state, vec![audit])
+                    .await?;
             }
         }
 
@@ -188,22 +212,51 @@ impl X509Ca {
         if let Some(prepared) = &prepared
             && prepared.activates_at.is_none_or(|at| at <= now)
         {
-            self.activate(prepared, active.as_ref(), now, "its publication period is over", SYSTEM_ACTOR).await?;
+            self.activate(
+                prepared,
+                active.as_ref(),
+                now,
+                "its publication period is over",
+                SYSTEM_ACTOR,
+            )
+            .await?;
         } else if let Some(active) = active {
             let activated = active.activates_at.unwrap_or(active.created_at);
             let due = add(activated, self.lifetime / 2);
             if active.not_after <= add(now, Duration::from_secs(60)) {
                 // The active CA expired (the server was down past its rotation): nothing it
                 // signs now would verify, so a new CA signs at once.
-                self.retire(&active, now, "it expired", SYSTEM_ACTOR).await?;
-                self.generate(state::ACTIVE, now, now, "the active CA expired", SYSTEM_ACTOR).await?;
+                self.retire(&active, now, "it expired", SYSTEM_ACTOR)
+                    .await?;
+                self.generate(
+                    state::ACTIVE,
+                    now,
+                    now,
+                    "the active CA expired",
+                    SYSTEM_ACTOR,
+                )
+                .await?;
             } else if prepared.is_none() && add(now, self.publish_ahead) >= due {
                 let activates_at = std::cmp::max(due, add(now, self.publish_ahead));
-                self.generate(state::PREPARED, activates_at, now, "scheduled rotation", SYSTEM_ACTOR).await?;
+                self.generate(
+                    state::PREPARED,
+                    activates_at,
+                    now,
+                    "scheduled rotation",
+                    SYSTEM_ACTOR,
+                )
+                .await?;
             }
         } else {
             // No CA signs yet: nothing can have cached the bundle, so it becomes active at once.
-            self.generate(state::ACTIVE, now, now, "first X.509 CA of the trust domain", SYSTEM_ACTOR).await?;
+            self.generate(
+                state::ACTIVE,
+                now,
+                now,
+                "first X.509 CA of the trust domain",
+                SYSTEM_ACTOR,
+            )
+            .await?;
         }
         self.publish().await
     }
@@ -219,25 +272,59 @@ impl X509Ca {
                 state: prepared.state.clone(),
                 reason: format!(
                     "a prepared CA already exists and becomes active at {}",
-                    prepared.activates_at.map(|t| t.to_string()).unwrap_or_default()
+                    prepared
+                        .activates_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
                 ),
             });
         }
-        let record = self.generate(state::PREPARED, add(now, self.publish_ahead), now, "manual rotation", actor).await?;
+        let record = self
+            .generate(
+                state::PREPARED,
+                add(now, self.publish_ahead),
+                now,
+                "manual rotation",
+                actor,
+            )
+            .await?;
         self.publish().await?;
         Ok(AuthorityInfo::from(&record))
     }
 
     /// Signs an X.509-SVID for `spiffe_id` from the CSR `csr_der` with the active CA. The
     /// lifetime is `ttl`, capped at the CA's `notAfter`.
-    pub fn sign(&self, csr_der: &[u8], spiffe_id: &str, ttl: Duration, now: Timestamp) -> Result<IssuedX509Svid, SignError> {
+    pub fn sign(
+        &self,
+        csr_der: &[u8],
+        spiffe_id: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<IssuedX509Svid, SignError> {
         let checked = x509::verify_csr(csr_der, Some(spiffe_id)).map_err(SignError::Csr)?;
         let set = self.current();
-        let active = set.active.as_ref().ok_or(SignError::Ca(CaError::NoActiveAuthority))?;
+        let active = set
+            .active
+            .as_ref()
+            .ok_or(SignError::Ca(CaError::NoActiveAuthority))?;
         let expires_at = std::cmp::min(add(now, ttl), active.not_after);
-        let request = SvidRequest { spiffe_id, now: now.as_second(), not_after: expires_at.as_second() };
-        let signed = x509::sign_svid(checked, &active.certificate_der, &active.private_key_pkcs8, &request)
-            .map_err(|error| SignError::Ca(CaError::Crypto { id: active.id.clone(), reason: error.to_string() }))?;
+        let request = SvidRequest {
+            spiffe_id,
+            now: now.as_second(),
+            not_after: expires_at.as_second(),
+        };
+        let signed = x509::sign_svid(
+            checked,
+            &active.certificate_der,
+            &active.private_key_pkcs8,
+            &request,
+        )
+        .map_err(|error| {
+            SignError::Ca(CaError::Crypto {
+                id: active.id.clone(),
+                reason: error.to_string(),
+            })
+        })?;
         let expires_at = Timestamp::from_second(request.not_after).unwrap_or(expires_at);
         Ok(IssuedX509Svid {
             chain: vec![signed.certificate_der, active.certificate_der.clone()],
@@ -261,17 +348,27 @@ impl X509Ca {
         let set = self.current();
         let mut keys = Vec::new();
         for certificate in &set.published {
-            let jwk = x509::bundle_jwk(certificate).map_err(|error| CaError::Crypto { id: "(published)".to_string(), reason: error.to_string() })?;
+            let jwk = x509::bundle_jwk(certificate).map_err(|error| CaError::Crypto {
+                id: "(published)".to_string(),
+                reason: error.to_string(),
+            })?;
             keys.push(jwk);
         }
         let jwks: Value = serde_json::from_str(jwks_body).unwrap_or_else(|_| json!({"keys": []}));
-        for key in jwks.get("keys").and_then(Value::as_array).into_iter().flatten() {
+        for key in jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let mut key = key.clone();
             key["use"] = json!("jwt-svid");
             keys.push(key);
         }
 
-        let digest = hex::encode(sha2::Sha256::digest(Value::Array(keys.clone()).to_string().as_bytes()));
+        let digest = hex::encode(sha2::Sha256::digest(
+            Value::Array(keys.clone()).to_string().as_bytes(),
+        ));
         let sequence = self.sequence_for(&digest).await?;
         Ok(json!({
             "keys": keys,
@@ -284,19 +381,33 @@ impl X509Ca {
     /// when the content changed since it was last numbered.
     async fn sequence_for(&self, digest: &str) -> Result<u64, CaError> {
         let _guard = self.sequence.lock().await;
-        let stored: u64 = self.store.get_meta(SEQUENCE_META).await?.and_then(|text| text.parse().ok()).unwrap_or(0);
+        let stored: u64 = self
+            .store
+            .get_meta(SEQUENCE_META)
+            .await?
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0);
         if self.store.get_meta(DIGEST_META).await?.as_deref() == Some(digest) {
             return Ok(stored);
         }
         // NOTE: two replicas that see a change at the same moment may both increment, so the
         // sequence can skip a number; it never goes back.
         let next = stored + 1;
-        self.store.set_meta(SEQUENCE_META, &next.to_string()).await?;
+        self.store
+            .set_meta(SEQUENCE_META, &next.to_string())
+            .await?;
         self.store.set_meta(DIGEST_META, digest).await?;
         Ok(next)
     }
 
-    async fn activate(&self, prepared: &X509AuthorityRecord, active: Option<&X509AuthorityRecord>, now: Timestamp, reason: &str, actor: &str) -> Result<(), CaError> {
+    async fn activate(
+        &self,
+        prepared: &X509AuthorityRecord,
+        active: Option<&X509AuthorityRecord>,
+        now: Timestamp,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), CaError> {
         if let Some(active) = active {
             self.retire(active, now, reason, actor).await?;
         }
@@ -304,24 +415,44 @@ impl X509Ca {
         activated.state = state::ACTIVE.to_string();
         activated.activates_at = Some(now);
         let audit = authority_event(now, "activate", prepared, state::ACTIVE, reason, actor);
-        self.store.update_x509_authority(&activated, state::PREPARED, vec![audit]).await?;
+        self.store
+            .update_x509_authority(&activated, state::PREPARED, vec![audit])
+            .await?;
         tracing::info!(x509_authority = %prepared.id, "X.509 CA activated");
         Ok(())
     }
 
-    async fn retire(&self, active: &X509AuthorityRecord, now: Timestamp, reason: &str, actor: &str) -> Result<(), CaError> {
+    async fn retire(
+        &self,
+        active: &X509AuthorityRecord,
+        now: Timestamp,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), CaError> {
         let mut retired = active.clone();
         retired.state = state::RETIRED.to_string();
         retired.retired_at = Some(now);
         retired.remove_after = Some(std::cmp::min(add(now, RETIRED_GRACE), active.not_after));
         let audit = authority_event(now, "retire", active, state::RETIRED, reason, actor);
-        self.store.update_x509_authority(&retired, state::ACTIVE, vec![audit]).await?;
+        self.store
+            .update_x509_authority(&retired, state::ACTIVE, vec![audit])
+            .await?;
         Ok(())
     }
 
-    async fn generate(&self, initial_state: &str, activates_at: Timestamp, now: Timestamp, reason: &str, actor: &str) -> Result<X509AuthorityRecord, CaError> {
+    async fn generate(
+        &self,
+        initial_state: &str,
+        activates_at: Timestamp,
+        now: Timestamp,
+        reason: &str,
+        actor: &str,
+    ) -> Result<X509AuthorityRecord, CaError> {
         let id = format!("ca-{}", uuid::Uuid::new_v4().simple());
-        let crypto_error = |reason: String| CaError::Crypto { id: id.clone(), reason };
+        let crypto_error = |reason: String| CaError::Crypto {
+            id: id.clone(),
+            reason,
+        };
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
         let generated: GeneratedCa = tokio::task::spawn_blocking({
             let trust_domain = self.trust_domain.clone();
@@ -332,8 +463,13 @@ impl X509Ca {
         .await
         .map_err(|error| crypto_error(error.to_string()))?
         .map_err(|error| crypto_error(error.to_string()))?;
-        let sealed = self.keys.kek().seal(&generated.private_key_pkcs8, id.as_bytes()).map_err(|error| crypto_error(error.to_string()))?;
-        let not_after = Timestamp::from_second(generated.not_after).map_err(|error| crypto_error(error.to_string()))?;
+        let sealed = self
+            .keys
+            .kek()
+            .seal(&generated.private_key_pkcs8, id.as_bytes())
+            .map_err(|error| crypto_error(error.to_string()))?;
+        let not_after = Timestamp::from_second(generated.not_after)
+            .map_err(|error| crypto_error(error.to_string()))?;
 
         let record = X509AuthorityRecord {
             id: id.clone(),
@@ -348,7 +484,9 @@ impl X509Ca {
             remove_after: None,
         };
         let audit = authority_event(now, "generate", &record, initial_state, reason, actor);
-        self.store.insert_x509_authority(&record, vec![audit]).await?;
+        self.store
+            .insert_x509_authority(&record, vec![audit])
+            .await?;
         tracing::info!(x509_authority = %record.id, state = %record.state, not_after = %record.not_after, reason, "X.509 CA generated");
         Ok(record)
     }
@@ -358,8 +496,14 @@ impl X509Ca {
         let records = self.store.list_x509_authorities().await?;
         let mut active = None;
         let mut published = Vec::new();
-        for record in records.iter().filter(|record| record.trust_domain == self.trust_domain) {
-            let is_published = matches!(record.state.as_str(), state::PREPARED | state::ACTIVE | state::RETIRED | state::TAINTED);
+        for record in records
+            .iter()
+            .filter(|record| record.trust_domain == self.trust_domain)
+        {
+            let is_published = matches!(
+                record.state.as_str(),
+                state::PREPARED | state::ACTIVE | state::RETIRED | state::TAINTED
+            );
             if is_published {
                 published.push(record.certificate_der.clone());
             }
@@ -367,8 +511,14 @@ impl X509Ca {
                 active = Some(self.open(record)?);
             }
         }
-        let active_id = active.as_ref().map(|authority: &ActiveAuthority| authority.id.clone());
-        let set = AuthoritySet { active, active_id, published };
+        let active_id = active
+            .as_ref()
+            .map(|authority: &ActiveAuthority| authority.id.clone());
+        let set = AuthoritySet {
+            active,
+            active_id,
+            published,
+        };
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(set),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
@@ -377,9 +527,19 @@ impl X509Ca {
     }
 
     fn open(&self, record: &X509AuthorityRecord) -> Result<ActiveAuthority, CaError> {
-        let crypto_error = |reason: String| CaError::Crypto { id: record.id.clone(), reason };
-        let sealed = record.encrypted_private_key.as_ref().ok_or_else(|| crypto_error("the private key is missing".to_string()))?;
-        let pkcs8 = self.keys.kek().open(sealed, record.id.as_bytes()).map_err(|error| crypto_error(error.to_string()))?;
+        let crypto_error = |reason: String| CaError::Crypto {
+            id: record.id.clone(),
+            reason,
+        };
+        let sealed = record
+            .encrypted_private_key
+            .as_ref()
+            .ok_or_else(|| crypto_error("the private key is missing".to_string()))?;
+        let pkcs8 = self
+            .keys
+            .kek()
+            .open(sealed, record.id.as_bytes())
+            .map_err(|error| crypto_error(error.to_string()))?;
         Ok(ActiveAuthority {
             id: record.id.clone(),
             certificate_der: record.certificate_der.clone(),
@@ -406,7 +566,14 @@ fn add(time: Timestamp, duration: Duration) -> Timestamp {
 }
 
 /// Audit event of a CA state change, shaped like other configuration changes.
-fn authority_event(now: Timestamp, action: &str, record: &X509AuthorityRecord, new_state: &str, reason: &str, actor: &str) -> NewAuditEvent {
+fn authority_event(
+    now: Timestamp,
+    action: &str,
+    record: &X509AuthorityRecord,
+    new_state: &str,
+    reason: &str,
+    actor: &str,
+) -> NewAuditEvent {
     let detail = json!({
         "actor": actor,
         "action": action,

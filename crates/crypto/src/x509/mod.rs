@@ -14,8 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
@@ -93,8 +93,14 @@ impl std::fmt::Debug for GeneratedCa {
 /// Generates a self-signed ECDSA P-256 CA certificate for `trust_domain`, valid from `now`
 /// (less [`BACKDATE_SECONDS`]) for `lifetime_seconds`. `id` goes into the subject's common name,
 /// so that operators can tell the CAs of one trust domain apart.
-pub fn generate_ca(trust_domain: &str, id: &str, now: i64, lifetime_seconds: i64) -> Result<GeneratedCa, X509Error> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|error| X509Error::Ca(error.to_string()))?;
+pub fn generate_ca(
+    trust_domain: &str,
+    id: &str,
+    now: i64,
+    lifetime_seconds: i64,
+) -> Result<GeneratedCa, X509Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|error| X509Error::Ca(error.to_string()))?;
     let not_after = now.saturating_add(lifetime_seconds);
 
     let mut params = CertificateParams::default();
@@ -106,7 +112,9 @@ pub fn generate_ca(trust_domain: &str, id: &str, now: i64, lifetime_seconds: i64
     params.not_before = to_time(now.saturating_sub(BACKDATE_SECONDS))?;
     params.not_after = to_time(not_after)?;
 
-    let certificate = params.self_signed(&key).map_err(|error| X509Error::Ca(error.to_string()))?;
+    let certificate = params
+        .self_signed(&key)
+        .map_err(|error| X509Error::Ca(error.to_string()))?;
     Ok(GeneratedCa {
         certificate_der: certificate.der().to_vec(),
         private_key_pkcs8: Zeroizing::new(key.serialize_der()),
@@ -136,14 +144,25 @@ pub struct SignedSvid {
 
 /// Checks a CSR and returns its parsed form: size, DER, signature, a P-256 key and, when
 /// `spiffe_id` is given, no SAN other than a URI equal to it.
-pub fn verify_csr(csr_der: &[u8], spiffe_id: Option<&str>) -> Result<CertificateSigningRequestParams, X509Error> {
+pub fn verify_csr(
+    csr_der: &[u8],
+    spiffe_id: Option<&str>,
+) -> Result<CertificateSigningRequestParams, X509Error> {
     if csr_der.len() > MAX_CSR_BYTES {
-        return Err(X509Error::CsrTooLarge { size: csr_der.len(), max: MAX_CSR_BYTES });
+        return Err(X509Error::CsrTooLarge {
+            size: csr_der.len(),
+            max: MAX_CSR_BYTES,
+        });
     }
-    let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
-        .map_err(|error| X509Error::InvalidCsr(format!("not a DER PKCS#10 request: {error}")))?;
+    let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(
+        csr_der,
+    )
+    .map_err(|error| X509Error::InvalidCsr(format!("not a DER PKCS#10 request: {error}")))?;
     let key_algorithm = &parsed.certification_request_info.subject_pki.algorithm;
-    let curve = key_algorithm.parameters.as_ref().and_then(|parameters| parameters.as_oid().ok());
+    let curve = key_algorithm
+        .parameters
+        .as_ref()
+        .and_then(|parameters| parameters.as_oid().ok());
     if curve.map(|oid| oid.to_id_string()).as_deref() != Some(P256_CURVE_OID) {
         return Err(X509Error::UnsupportedKey);
     }
@@ -156,7 +175,10 @@ pub fn verify_csr(csr_der: &[u8], spiffe_id: Option<&str>) -> Result<Certificate
                         other => format!("{other}"),
                     };
                     if requested != spiffe_id {
-                        return Err(X509Error::SpiffeIdMismatch { requested, granted: spiffe_id.to_string() });
+                        return Err(X509Error::SpiffeIdMismatch {
+                            requested,
+                            granted: spiffe_id.to_string(),
+                        });
                     }
                 }
             }
@@ -176,18 +198,24 @@ pub fn sign_svid(
     ca_private_key_pkcs8: &[u8],
     request: &SvidRequest<'_>,
 ) -> Result<SignedSvid, X509Error> {
-    let ca_key = KeyPair::try_from(ca_private_key_pkcs8).map_err(|error| X509Error::Ca(format!("CA key: {error}")))?;
+    let ca_key = KeyPair::try_from(ca_private_key_pkcs8)
+        .map_err(|error| X509Error::Ca(format!("CA key: {error}")))?;
     let issuer = Issuer::from_ca_cert_der(&ca_certificate_der.to_vec().into(), ca_key)
         .map_err(|error| X509Error::Ca(format!("CA certificate: {error}")))?;
 
     let serial = random_serial()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, "Mayfly");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Mayfly");
     params.subject_alt_names = vec![uri_san(request.spiffe_id)?];
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(serial.clone());
     params.not_before = to_time(request.now.saturating_sub(BACKDATE_SECONDS))?;
@@ -195,15 +223,20 @@ pub fn sign_svid(
 
     let mut csr = csr;
     csr.params = params;
-    let certificate = csr.signed_by(&issuer).map_err(|error| X509Error::Ca(format!("signing: {error}")))?;
-    Ok(SignedSvid { certificate_der: certificate.der().to_vec(), serial: hex::encode(serial.to_bytes()) })
+    let certificate = csr
+        .signed_by(&issuer)
+        .map_err(|error| X509Error::Ca(format!("signing: {error}")))?;
+    Ok(SignedSvid {
+        certificate_der: certificate.der().to_vec(),
+        serial: hex::encode(serial.to_bytes()),
+    })
 }
 
 /// Returns the JWK of a CA certificate's public key for a SPIFFE bundle: `kty`, `crv`, `x`, `y`,
 /// `use: x509-svid` and the certificate in `x5c`.
 pub fn bundle_jwk(certificate_der: &[u8]) -> Result<Value, X509Error> {
-    let (_, certificate) =
-        X509Certificate::from_der(certificate_der).map_err(|error| X509Error::Ca(format!("CA certificate: {error}")))?;
+    let (_, certificate) = X509Certificate::from_der(certificate_der)
+        .map_err(|error| X509Error::Ca(format!("CA certificate: {error}")))?;
     let point = certificate.public_key().subject_public_key.data.as_ref();
     // An uncompressed P-256 point: 0x04, then 32 bytes of x and 32 bytes of y.
     if point.len() != 65 || point[0] != 4 {
@@ -237,12 +270,18 @@ pub fn certificates_pem(certificates: &[&[u8]]) -> String {
 fn ca_name(trust_domain: &str, id: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, "Mayfly");
-    name.push(DnType::CommonName, format!("Mayfly X.509 CA {trust_domain} {id}"));
+    name.push(
+        DnType::CommonName,
+        format!("Mayfly X.509 CA {trust_domain} {id}"),
+    );
     name
 }
 
 fn uri_san(uri: &str) -> Result<SanType, X509Error> {
-    let value = uri.to_string().try_into().map_err(|_| X509Error::Ca(format!("{uri:?} is not an IA5 string")))?;
+    let value = uri
+        .to_string()
+        .try_into()
+        .map_err(|_| X509Error::Ca(format!("{uri:?} is not an IA5 string")))?;
     Ok(SanType::URI(value))
 }
 
@@ -256,7 +295,8 @@ fn random_serial() -> Result<SerialNumber, X509Error> {
 }
 
 fn to_time(seconds: i64) -> Result<time::OffsetDateTime, X509Error> {
-    time::OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| X509Error::TimeOutOfRange(seconds))
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(|_| X509Error::TimeOutOfRange(seconds))
 }
 
 #[cfg(test)]

@@ -21,12 +21,19 @@ pub fn decide_x509<'a>(
     trust_domain: &TrustDomain,
 ) -> Result<Grant<'a>, Denial> {
     if attestations.is_empty() {
-        return Err(Denial::new(Step::Evidence, "no trust provider accepted the evidence"));
+        return Err(Denial::new(
+            Step::Evidence,
+            "no trust provider accepted the evidence",
+        ));
     }
     let (client, _) = identify(config, attestations)?;
 
     let mut first_denial = None;
-    for policy in config.access_policies.values().filter(|policy| policy.client_workload == client.name) {
+    for policy in config
+        .access_policies
+        .values()
+        .filter(|policy| policy.client_workload == client.name)
+    {
         let is_x509 = matches!(
             config.credential_providers.get(&policy.credential_provider),
             Some(CredentialProvider::X509Svid(_))
@@ -35,7 +42,12 @@ pub fn decide_x509<'a>(
             continue;
         }
         let target = Target::Name(policy.server_workload.clone());
-        let input = DecisionInput { target: &target, attestations, context: context.clone(), trust_domain };
+        let input = DecisionInput {
+            target: &target,
+            attestations,
+            context: context.clone(),
+            trust_domain,
+        };
         match decide(config, &input) {
             Ok(grant) => return Ok(grant),
             Err(denial) => {
@@ -46,7 +58,10 @@ pub fn decide_x509<'a>(
 
     Err(first_denial.unwrap_or_else(|| Denial {
         step: Step::AccessPolicy,
-        reason: format!("no access policy of client workload {:?} uses an x509_svid credential provider", client.name),
+        reason: format!(
+            "no access policy of client workload {:?} uses an x509_svid credential provider",
+            client.name
+        ),
         client_workload: Some(client.name.clone()),
         server_workload: None,
         policy: None,

@@ -13,7 +13,10 @@ use crate::x509_ca::{BUNDLE_REFRESH_HINT_SECONDS, CaError};
 
 fn map_error(error: CaError) -> ApiError {
     match error {
-        CaError::WrongState { .. } => ApiError::Conflict { detail: error.to_string(), referrers: Vec::new() },
+        CaError::WrongState { .. } => ApiError::Conflict {
+            detail: error.to_string(),
+            referrers: Vec::new(),
+        },
         CaError::Store(error) => ApiError::from_store(error, "x509-authorities"),
         other => {
             let request_id = crate::problem::current_request_id();
@@ -30,7 +33,10 @@ pub async fn spiffe_bundle(state: AppState) -> Result<Response, ApiError> {
     let bundle = state.x509.spiffe_bundle(&jwks).await.map_err(map_error)?;
     let mut response = Json(bundle).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(value) = HeaderValue::from_str(&format!("max-age={BUNDLE_REFRESH_HINT_SECONDS}")) {
         headers.insert(header::CACHE_CONTROL, value);
     }
@@ -47,7 +53,9 @@ pub async fn x509_bundle(state: AppState) -> Response {
         "certificates_pem": state.x509.bundle_pem(),
     });
     let mut response = Json(body).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -61,7 +69,11 @@ pub async fn list(state: AppState, _admin: Admin) -> Result<Json<Value>, ApiErro
 /// (`x509_ca_publish_ahead`) is over.
 pub async fn rotate(state: AppState, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require_write()?;
-    let authority = state.x509.rotate(clock::now(), &admin.actor()).await.map_err(map_error)?;
+    let authority = state
+        .x509
+        .rotate(clock::now(), &admin.actor())
+        .await
+        .map_err(map_error)?;
     tracing::info!(x509_authority = %authority.id, actor = %admin.actor(), "X.509 CA rotation requested");
     Ok(Json(json!({"x509_authority": authority})))
 }

@@ -103,7 +103,9 @@ pub async fn x509_authority_race_cannot_double_rotate(store: &dyn Store) {
 
     let mut unknown = prepared;
     unknown.id = "ca-unknown".to_string();
-    let result = store.update_x509_authority(&unknown, "prepared", vec![]).await;
+    let result = store
+        .update_x509_authority(&unknown, "prepared", vec![])
+        .await;
     assert!(
         matches!(result, Err(StoreError::NotFound { .. })),
         "expected NotFound, got {result:?}"
