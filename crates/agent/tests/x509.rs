@@ -249,7 +249,7 @@ async fn stream_pushes_renewal_and_rotation() {
         .map(|ca| ca["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, vec!["retired", "active"]);
-    let changes = server.audit_events("kind=config_change").await;
+    let changes = server.audit_events("kind=key_change").await;
     let actions: Vec<&str> = changes
         .iter()
         .filter(|event| event["detail"]["resource_kind"] == "x509_authority")
@@ -362,8 +362,7 @@ async fn caller_without_x509_policy_denied() {
     let status = workload
         .fetch_x509svid(request(X509svidRequest {}))
         .await
-        .err()
-        .expect("no X.509-SVID is allowed");
+        .expect_err("no X.509-SVID is allowed");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 
     let denials = server
@@ -391,14 +390,12 @@ async fn x509_requires_workload_metadata() {
     let svid = workload
         .fetch_x509svid(X509svidRequest {})
         .await
-        .err()
-        .expect("rejected");
+        .expect_err("rejected");
     assert_eq!(svid.code(), tonic::Code::InvalidArgument);
     let bundles = workload
         .fetch_x509_bundles(X509BundlesRequest {})
         .await
-        .err()
-        .expect("rejected");
+        .expect_err("rejected");
     assert_eq!(bundles.code(), tonic::Code::InvalidArgument);
 }
 

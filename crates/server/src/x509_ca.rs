@@ -565,7 +565,8 @@ fn add(time: Timestamp, duration: Duration) -> Timestamp {
     time.checked_add(span).unwrap_or(time)
 }
 
-/// Audit event of a CA state change, shaped like other configuration changes.
+/// Audit event of a CA state change: a `key_change` like those of signing keys, with the
+/// `resource_kind`, `resource_name`, `before` and `after` fields of configuration changes.
 fn authority_event(
     now: Timestamp,
     action: &str,
@@ -579,10 +580,11 @@ fn authority_event(
         "action": action,
         "resource_kind": "x509_authority",
         "resource_name": record.id,
+        "x509_authority": record.id,
         "trust_domain": record.trust_domain,
         "before": if action == "generate" { Value::Null } else { json!({"state": record.state}) },
         "after": {"state": new_state, "not_after": record.not_after.to_string()},
         "reason": reason,
     });
-    NewAuditEvent::new(new_event_id(), now, AuditKind::ConfigChange, detail)
+    NewAuditEvent::new(new_event_id(), now, AuditKind::KeyChange, detail)
 }
