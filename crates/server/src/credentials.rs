@@ -202,7 +202,9 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
                 return Err(ApiError::Denied { step: Step::Audit, request_id: call.request_id });
             }
             record_denied(&grant.server_workload.name, Step::CredentialProvider, started);
-            return Err(ApiError::invalid("server_workload", &grant.server_workload.name, &reason));
+            // The response names no policy or provider: those stay in the audit event.
+            let public_reason = "its credential is an X.509-SVID (credential provider kind x509_svid), which is issued only through an agent's SPIFFE Workload API (FetchX509SVID), because the request needs a CSR";
+            return Err(ApiError::invalid("server_workload", &grant.server_workload.name, public_reason));
         }
         _ => providers::produce(state, &grant, audience_override, now).await,
     };
