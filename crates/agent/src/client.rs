@@ -1,4 +1,4 @@
-//! The agent's HTTP client for the server's agent routes and JWKS.
+//! The agent's HTTP client for the server's agent routes, JWKS and X.509 bundle.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,6 +65,28 @@ impl std::fmt::Debug for IssuedSvid {
             .field("expires_at", &self.expires_at)
             .finish()
     }
+}
+
+/// The server's response to an X.509-SVID request: the certificates only, since the key pair
+/// never left the agent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssuedX509Certificates {
+    pub spiffe_id: String,
+    /// Standard base64 DER certificates, leaf first.
+    pub certificates: Vec<String>,
+    /// Id of the CA that signed the leaf.
+    pub x509_authority: Option<String>,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The trust domain's published X.509 CA certificates, as `GET /v1/x509-bundle` returns them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct X509BundleBody {
+    pub trust_domain: String,
+    /// Id of the CA that signs new X.509-SVIDs.
+    pub active_authority: Option<String>,
+    pub certificates_pem: String,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +189,37 @@ impl ServerClient {
         let body = json!({"attributes": attributes, "audience": audiences});
         self.post("/v1/agents/jwt-svids", credential, "credential", &body)
             .await
+    }
+
+    /// Requests an X.509-SVID for the process with `attributes`, for the public key of the DER
+    /// CSR `csr`.
+    pub async fn x509_svid(
+        &self,
+        credential: &SecretString,
+        attributes: &BTreeMap<String, Vec<String>>,
+        csr: &[u8],
+    ) -> Result<IssuedX509Certificates, ClientError> {
+        use base64::Engine as _;
+
+        let encoded = base64::engine::general_purpose::STANDARD.encode(csr);
+        let body = json!({"attributes": attributes, "csr": encoded});
+        self.post("/v1/agents/x509-svids", credential, "credential", &body)
+            .await
+    }
+
+    /// Fetches the trust domain's published X.509 CA certificates.
+    pub async fn x509_bundle(&self) -> Result<X509BundleBody, ClientError> {
+        let url = format!("{}/v1/x509-bundle", self.base);
+        let response =
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| ClientError::Transport {
+                    url: url.clone(),
+                    source,
+                })?;
+        read(response, &url, "credential").await
     }
 
     /// Sends the credential request `request` (the body of `POST /v1/credentials`) of the

@@ -23,6 +23,7 @@ use crate::peer::PeerStream;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::proxy::{self, ProxyError, ProxySettings};
 use crate::workload_api::WorkloadApi;
+use crate::x509::{self, X509Cache};
 
 /// Settings of the agent.
 pub struct AgentSettings {
@@ -42,9 +43,9 @@ pub struct AgentSettings {
     pub server_ca: Option<PathBuf>,
     /// Timeout of each request to the server.
     pub server_timeout: Duration,
-    /// How often the JWT bundle is fetched from the server.
+    /// How often the JWT and X.509 bundles are fetched from the server.
     pub bundle_refresh: Duration,
-    /// Maximum number of cached JWT-SVIDs.
+    /// Maximum number of cached JWT-SVIDs, and separately of cached X.509-SVIDs.
     pub max_cached_svids: usize,
     /// Largest executable that is hashed for attestation, in bytes.
     pub max_hashed_executable_bytes: u64,
@@ -173,6 +174,22 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
     ));
     let renew_task = tokio::spawn(Arc::clone(&identity).renew_forever(client.clone()));
 
+    // The X.509 bundle too is fetched before the socket opens, so that the first X.509
+    // messages carry it.
+    let first_x509_bundle = match client.x509_bundle().await.map_err(|error| error.to_string()).and_then(|body| x509::bundle_from(&body)) {
+        Ok(bundle) => Some(Arc::new(bundle)),
+        Err(error) => {
+            tracing::warn!(error = %error, "fetching the first X.509 bundle failed; retrying in the background");
+            None
+        }
+    };
+    let (x509_bundle_sender, x509_bundle_receiver) = watch::channel(first_x509_bundle);
+    let x509_bundle_task = tokio::spawn(x509::refresh_bundle_forever(
+        client.clone(),
+        settings.bundle_refresh,
+        x509_bundle_sender,
+    ));
+
     // A socket left by an earlier run would make bind fail.
     match std::fs::remove_file(&settings.socket) {
         Ok(()) => {}
@@ -194,7 +211,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         },
     )?;
 
-    let mut tasks = vec![bundle_task, renew_task, http_task];
+    let mut tasks = vec![bundle_task, x509_bundle_task, renew_task, http_task];
     let proxy = match &settings.proxy {
         Some(proxy_settings) => {
             let running = proxy::start(
@@ -222,6 +239,8 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         cache: Arc::clone(&cache),
         hasher,
         bundles: bundle_receiver,
+        x509: Arc::new(X509Cache::new(settings.max_cached_svids)),
+        x509_bundles: x509_bundle_receiver,
     };
     let incoming = UnixListenerStream::new(listener).map(|stream| stream.map(PeerStream::accept));
     let socket = settings.socket.clone();

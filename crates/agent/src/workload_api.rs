@@ -1,5 +1,5 @@
-//! The SPIFFE Workload API over gRPC: FetchJWTSVID, FetchJWTBundles and ValidateJWTSVID. The
-//! X.509 RPCs return Unimplemented.
+//! The SPIFFE Workload API over gRPC: FetchX509SVID, FetchX509Bundles, FetchJWTSVID,
+//! FetchJWTBundles and ValidateJWTSVID.
 //!
 //! Every request must carry the metadata `workload.spiffe.io: true`. The caller is attested from
 //! the kernel's view of the connection; the server decides what it may have.
@@ -27,8 +27,9 @@ use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
     ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
-    X509svidRequest, X509svidResponse,
+    X509svid, X509svidRequest, X509svidResponse,
 };
+use crate::x509::{Renewer, X509Bundle, X509Cache, X509Svid, X509SvidError, fetch_svid};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -39,6 +40,8 @@ pub struct WorkloadApi {
     pub cache: Arc<SvidCache>,
     pub hasher: Arc<ExecutableHasher>,
     pub bundles: watch::Receiver<Option<JwtBundle>>,
+    pub x509: Arc<X509Cache>,
+    pub x509_bundles: watch::Receiver<Option<Arc<X509Bundle>>>,
 }
 
 impl WorkloadApi {
@@ -78,20 +81,70 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     async fn fetch_x509svid(
         &self,
-        _request: Request<X509svidRequest>,
+        request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        Err(Status::unimplemented(
-            "X.509-SVIDs are not served by this agent yet",
-        ))
+        require_header(&request)?;
+        let attributes = self.attest_caller(&request).await?;
+        let key = CacheKey::new(&attributes, &[]);
+
+        let subscription = match self.x509.subscribe(&key, Timestamp::now()) {
+            Some(subscription) => subscription,
+            None => {
+                let svid = fetch_svid(&self.client, &self.identity, &attributes)
+                    .await
+                    .map_err(|error| match error {
+                        X509SvidError::Client(error) => status_of(error),
+                        other => Status::internal(other.to_string()),
+                    })?;
+                self.x509.insert(key.clone(), svid, Timestamp::now())
+            }
+        };
+        if subscription.start_renewal {
+            let renewer = Renewer {
+                client: self.client.clone(),
+                identity: Arc::clone(&self.identity),
+                cache: Arc::clone(&self.x509),
+                bundles: self.x509_bundles.clone(),
+            };
+            tokio::spawn(renewer.run(key, attributes));
+        }
+
+        let svids = subscription.receiver.clone();
+        let bundles = self.x509_bundles.clone();
+        let changes = WatchStream::new(subscription.receiver)
+            .map(|_| ())
+            .merge(WatchStream::new(self.x509_bundles.clone()).map(|_| ()));
+        let mut last_sent: Option<(Arc<X509Svid>, Option<Arc<X509Bundle>>)> = None;
+        let stream = changes.filter_map(move |()| {
+            let svid = svids.borrow().clone();
+            let bundle = bundles.borrow().clone();
+            let unchanged = last_sent.as_ref().is_some_and(|(sent_svid, sent_bundle)| {
+                Arc::ptr_eq(sent_svid, &svid) && sent_bundle.as_ref().map(Arc::as_ptr) == bundle.as_ref().map(Arc::as_ptr)
+            });
+            if unchanged {
+                return None;
+            }
+            last_sent = Some((Arc::clone(&svid), bundle.clone()));
+            Some(Ok(x509_response(&svid, bundle.as_deref())))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn fetch_x509_bundles(
         &self,
-        _request: Request<X509BundlesRequest>,
+        request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        Err(Status::unimplemented(
-            "X.509 bundles are not served by this agent yet",
-        ))
+        require_header(&request)?;
+        let stream = WatchStream::new(self.x509_bundles.clone()).filter_map(|bundle| {
+            let bundle = bundle?;
+            Some(Ok(X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: [(bundle.trust_domain_id.clone(), bundle.concatenated())]
+                    .into_iter()
+                    .collect(),
+            }))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn fetch_jwtsvid(
@@ -221,6 +274,21 @@ impl WorkloadApi {
                 }
             }
         });
+    }
+}
+
+/// Builds the FetchX509SVID message: the caller's SVID with the trust domain's bundle.
+fn x509_response(svid: &X509Svid, bundle: Option<&X509Bundle>) -> X509svidResponse {
+    X509svidResponse {
+        svids: vec![X509svid {
+            spiffe_id: svid.spiffe_id.clone(),
+            x509_svid: svid.chain.concat(),
+            x509_svid_key: svid.private_key_pkcs8.to_vec(),
+            bundle: bundle.map(X509Bundle::concatenated).unwrap_or_default(),
+            hint: String::new(),
+        }],
+        crl: Vec::new(),
+        federated_bundles: Default::default(),
     }
 }
 

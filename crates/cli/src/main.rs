@@ -21,7 +21,7 @@ use crate::api::ApiError;
 use crate::commands::credential::{CredentialError, EXIT_DENIED};
 use crate::commands::{
     admin_token, agent, alerts, apply, audit, credential, incident, keys, resources, server,
-    server_workload,
+    server_workload, x509_ca,
 };
 
 /// Mayfly issues short-lived credentials to workloads by policy and audits every decision.
@@ -52,6 +52,9 @@ enum Command {
     Incident(incident::IncidentArgs),
     /// List, rotate, taint or revoke signing keys.
     Keys(keys::KeysArgs),
+    /// List or rotate the SPIFFE X.509 CAs.
+    #[command(name = "x509-ca")]
+    X509Ca(x509_ca::X509CaArgs),
     /// Create, list or revoke admin tokens.
     AdminToken(admin_token::AdminTokenArgs),
     /// Fetch a credential for the calling process.
@@ -85,6 +88,7 @@ async fn main() -> ExitCode {
         Command::Alerts(args) => alerts::run(args).await,
         Command::Incident(args) => incident::run(args).await,
         Command::Keys(args) => keys::run(args).await,
+        Command::X509Ca(args) => x509_ca::run(args).await,
         Command::AdminToken(args) => admin_token::run(args).await,
         Command::Credential(args) => credential::run(args).await,
         Command::Agent(args) => agent::run(args).await,

@@ -182,6 +182,34 @@ fn apply_reports_changes_and_is_idempotent() {
 }
 
 #[test]
+fn x509_ca_list_rotate_and_provider_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(&dir.path().join("data"), None);
+    let file = dir.path().join("x509.yaml");
+    std::fs::write(&file, "credential_providers:\n  - {name: mesh-identity, kind: x509_svid, ttl: 30m}\n").unwrap();
+
+    let applied = server.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let providers = server.cli(&["get", "credential-providers"]);
+    assert!(providers.status.success(), "{}", stderr(&providers));
+    let row = stdout(&providers).lines().find(|line| line.starts_with("mesh-identity")).unwrap_or_default().to_string();
+    assert!(row.contains("x509_svid"), "{}", stdout(&providers));
+    assert!(row.contains("X.509-SVID (agents only)"), "{}", stdout(&providers));
+
+    let listed = server.cli(&["x509-ca", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(stdout(&listed).lines().filter(|line| line.starts_with("ca-")).count(), 1, "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("active"), "{}", stdout(&listed));
+
+    let rotated = server.cli(&["x509-ca", "rotate"]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(stdout(&rotated).contains("state is now prepared"), "{}", stdout(&rotated));
+    let again = server.cli(&["x509-ca", "rotate"]);
+    assert!(!again.status.success(), "a second prepared CA is rejected");
+    assert!(stderr(&again).contains("prepared CA already exists"), "{}", stderr(&again));
+}
+
+#[test]
 fn apply_rejects_unset_variable_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = DevServer::start(&dir.path().join("data"), None);

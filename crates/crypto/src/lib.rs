@@ -1,6 +1,6 @@
 //! Cryptography for Mayfly: JWT-SVID signing and validation, the published JWKS, verification of
 //! OIDC evidence tokens from other issuers, signed audit checkpoints, admin and agent bearer
-//! tokens, and encryption of signing keys at rest.
+//! tokens, encryption of signing keys at rest, and the SPIFFE X.509 CA.
 //!
 //! The crate performs no I/O and never reads the clock: functions that depend on time take
 //! `now` as Unix seconds.
@@ -17,6 +17,7 @@ pub mod kek;
 pub mod random;
 pub mod signing;
 pub mod token;
+pub mod x509;
 
 #[cfg(test)]
 mod test_support;

@@ -21,7 +21,8 @@ pub enum AuditKind {
     CredentialRequest,
     /// A change to a configuration resource, including enabling and disabling a server workload.
     ConfigChange,
-    /// A signing key changed state: generated, activated, retired, removed, tainted or revoked.
+    /// A signing key or an X.509 CA changed state: generated, activated, retired, removed,
+    /// tainted or revoked.
     KeyChange,
     /// An admin token was created or revoked.
     AdminTokenChange,

@@ -391,6 +391,32 @@ access_policies:
     }
 
     #[test]
+    fn x509_svid_provider_parses_with_default_ttl() {
+        let text = "credential_providers:\n  - name: mesh\n    kind: x509_svid\n";
+        let parsed = parse("f.yaml", text).unwrap_or_default();
+        let resources = parsed.into_resources();
+        let provider = resources.iter().find_map(|resource| match resource {
+            Resource::CredentialProvider(CredentialProvider::X509Svid(provider)) => Some(provider.clone()),
+            _ => None,
+        });
+        assert_eq!(provider.map(|provider| provider.ttl), Some(crate::duration::Seconds(3600)));
+    }
+
+    #[test]
+    fn x509_svid_ttl_over_24h_rejected() {
+        let text = "credential_providers:\n  - name: mesh\n    kind: x509_svid\n    ttl: 48h\n";
+        let error = parse("f.yaml", text).err();
+        assert_eq!(error.as_ref().and_then(|e| e.resource.clone()), Some("credential_provider \"mesh\"".to_string()));
+        assert!(error.is_some_and(|e| e.message.contains("ttl \"2d\"")));
+    }
+
+    #[test]
+    fn x509_svid_rejects_audience_field() {
+        let text = "credential_providers:\n  - name: mesh\n    kind: x509_svid\n    audience: [a]\n";
+        assert!(parse("f.yaml", text).is_err_and(|e| e.message.contains("audience")));
+    }
+
+    #[test]
     fn duplicate_names_are_rejected() {
         let text = "trust_providers:\n  - name: a\n    kind: unix\n  - name: a\n    kind: unix\n";
         assert!(parse("f.yaml", text).is_err_and(|e| e.message.contains("used twice")));

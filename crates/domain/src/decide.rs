@@ -296,7 +296,9 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
 }
 
 mod audience;
+mod x509;
 pub use audience::decide_audiences;
+pub use x509::decide_x509;
 
 #[cfg(test)]
 mod tests;

@@ -436,6 +436,9 @@ pub enum CredentialProvider {
     OauthClientCredentials(OauthClientCredentialsProvider),
     /// The target's credential, obtained by exchanging a JWT-SVID at its token service.
     FederatedTokenExchange(FederatedTokenExchangeProvider),
+    /// An X.509-SVID signed by Mayfly's X.509 CA for a key pair the agent generated. Only the
+    /// agent's Workload API can request it, because the request carries a CSR.
+    X509Svid(X509SvidProvider),
 }
 
 /// How long a provider's credentials typically live, for operators comparing providers.
@@ -466,6 +469,22 @@ fn default_ttl() -> Seconds {
     DEFAULT_CREDENTIAL_TTL
 }
 
+/// Default lifetime of an X.509-SVID.
+pub const DEFAULT_X509_SVID_TTL: Seconds = Seconds(3600);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidProvider {
+    pub name: String,
+    /// Lifetime of each X.509-SVID, capped by the lifetime of the CA that signs it.
+    #[serde(default = "default_x509_ttl")]
+    pub ttl: Seconds,
+}
+
+fn default_x509_ttl() -> Seconds {
+    DEFAULT_X509_SVID_TTL
+}
+
 impl CredentialProvider {
     pub fn name(&self) -> &str {
         match self {
@@ -473,6 +492,7 @@ impl CredentialProvider {
             CredentialProvider::StaticSecret(provider) => &provider.name,
             CredentialProvider::OauthClientCredentials(provider) => &provider.name,
             CredentialProvider::FederatedTokenExchange(provider) => &provider.name,
+            CredentialProvider::X509Svid(provider) => &provider.name,
         }
     }
 
@@ -483,12 +503,14 @@ impl CredentialProvider {
             CredentialProvider::StaticSecret(provider) => provider.credential_type(),
             CredentialProvider::OauthClientCredentials(_) => "access_token",
             CredentialProvider::FederatedTokenExchange(provider) => provider.credential_type(),
+            CredentialProvider::X509Svid(_) => "x509_svid",
         }
     }
 
     pub fn typical_lifetime(&self) -> TypicalLifetime {
         match self {
             CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
+            CredentialProvider::X509Svid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
             CredentialProvider::StaticSecret(_) => TypicalLifetime::UntilRotated,
             CredentialProvider::OauthClientCredentials(_) | CredentialProvider::FederatedTokenExchange(_) => {
                 TypicalLifetime::SetByTarget
@@ -502,6 +524,7 @@ impl CredentialProvider {
             CredentialProvider::StaticSecret(_) => "static_secret",
             CredentialProvider::OauthClientCredentials(_) => "oauth_client_credentials",
             CredentialProvider::FederatedTokenExchange(_) => "federated_token_exchange",
+            CredentialProvider::X509Svid(_) => "x509_svid",
         }
     }
 
@@ -512,6 +535,7 @@ impl CredentialProvider {
             CredentialProvider::StaticSecret(provider) => return provider.validate(),
             CredentialProvider::OauthClientCredentials(provider) => return provider.validate(),
             CredentialProvider::FederatedTokenExchange(provider) => return provider.validate(),
+            CredentialProvider::X509Svid(provider) => return validate_ttl(provider.ttl),
         };
         if provider.audience.is_empty() {
             return Err(FieldError::new("audience", "[]", "must list at least one audience"));
@@ -519,15 +543,15 @@ impl CredentialProvider {
         if let Some(empty) = provider.audience.iter().find(|value| value.trim().is_empty()) {
             return Err(FieldError::new("audience", empty, "audience values must not be empty"));
         }
-        if provider.ttl > MAX_CREDENTIAL_TTL || provider.ttl < MIN_CREDENTIAL_TTL {
-            return Err(FieldError::new(
-                "ttl",
-                &provider.ttl.to_string(),
-                "must be between 10s and 24h",
-            ));
-        }
-        Ok(())
+        validate_ttl(provider.ttl)
     }
+}
+
+fn validate_ttl(ttl: Seconds) -> Result<(), FieldError> {
+    if ttl > MAX_CREDENTIAL_TTL || ttl < MIN_CREDENTIAL_TTL {
+        return Err(FieldError::new("ttl", &ttl.to_string(), "must be between 10s and 24h"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,12 +855,13 @@ impl<'de> Deserialize<'de> for TrustProvider {
 
 impl<'de> Deserialize<'de> for CredentialProvider {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials", "federated_token_exchange"];
+        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials", "federated_token_exchange", "x509_svid"];
         let (kind, body) = split_kind(deserializer, "credential provider", &kinds)?;
         match kind.as_str() {
             "jwt_svid" => parse_variant(body).map(CredentialProvider::JwtSvid),
             "static_secret" => parse_variant(body).map(CredentialProvider::StaticSecret),
             "oauth_client_credentials" => parse_variant(body).map(CredentialProvider::OauthClientCredentials),
+            "x509_svid" => parse_variant(body).map(CredentialProvider::X509Svid),
             _ => parse_variant(body).map(CredentialProvider::FederatedTokenExchange),
         }
     }

@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use mayfly_domain::conditions::RequestContext;
-use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences};
-use mayfly_domain::resources::{Authentication, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES};
+use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences, decide_x509};
+use mayfly_domain::resources::{Authentication, CredentialProvider, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -94,6 +94,9 @@ enum Wanted {
     Target(Target),
     /// A JWT-SVID for exactly these audiences, as the SPIFFE Workload API requests it.
     Audiences(Vec<String>),
+    /// An X.509-SVID for the public key of this DER CSR, as the agent requests it for the SPIFFE
+    /// Workload API.
+    X509Svid(Vec<u8>),
 }
 
 /// Runs the whole credential flow and writes its audit event before the response.
@@ -109,6 +112,16 @@ pub async fn handle_jwt_svid(state: &AppState, call: Call, audiences: Vec<String
         return Err(ApiError::invalid("audience", &audiences.join(","), "needs at least one non-empty audience"));
     }
     issue(state, call, Wanted::Audiences(audiences), Delivery::Workload).await
+}
+
+/// Runs the credential flow for an X.509-SVID: it is granted only through an access policy whose
+/// credential provider is an `x509_svid` provider. A CSR that is not DER, whose signature does not
+/// verify or whose key is not P-256 is rejected before the decision, naming the field `csr`.
+pub async fn handle_x509_svid(state: &AppState, call: Call, csr_der: Vec<u8>) -> Result<CredentialResponse, ApiError> {
+    if let Err(error) = mayfly_crypto::x509::verify_csr(&csr_der, None) {
+        return Err(ApiError::invalid("csr", &format!("{} bytes", csr_der.len()), &error.to_string()));
+    }
+    issue(state, call, Wanted::X509Svid(csr_der), Delivery::Workload).await
 }
 
 async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery) -> Result<CredentialResponse, ApiError> {
@@ -133,6 +146,7 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     match &wanted {
         Wanted::Target(target) => detail.insert("target".into(), json!(target.to_string())),
         Wanted::Audiences(audiences) => detail.insert("audience".into(), json!(audiences)),
+        Wanted::X509Svid(_) => detail.insert("requested".into(), json!("x509_svid")),
     };
 
     let attestations = match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
@@ -162,6 +176,7 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
             decide(config, &input)
         }
         Wanted::Audiences(audiences) => decide_audiences(config, &attestations, context, &state.trust_domain, audiences),
+        Wanted::X509Svid(_) => decide_x509(config, &attestations, context, &state.trust_domain),
     };
     let grant = match decision {
         Ok(grant) => grant,
@@ -174,10 +189,37 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     detail.insert("credential_provider".into(), json!(grant.credential_provider.name()));
 
     let audience_override = match &wanted {
-        Wanted::Target(_) => None,
+        Wanted::Target(_) | Wanted::X509Svid(_) => None,
         Wanted::Audiences(audiences) => Some(audiences.as_slice()),
     };
-    let issued = match providers::produce(state, &grant, audience_override, delivery, now).await {
+    let produced = match (&wanted, grant.credential_provider) {
+        (Wanted::X509Svid(csr), CredentialProvider::X509Svid(provider)) => {
+            providers::x509_svid(state, &grant, provider, csr, now).map_err(providers::Failure::from)
+        }
+        (_, CredentialProvider::X509Svid(provider)) => {
+            let reason = format!(
+                "access policy {:?} uses x509_svid credential provider {:?}, which issues X.509-SVIDs only through an agent's SPIFFE Workload API (FetchX509SVID), because the request needs a CSR",
+                grant.policy.name, provider.name
+            );
+            detail.insert("step".into(), json!(Step::CredentialProvider.as_str()));
+            detail.insert("reason".into(), json!(reason));
+            detail.insert("policy".into(), json!(grant.policy.name));
+            let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::CredentialRequest, Value::Object(detail));
+            event.outcome = Some(Outcome::Failure);
+            event.client_workload = Some(grant.client_workload.name.clone());
+            event.server_workload = Some(grant.server_workload.name.clone());
+            if let Err(error) = state.audit.write(event).await {
+                tracing::error!(request_id = %call.request_id, error = %error, "audit write of a rejected request failed");
+                return Err(ApiError::Denied { step: Step::Audit, request_id: call.request_id });
+            }
+            record_denied(&grant.server_workload.name, Step::CredentialProvider, started);
+            // The response names no policy or provider: those stay in the audit event.
+            let public_reason = "its credential is an X.509-SVID (credential provider kind x509_svid), which is issued only through an agent's SPIFFE Workload API (FetchX509SVID), because the request needs a CSR";
+            return Err(ApiError::invalid("server_workload", &grant.server_workload.name, public_reason));
+        }
+        _ => providers::produce(state, &grant, audience_override, delivery, now).await,
+    };
+    let issued = match produced {
         Ok(issued) => issued,
         Err(failure) => {
             detail.extend(failure.audit);

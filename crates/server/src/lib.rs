@@ -21,6 +21,7 @@ pub mod providers;
 pub mod secrets;
 pub mod settings;
 pub mod state;
+pub mod x509_ca;
 mod startup;
 
 pub use startup::{RunningServer, run, start};

@@ -78,6 +78,11 @@ pub struct Settings {
     /// addresses to countries and subdivisions for `geo` access conditions and
     /// `unexpected_location` alert rules. Read once at start.
     pub geoip_database: Option<PathBuf>,
+    /// Lifetime of each SPIFFE X.509 CA certificate. A successor takes over once half of it has
+    /// passed.
+    pub x509_ca_ttl: Seconds,
+    /// How long a new X.509 CA is published in the trust bundle before it signs.
+    pub x509_ca_publish_ahead: Seconds,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +125,8 @@ impl Default for Settings {
             log_stream_max_backoff: Seconds(60),
             log_stream_alert_after: Seconds(300),
             geoip_database: None,
+            x509_ca_ttl: Seconds(30 * 86_400),
+            x509_ca_publish_ahead: Seconds(3600),
         }
     }
 }
@@ -174,6 +181,24 @@ impl Settings {
                 field: "log_stream_alert_after",
                 value: self.log_stream_alert_after.to_string(),
                 reason: "must be between 1s and 24h".to_string(),
+            });
+        }
+        if !(3600..=5 * 365 * 86_400).contains(&self.x509_ca_ttl.as_secs()) {
+            return Err(SettingsError::Invalid {
+                field: "x509_ca_ttl",
+                value: self.x509_ca_ttl.to_string(),
+                reason: "must be between 1h and 1825d".to_string(),
+            });
+        }
+        let publish_ahead = self.x509_ca_publish_ahead.as_secs();
+        if publish_ahead == 0 || publish_ahead.saturating_mul(2) > self.x509_ca_ttl.as_secs() / 2 {
+            return Err(SettingsError::Invalid {
+                field: "x509_ca_publish_ahead",
+                value: self.x509_ca_publish_ahead.to_string(),
+                reason: format!(
+                    "must be at least 1s and at most a quarter of x509_ca_ttl ({}), so a new CA is published well before the active one is replaced",
+                    self.x509_ca_ttl
+                ),
             });
         }
         if let Some(issuer) = &self.issuer

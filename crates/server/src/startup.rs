@@ -23,6 +23,7 @@ use crate::clock;
 use crate::geoip::GeoIp;
 use crate::http;
 use crate::keys::KeyRing;
+use crate::x509_ca::X509Ca;
 use crate::settings::{DEV_TRUST_DOMAIN, Settings};
 use crate::state::{AppState, SharedState, algorithms_in_use};
 
@@ -121,10 +122,19 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     let unix_listener = http::bind_unix(&socket_path)?;
 
     let keys = KeyRing::load(store.clone(), kek, settings.key_rotation_period.as_duration(), clock::now()).await?;
+    let x509 = X509Ca::load(
+        store.clone(),
+        keys.clone(),
+        trust_domain.to_string(),
+        settings.x509_ca_ttl.as_duration(),
+        settings.x509_ca_publish_ahead.as_duration(),
+        clock::now(),
+    )
+    .await?;
     let checkpoints = Checkpointer::new(store.clone(), keys.clone(), settings.checkpoint_every_events as usize);
     let audit = AuditWriter::start(store.clone(), checkpoints.clone()).context("starting the audit writer thread")?;
     let mut app_state =
-        AppState::new(settings.clone(), store.clone(), keys.clone(), audit, checkpoints.clone(), trust_domain, metrics_handle());
+        AppState::new(settings.clone(), store.clone(), keys.clone(), x509, audit, checkpoints.clone(), trust_domain, metrics_handle());
     app_state.geoip = geoip;
     let state: SharedState = Arc::new(app_state);
     state.reload_config().await?;
@@ -153,6 +163,7 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
     ];
     let background = vec![
         tokio::spawn(rotate_keys(state.clone())),
+        tokio::spawn(rotate_x509_authorities(state.clone())),
         tokio::spawn(poll_config(state.clone())),
         tokio::spawn(audit_log::run_checkpoint_timer(checkpoints, settings.checkpoint_interval.as_duration())),
         tokio::spawn(audit_log::run_purge(state.clone(), settings.audit_retention_days)),
@@ -327,6 +338,26 @@ async fn rotate_keys(state: SharedState) {
         let algorithms = algorithms_in_use(&state.config().config);
         if let Err(error) = state.keys.tick(clock::now(), &algorithms).await {
             tracing::warn!(error = %error, "signing key rotation step failed; retrying in a minute");
+        }
+    }
+}
+
+async fn rotate_x509_authorities(state: SharedState) {
+    let mut ticker = tokio::time::interval(state.x509.tick_interval());
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match state.x509.tick(clock::now()).await {
+            Ok(()) if failing => {
+                tracing::info!("X.509 CA rotation step recovered");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::warn!(error = %error, "X.509 CA rotation step failed; retrying");
+                failing = true;
+            }
+            Err(error) => tracing::debug!(error = %error, "X.509 CA rotation step failed again"),
         }
     }
 }

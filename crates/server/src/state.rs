@@ -19,6 +19,7 @@ use crate::log_streams::{RetryPolicy, StreamManager};
 use crate::notifications::NotificationManager;
 use crate::providers::UpstreamClient;
 use crate::settings::Settings;
+use crate::x509_ca::X509Ca;
 
 /// The configuration in force and the store version it was read at.
 pub struct ConfigSnapshot {
@@ -30,6 +31,8 @@ pub struct AppState {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyRing>,
+    /// The trust domain's SPIFFE X.509 CA.
+    pub x509: Arc<X509Ca>,
     pub audit: AuditWriter,
     pub checkpoints: Arc<Checkpointer>,
     pub evidence_cache: EvidenceCache,
@@ -64,6 +67,7 @@ impl AppState {
         settings: Settings,
         store: Arc<dyn Store>,
         keys: Arc<KeyRing>,
+        x509: Arc<X509Ca>,
         audit: AuditWriter,
         checkpoints: Arc<Checkpointer>,
         trust_domain: TrustDomain,
@@ -82,6 +86,7 @@ impl AppState {
             settings,
             store,
             keys,
+            x509,
             audit,
             checkpoints,
             evidence_cache: EvidenceCache::default(),

@@ -252,7 +252,58 @@ async fn missing_tls_certificate_file_refuses_to_start() {
     assert!(error.contains("missing.pem"), "{error}");
 }
 
+#[test]
+fn x509_ca_settings_out_of_range_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("x509_ca_ttl = \"30m\"\n", "x509_ca_ttl"),
+        ("x509_ca_ttl = \"2000d\"\n", "x509_ca_ttl"),
+        ("x509_ca_publish_ahead = \"0s\"\n", "x509_ca_publish_ahead"),
+        ("x509_ca_ttl = \"4h\"\nx509_ca_publish_ahead = \"2h\"\n", "x509_ca_publish_ahead"),
+    ];
+    for (text, field) in cases {
+        let path = write_file(dir.path(), "mayfly.toml", text);
+        let settings = Settings::from_file(&path).unwrap();
+
+        let message = settings.validate().err().map(|error| error.to_string()).unwrap_or_default();
+
+        assert!(message.starts_with(&format!("invalid setting {field} = ")), "{text}: {message}");
+    }
+}
+
+#[test]
+fn x509_ca_settings_read_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "mayfly.toml", "x509_ca_ttl = \"7d\"\nx509_ca_publish_ahead = \"30m\"\n");
+    let settings = Settings::from_file(&path).unwrap();
+
+    assert_eq!(settings.x509_ca_ttl.as_secs(), 7 * 86_400);
+    assert_eq!(settings.x509_ca_publish_ahead.as_secs(), 1800);
+    assert!(settings.validate().is_ok());
+}
+
 // Restarts and shutdown.
+
+async fn x509_authorities(server: &TestServer) -> Value {
+    let (status, body) = server.get("/v1/x509-authorities").await;
+    assert_eq!(status, 200, "{body}");
+    body["x509_authorities"].clone()
+}
+
+#[tokio::test]
+async fn x509_ca_survives_restart() {
+    let mut first = TestServer::start().await;
+    let before = x509_authorities(&first).await;
+    assert_eq!(before.as_array().unwrap().len(), 1);
+    assert_eq!(before[0]["state"], "active");
+    first.stop().await;
+    let data_dir = first.data_dir();
+
+    let second = TestServer::start_with(|settings| settings.data_dir = data_dir).await;
+
+    assert_eq!(x509_authorities(&second).await, before, "the sealed CA is reopened, not replaced");
+}
+
 
 async fn published_kids(server: &TestServer) -> Vec<String> {
     let jwks: Value = server.http.get(server.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();

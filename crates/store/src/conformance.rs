@@ -11,6 +11,7 @@
 
 mod agents;
 mod audit;
+mod authorities;
 mod cursors;
 mod keys;
 mod purge;
@@ -26,6 +27,10 @@ use crate::store::Store;
 
 pub use agents::{
     agent_join_token_is_single_use, evicted_agent_loses_credential, expired_agent_secrets_rejected,
+};
+pub use authorities::{
+    removed_x509_authority_keeps_certificate, x509_authority_race_cannot_double_rotate,
+    x509_authority_round_trip,
 };
 pub use audit::{
     audit_chain_verifies, audit_filters_and_paging, audit_json_round_trips_exactly,

@@ -18,7 +18,7 @@ pub use jiff::Timestamp;
 pub use model::{
     AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AlertAcknowledgement,
     AuditFilter, ChangeSet, DEFAULT_AUDIT_LIMIT, PurgeOutcome, REMOVED_KEY_STATE, ResourcePut,
-    ResourceRecord, ResourceRef, SigningKeyRecord, StreamCursor,
+    ResourceRecord, ResourceRef, SigningKeyRecord, StreamCursor, X509AuthorityRecord,
 };
 pub use sqlite::{READ_CONNECTIONS, SqliteStore};
 pub use store::Store;

@@ -176,8 +176,51 @@ impl fmt::Debug for SigningKeyRecord {
     }
 }
 
-/// The state a signing key has once removed: the store then drops its encrypted private key.
+/// The state a signing key or X.509 CA has once removed: the store then drops its encrypted
+/// private key.
 pub const REMOVED_KEY_STATE: &str = "removed";
+
+/// A SPIFFE X.509 CA of a trust domain: its certificate and its sealed private key. It moves
+/// through the same states as a signing key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct X509AuthorityRecord {
+    pub id: String,
+    pub trust_domain: String,
+    /// `prepared`, `active`, `retired`, `tainted`, `revoked` or `removed`.
+    pub state: String,
+    /// The self-signed CA certificate, DER.
+    pub certificate_der: Vec<u8>,
+    /// The private key, encrypted by the crypto crate; `None` once the CA is removed.
+    pub encrypted_private_key: Option<Vec<u8>>,
+    pub created_at: Timestamp,
+    /// The certificate's `notAfter`.
+    pub not_after: Timestamp,
+    pub activates_at: Option<Timestamp>,
+    pub retired_at: Option<Timestamp>,
+    pub remove_after: Option<Timestamp>,
+}
+
+impl fmt::Debug for X509AuthorityRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let private_key = match &self.encrypted_private_key {
+            Some(bytes) => format!("<{} encrypted bytes>", bytes.len()),
+            None => "<none>".to_string(),
+        };
+
+        f.debug_struct("X509AuthorityRecord")
+            .field("id", &self.id)
+            .field("trust_domain", &self.trust_domain)
+            .field("state", &self.state)
+            .field("certificate_der", &format!("<{} bytes>", self.certificate_der.len()))
+            .field("encrypted_private_key", &private_key)
+            .field("created_at", &self.created_at)
+            .field("not_after", &self.not_after)
+            .field("activates_at", &self.activates_at)
+            .field("retired_at", &self.retired_at)
+            .field("remove_after", &self.remove_after)
+            .finish()
+    }
+}
 
 /// An admin token, known to the store only by the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,11 @@ use crate::error::StoreError;
 use crate::model::{
     AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AlertAcknowledgement,
     AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord, StreamCursor,
+    X509AuthorityRecord,
 };
 
-/// Durable storage for configuration resources, the audit log, signing keys, admin tokens and
-/// server metadata. Used as `Arc<dyn Store>`.
+/// Durable storage for configuration resources, the audit log, signing keys, X.509 CAs, admin
+/// tokens and server metadata. Used as `Arc<dyn Store>`.
 ///
 /// Every method that takes audit events appends them to the hash chain in the same transaction
 /// as its other writes, so a change and its audit events are stored together or not at all.
@@ -200,6 +201,41 @@ pub trait Store: Send + Sync {
     async fn update_signing_key(
         &self,
         key: &SigningKeyRecord,
+        expected_state: &str,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    // X.509 CAs.
+
+    /// Inserts a new X.509 CA and appends `audit` in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` when a CA with the same `id` exists.
+    async fn insert_x509_authority(
+        &self,
+        authority: &X509AuthorityRecord,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Returns every X.509 CA in every state, removed ones included, sorted by creation time
+    /// and then `id`.
+    async fn list_x509_authorities(&self) -> Result<Vec<X509AuthorityRecord>, StoreError>;
+
+    /// Replaces the state, timestamps and encrypted private key of the CA `authority.id`, but
+    /// only while its stored state is `expected_state` (compare and set, as for signing keys).
+    /// Appends `audit` only when the update happened. `trust_domain`, `certificate_der`,
+    /// `created_at` and `not_after` never change. Moving to `removed` also drops the encrypted
+    /// private key, whatever `authority` holds.
+    ///
+    /// Returns `false`, writing nothing, when the stored state differs from `expected_state`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when no CA has that `id`.
+    async fn update_x509_authority(
+        &self,
+        authority: &X509AuthorityRecord,
         expected_state: &str,
         audit: Vec<NewAuditEvent>,
     ) -> Result<bool, StoreError>;

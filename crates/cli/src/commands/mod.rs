@@ -11,3 +11,4 @@ pub mod keys;
 pub mod resources;
 pub mod server;
 pub mod server_workload;
+pub mod x509_ca;

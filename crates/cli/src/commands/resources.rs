@@ -324,13 +324,17 @@ fn provider_lifetime(item: &Value) -> String {
     }
 }
 
-/// Names what a provider's credentials are for: JWT-SVID audiences, or the token service.
+/// Names what a provider's credentials are for: JWT-SVID audiences, the token service, or
+/// X.509-SVIDs through agents.
 fn provider_target(item: &Value) -> String {
     if let Some(url) = item.get("token_url").and_then(Value::as_str) {
         return url.to_string();
     }
     if let Some(username) = item.get("username").and_then(Value::as_str) {
         return format!("user {username}");
+    }
+    if item.get("kind").and_then(Value::as_str) == Some("x509_svid") {
+        return "X.509-SVID (agents only)".to_string();
     }
     match array_field(item, "audience") {
         [] => "-".to_string(),

@@ -295,3 +295,58 @@ fn audience_request_from_unknown_caller_is_denied() {
     let result = run_audiences(&config, &[stranger], &["payments"]);
     assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
 }
+
+const X509_CONFIG: &str = r#"
+trust_providers:
+  - {name: local, kind: unix}
+client_workloads:
+  - name: billing
+    identities:
+      - {trust_provider: local, match: {uid: 1000}}
+  - name: reports
+    identities:
+      - {trust_provider: local, match: {uid: 2000}}
+server_workloads:
+  - {name: mesh, host: mesh.example, port: 443}
+credential_providers:
+  - {name: svid, kind: x509_svid, ttl: 30m}
+  - {name: jwt, kind: jwt_svid, audience: [mesh]}
+access_conditions:
+  - {name: office, kind: source_ip, allow: [10.0.0.0/8]}
+access_policies:
+  - {name: billing-mesh, client_workload: billing, server_workload: mesh, credential_provider: svid, trust_providers: [local], access_conditions: [office]}
+  - {name: reports-mesh, client_workload: reports, server_workload: mesh, credential_provider: jwt, trust_providers: [local]}
+"#;
+
+fn run_x509(uid: &str, source: &str) -> Result<String, Denial> {
+    let file = config_file::parse("x509.yaml", X509_CONFIG).unwrap_or_default();
+    let config = Config::from_resources(file.into_resources());
+    let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
+    let context = RequestContext {
+        now: Timestamp::UNIX_EPOCH,
+        source_ip: source.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        location: None,
+    };
+    let attestations = [attestation("local", &[("uid", uid)])];
+    decide_x509(&config, &attestations, context, &trust_domain)
+        .map(|grant| format!("{} {} {}", grant.spiffe_id, grant.policy.name, grant.credential_provider.name()))
+}
+
+#[test]
+fn x509_granted_through_x509_svid_policy() {
+    assert_eq!(run_x509("1000", "10.1.2.3"), Ok("spiffe://mayfly.local/billing billing-mesh svid".to_string()));
+}
+
+#[test]
+fn x509_denied_without_x509_svid_policy() {
+    let denial = run_x509("2000", "10.1.2.3").err();
+    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessPolicy));
+    assert_eq!(denial.and_then(|denial| denial.client_workload), Some("reports".to_string()));
+}
+
+#[test]
+fn x509_denied_by_access_condition() {
+    let denial = run_x509("1000", "192.0.2.1").err();
+    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessCondition));
+    assert_eq!(denial.and_then(|denial| denial.policy), Some("billing-mesh".to_string()));
+}

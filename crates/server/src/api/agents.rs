@@ -1,6 +1,6 @@
 //! Agents: join tokens (created by admins), joining and credential renewal (by agents), the agent
-//! list and eviction (by admins), and the JWT-SVID and credential requests that agents make for
-//! the processes they attested.
+//! list and eviction (by admins), and the JWT-SVID, X.509-SVID and credential requests that agents
+//! make for the processes they attested.
 //!
 //! An agent authenticates with `Authorization: Bearer <credential>`. The credential is a random
 //! token stored only as a hash, lives `AGENT_CREDENTIAL_TTL` and is replaced on every renewal,
@@ -30,6 +30,7 @@ use crate::auth::Admin;
 use crate::clock;
 use crate::credentials::{self, Call, CredentialRequest, Evidence};
 use crate::problem::{ApiError, json_rejection};
+use crate::providers::{X509_AUTHORITY_FIELD, X509_CHAIN_FIELD};
 use crate::state::SharedState;
 
 /// Lifetime of an agent credential. Agents renew at about half of it.
@@ -208,6 +209,50 @@ pub async fn jwt_svid(
     Ok(Json(json!({
         "token": issued.token,
         "spiffe_id": issued.spiffe_id,
+        "issued_at": issued.issued_at.to_string(),
+        "expires_at": issued.expires_at.map(|time| time.to_string()),
+        "request_id": issued.request_id,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidBody {
+    /// The unix attributes the agent attested for the calling process.
+    attributes: BTreeMap<String, Vec<String>>,
+    /// The PKCS#10 certificate signing request, DER in standard base64. The key pair stays on
+    /// the agent's host.
+    csr: String,
+}
+
+/// `POST /v1/agents/x509-svids`: an X.509-SVID for a process the calling agent attested, for
+/// the public key of the CSR the agent generated for it.
+pub async fn x509_svid(
+    state: AppState,
+    agent: AgentCaller,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): PeerAddr,
+    headers: HeaderMap,
+    body: Result<Json<X509SvidBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use base64::Engine as _;
+
+    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let csr = base64::engine::general_purpose::STANDARD
+        .decode(body.csr.trim())
+        .map_err(|error| ApiError::invalid("csr", "", &format!("is not standard base64: {error}")))?;
+    let call = Call {
+        request_id,
+        evidence: Evidence::Agent { agent: agent.name, attributes: body.attributes },
+        source_ip: client_ip(&state, peer, &headers),
+        transport: "agent",
+    };
+    let issued = credentials::handle_x509_svid(&state, call, csr).await?;
+    let chain: Vec<&str> = issued.fields.get(X509_CHAIN_FIELD).map(|chain| chain.split(',').collect()).unwrap_or_default();
+    Ok(Json(json!({
+        "spiffe_id": issued.spiffe_id,
+        "certificates": chain,
+        "x509_authority": issued.fields.get(X509_AUTHORITY_FIELD),
         "issued_at": issued.issued_at.to_string(),
         "expires_at": issued.expires_at.map(|time| time.to_string()),
         "request_id": issued.request_id,

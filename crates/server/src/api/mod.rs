@@ -10,6 +10,7 @@ mod keys;
 mod proxy;
 mod public;
 mod resources;
+mod x509;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(public::metrics))
         .route("/.well-known/openid-configuration", get(public::discovery))
         .route("/.well-known/jwks.json", get(public::jwks))
+        .route("/.well-known/spiffe-bundle", get(x509::spiffe_bundle))
+        .route("/v1/x509-bundle", get(x509::x509_bundle))
+        .route("/v1/x509-authorities", get(x509::list))
+        .route("/v1/x509-authorities/rotate", post(x509::rotate))
         .route("/v1/credentials", post(public::credentials_http))
         .route("/v1/apply", post(resources::apply))
         .route("/v1/server-workloads/{name}/disable", post(resources::disable))
@@ -61,6 +66,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/agents/join", post(agents::join))
         .route("/v1/agents/renew", post(agents::renew))
         .route("/v1/agents/jwt-svids", post(agents::jwt_svid))
+        .route("/v1/agents/x509-svids", post(agents::x509_svid))
         .route("/v1/agents/credentials", post(agents::credential))
         .route("/v1/agents/targets", get(proxy::targets))
         .route("/v1/agents/injection-events", post(proxy::injection_events))

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use mayfly_crypto::jwt_svid::{JwtSvidClaims, mint, new_jti};
 use mayfly_domain::decide::Grant;
 use mayfly_domain::duration::Seconds;
-use mayfly_domain::resources::{CredentialProvider, JwtSvidProvider, SigningAlgorithm};
+use mayfly_domain::resources::{CredentialProvider, JwtSvidProvider, SigningAlgorithm, X509SvidProvider};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -83,6 +83,10 @@ pub async fn produce(
         CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider, delivery).map_err(Failure::from),
         CredentialProvider::OauthClientCredentials(provider) => oauth::produce(state, provider).await,
         CredentialProvider::FederatedTokenExchange(provider) => federation::produce(state, grant, provider, now).await,
+        CredentialProvider::X509Svid(provider) => Err(Failure::from(format!(
+            "x509_svid credential provider {:?} needs a CSR; X.509-SVIDs are issued only through an agent",
+            provider.name
+        ))),
     }
 }
 
@@ -143,6 +147,33 @@ fn jwt_svid(state: &AppState, grant: &Grant<'_>, provider: &JwtSvidProvider, aud
         expires_at: Some(svid.expires_at),
         fields: Vec::new(),
         audit: Map::new(),
+    })
+}
+
+/// Field of [`Issued::fields`] that carries the X.509-SVID chain: base64 DER certificates,
+/// leaf first, separated by commas.
+pub const X509_CHAIN_FIELD: &str = "x509_svid_chain";
+/// Field of [`Issued::fields`] that names the CA that signed an X.509-SVID.
+pub const X509_AUTHORITY_FIELD: &str = "x509_authority";
+
+/// Signs an X.509-SVID for the grant's SPIFFE ID from `csr`. The `token` is the chain as PEM.
+pub fn x509_svid(state: &AppState, grant: &Grant<'_>, provider: &X509SvidProvider, csr: &[u8], now: Timestamp) -> Result<Issued, String> {
+    use base64::Engine as _;
+
+    let signed = state.x509.sign(csr, &grant.spiffe_id, provider.ttl.as_duration(), now).map_err(|error| error.to_string())?;
+    let chain: Vec<&[u8]> = signed.chain.iter().map(Vec::as_slice).collect();
+    let encoded: Vec<String> = signed.chain.iter().map(|der| base64::engine::general_purpose::STANDARD.encode(der)).collect();
+    let mut audit = Map::new();
+    audit.insert("serial".into(), json!(signed.serial));
+    audit.insert("x509_authority".into(), json!(signed.authority));
+    Ok(Issued {
+        credential_type: "x509_svid",
+        token: Zeroizing::new(mayfly_crypto::x509::certificates_pem(&chain)),
+        token_id: signed.serial,
+        username: None,
+        expires_at: Some(signed.expires_at),
+        fields: vec![(X509_CHAIN_FIELD.to_string(), encoded.join(",")), (X509_AUTHORITY_FIELD.to_string(), signed.authority)],
+        audit,
     })
 }
 

@@ -10,6 +10,7 @@
 mod agents;
 mod acknowledgements;
 mod audit;
+mod authorities;
 mod checkpoints;
 mod codec;
 mod cursors;
@@ -27,6 +28,7 @@ use crate::error::StoreError;
 use crate::model::{
     AdminTokenRecord, AgentCredentialHash, AgentJoinTokenRecord, AgentRecord, AlertAcknowledgement,
     AuditFilter, ChangeSet, PurgeOutcome, ResourceRecord, SigningKeyRecord, StreamCursor,
+    X509AuthorityRecord,
 };
 use crate::store::Store;
 use codec::db_error;
@@ -182,6 +184,27 @@ impl Store for SqliteStore {
         audit: Vec<NewAuditEvent>,
     ) -> Result<bool, StoreError> {
         keys::update(&self.writer, key, expected_state, audit).await
+    }
+
+    async fn insert_x509_authority(
+        &self,
+        authority: &X509AuthorityRecord,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        authorities::insert(&self.writer, authority, audit).await
+    }
+
+    async fn list_x509_authorities(&self) -> Result<Vec<X509AuthorityRecord>, StoreError> {
+        authorities::list(&self.readers).await
+    }
+
+    async fn update_x509_authority(
+        &self,
+        authority: &X509AuthorityRecord,
+        expected_state: &str,
+        audit: Vec<NewAuditEvent>,
+    ) -> Result<bool, StoreError> {
+        authorities::update(&self.writer, authority, expected_state, audit).await
     }
 
     async fn insert_admin_token(

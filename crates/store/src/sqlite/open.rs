@@ -46,6 +46,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "alert_acknowledgements",
         include_str!("../../migrations/sqlite/0004_alert_acknowledgements.sql"),
     ),
+    (
+        5,
+        "x509_authorities",
+        include_str!("../../migrations/sqlite/0005_x509_authorities.sql"),
+    ),
 ];
 
 impl SqliteStore {
