@@ -4,6 +4,7 @@
 //! HTTP credential endpoint of the server's workload socket.
 #![forbid(unsafe_code)]
 
+pub mod audience;
 mod authority;
 pub mod bundles;
 pub mod cache;

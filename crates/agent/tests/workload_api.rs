@@ -130,6 +130,42 @@ async fn empty_audience_is_invalid_argument() {
 }
 
 #[tokio::test]
+async fn invalid_audiences_never_reach_server() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    let long = "a".repeat(256);
+    let many: Vec<String> = (0..33).map(|index| format!("aud-{index}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let cases: [(&[&str], &str); 4] = [
+        (&["payments", ""], "audience[1] is empty"),
+        (
+            &["payments", long.as_str()],
+            "audience[1] is 256 bytes long",
+        ),
+        (
+            &["pay\nments"],
+            "audience[0] \"pay\\nments\" contains a control character",
+        ),
+        (&many, "audience has 33 entries"),
+    ];
+    for (audience, expected) in cases {
+        let status = api
+            .fetch_jwtsvid(request(svid_request(audience)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(expected), "{status:?}");
+    }
+    assert!(
+        server
+            .audit_events("kind=credential_request")
+            .await
+            .is_empty(),
+        "no invalid request reached the server"
+    );
+}
+
+#[tokio::test]
 async fn audience_no_policy_allows_is_permission_denied() {
     let (server, dir, _agent) = setup(CONFIG).await;
     let mut api = client(&socket_path(dir.path())).await;
