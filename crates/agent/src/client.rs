@@ -203,20 +203,17 @@ impl ServerClient {
             content_type,
             body,
         };
-        let problem_type = serde_json::from_slice::<Value>(&forwarded.body)
-            .ok()
-            .and_then(|problem| {
-                problem
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
-        if status == 401 && problem_type.as_deref() != Some("urn:mayfly:problem:credential-denied")
-        {
+        let problem = serde_json::from_slice::<Value>(&forwarded.body).unwrap_or(Value::Null);
+        let problem_type = problem.get("type").and_then(Value::as_str);
+        if status == 401 && problem_type != Some("urn:mayfly:problem:credential-denied") {
+            let detail = match problem.get("detail").and_then(Value::as_str) {
+                Some(detail) => detail.to_string(),
+                None => String::from_utf8_lossy(&forwarded.body).into_owned(),
+            };
             return Err(ClientError::Unauthorized {
                 what: "credential",
                 url,
-                detail: String::from_utf8_lossy(&forwarded.body).into_owned(),
+                detail,
             });
         }
         Ok(forwarded)

@@ -106,12 +106,18 @@ async fn credential(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Err(ClientError::Unauthorized { .. }) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server does not accept this agent: it may have been evicted",
-            None,
-        ),
+        Err(ClientError::Unauthorized { detail, .. }) => {
+            socket
+                .identity
+                .credential_rejected(&socket.client, &detail)
+                .await;
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server does not accept this agent: it may have been evicted",
+                None,
+            )
+        }
         Err(error) => {
             tracing::warn!(error = %error, "forwarding a credential request failed");
             problem(

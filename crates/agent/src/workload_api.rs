@@ -65,9 +65,16 @@ impl WorkloadApi {
         audiences: &[String],
     ) -> Result<IssuedSvid, ClientError> {
         let (credential, _) = self.identity.credential().await;
-        self.client
+        let issued = self
+            .client
             .jwt_svid(&credential, attributes, audiences)
-            .await
+            .await;
+        if let Err(ClientError::Unauthorized { detail, .. }) = &issued {
+            self.identity
+                .credential_rejected(&self.client, detail)
+                .await;
+        }
+        issued
     }
 }
 

@@ -415,6 +415,99 @@ async fn restarted_agent_keeps_its_credential() {
 }
 
 #[tokio::test]
+async fn evicted_agent_rejoins_with_new_token() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    let (status, body) = server
+        .admin(reqwest::Method::POST, "/v1/agents/web-1/evict", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    agent.shutdown();
+
+    let token = server.join_token("web-1").await;
+    let _restarted = start_agent(&server.base, dir.path(), Some(token)).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .expect("the agent joined with the new token");
+}
+
+#[tokio::test]
+async fn evicted_agent_without_token_stops() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    let (status, body) = server
+        .admin(reqwest::Method::POST, "/v1/agents/web-1/evict", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    agent.shutdown();
+
+    let started = mayfly_agent::start(common::agent_settings(&server.base, dir.path(), None)).await;
+    let Err(error) = started else {
+        panic!("an agent whose stored credential is rejected must not start");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("rejected the stored credential"),
+        "{message}"
+    );
+    assert!(
+        message.contains("mayfly agent-token create web-1"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn restart_with_spare_token_keeps_credential() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    agent.shutdown();
+
+    let spare = server.join_token("web-1").await;
+    let _restarted = start_agent(&server.base, dir.path(), Some(spare.clone())).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap();
+    let response = server
+        .http
+        .post(format!("{}/v1/agents/join", server.base))
+        .bearer_auth(&spare)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "the agent kept its accepted credential and left the join token unused"
+    );
+}
+
+#[tokio::test]
+async fn rejected_running_agent_joins_with_spare_token() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    agent.shutdown();
+    let spare = server.join_token("web-1").await;
+    let restarted = start_agent(&server.base, dir.path(), Some(spare)).await;
+
+    // Renewing behind the agent's back replaces its credential on the server, so the server
+    // rejects the one the agent holds.
+    let server_client =
+        mayfly_agent::client::ServerClient::new(&server.base, Duration::from_secs(5), None)
+            .unwrap();
+    let (held, _) = restarted.identity.credential().await;
+    server_client.renew(&held).await.unwrap();
+
+    let mut api = client(&socket_path(dir.path())).await;
+    let status = api
+        .fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .expect("the agent joined with the spare token after the rejection");
+}
+
+#[tokio::test]
 async fn agent_renews_its_credential() {
     let (_server, _dir, agent) = setup(CONFIG).await;
     let before = agent.identity.credential().await.0.expose().to_string();
