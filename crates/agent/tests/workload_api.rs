@@ -508,6 +508,37 @@ async fn rejected_running_agent_joins_with_spare_token() {
 }
 
 #[tokio::test]
+async fn file_at_socket_path_is_kept() {
+    let server = TestServer::start().await;
+    server.apply(CONFIG).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = server.join_token("web-1").await;
+    let cases = [
+        ("--socket", socket_path(dir.path())),
+        ("--http-socket", dir.path().join("credential.sock")),
+    ];
+    for (setting, path) in cases {
+        std::fs::write(&path, "important data").unwrap();
+        let mut settings = common::agent_settings(&server.base, dir.path(), Some(token.clone()));
+        settings.http_socket = dir.path().join("credential.sock");
+        let Err(error) = mayfly_agent::start(settings).await else {
+            panic!("the agent must not start with a regular file at {setting}");
+        };
+        let message = error.to_string();
+        assert!(message.contains(setting), "{message}");
+        assert!(message.contains("not a socket"), "{message}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "important data");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    let _agent = start_agent(&server.base, dir.path(), Some(token)).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .expect("the join token was not spent by the failed starts");
+}
+
+#[tokio::test]
 async fn agent_renews_its_credential() {
     let (_server, _dir, agent) = setup(CONFIG).await;
     let before = agent.identity.credential().await.0.expose().to_string();
