@@ -161,11 +161,13 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         }
     };
     let (bundle_sender, bundle_receiver) = watch::channel(first_bundle);
+    let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
     let bundle_task = tokio::spawn(bundles::refresh_forever(
         client.clone(),
         trust_domain,
         settings.bundle_refresh,
         bundle_sender,
+        Arc::clone(&cache),
     ));
     let renew_task = tokio::spawn(Arc::clone(&identity).renew_forever(client.clone()));
 
@@ -183,7 +185,6 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         },
     )?;
 
-    let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
     let service = WorkloadApi {
         client,
         identity: Arc::clone(&identity),

@@ -389,6 +389,81 @@ async fn bundle_stream_updates_on_rotation() {
 }
 
 #[tokio::test]
+async fn revoked_key_drops_cached_svid() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    let first = payments_token(&mut api).await;
+    assert_eq!(
+        payments_token(&mut api).await,
+        first,
+        "the second fetch is a cache hit"
+    );
+    let revoked_kid = kid_of(&first);
+
+    let mut stream = api
+        .fetch_jwt_bundles(request(JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = server
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/keys/{revoked_kid}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The agent drops the SVIDs of a removed key before it publishes the bundle without it.
+    loop {
+        let update = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a bundle update arrives")
+            .unwrap()
+            .unwrap();
+        let jwks: Value = serde_json::from_slice(&update.bundles["spiffe://mayfly.local"]).unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|key| key["kid"].as_str())
+            .collect();
+        if !kids.contains(&revoked_kid.as_str()) {
+            break;
+        }
+    }
+
+    let second = payments_token(&mut api).await;
+    assert_ne!(second, first);
+    assert_ne!(kid_of(&second), revoked_kid);
+}
+
+async fn payments_token(
+    api: &mut mayfly_agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+        tonic::transport::Channel,
+    >,
+) -> String {
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .svids
+        .remove(0)
+        .svid
+}
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
 async fn restarted_agent_keeps_its_credential() {
     let (_server, dir, agent) = setup(CONFIG).await;
     let server_url = _server.base.clone();
