@@ -44,7 +44,7 @@ pub struct AgentArgs {
 
     /// PEM file of the CA certificates that the server's HTTPS certificate must chain to. Without
     /// it, the system roots are used.
-    #[arg(long)]
+    #[arg(long, env = "MAYFLY_CACERT")]
     pub server_ca: Option<PathBuf>,
 }
 
