@@ -1,11 +1,14 @@
 //! The trust domain's JWT bundle, fetched from the server's JWKS and refreshed periodically, so
 //! that FetchJWTBundles streams can send an update when keys rotate.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::cache::SvidCache;
 use crate::client::ServerClient;
 
 /// The current bundle: the trust domain's SPIFFE ID (`spiffe://<trust domain>`) and a JWKS.
@@ -43,18 +46,23 @@ pub fn bundle_from_jwks(trust_domain: &str, discovery: &Value) -> JwtBundle {
 }
 
 /// Fetches the bundle every `interval` and publishes it when it changed. Stream handlers hold
-/// receivers of `sender`.
+/// receivers of `sender`. Before a changed bundle is published, cached SVIDs signed by a key
+/// that it no longer contains (a revoked key) are dropped, so the next request fetches a new one.
 pub async fn refresh_forever(
     client: ServerClient,
     trust_domain: String,
     interval: Duration,
     sender: watch::Sender<Option<JwtBundle>>,
+    cache: Arc<SvidCache>,
 ) {
     let mut failing = false;
     loop {
         match client.jwks().await {
             Ok(discovery) => {
                 let bundle = bundle_from_jwks(&trust_domain, &discovery);
+                if sender.borrow().as_ref() != Some(&bundle) {
+                    drop_svids_of_removed_keys(&bundle, &cache);
+                }
                 sender.send_if_modified(|current| {
                     if current.as_ref() == Some(&bundle) {
                         return false;
@@ -81,5 +89,21 @@ pub async fn refresh_forever(
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+fn drop_svids_of_removed_keys(bundle: &JwtBundle, cache: &SvidCache) {
+    let published: HashSet<String> = bundle.jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|key| key["kid"].as_str().map(str::to_string))
+        .collect();
+    let dropped = cache.retain_signed_by(&published);
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            "dropped cached JWT-SVIDs signed by keys that the JWT bundle no longer contains"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! percent, at random, so entries issued together do not renew together). Until it expires, it
 //! is returned at once, even while a refresh is waiting on a slow or unreachable server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use jiff::{SignedDuration, Timestamp};
@@ -134,6 +134,19 @@ impl SvidCache {
         }
     }
 
+    /// Drops the entries whose SVID names in its header a `kid` outside `published`, and returns
+    /// how many were dropped. An SVID whose `kid` cannot be read is kept.
+    pub fn retain_signed_by(&self, published: &HashSet<String>) -> usize {
+        let Ok(mut entries) = self.entries.lock() else {
+            return 0;
+        };
+        let before = entries.len();
+        entries.retain(|_, entry| {
+            unverified_kid(&entry.svid.token).is_none_or(|kid| published.contains(&kid))
+        });
+        before - entries.len()
+    }
+
     /// Returns the number of entries.
     pub fn len(&self) -> usize {
         self.entries
@@ -146,6 +159,17 @@ impl SvidCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Reads the `kid` from the header of a JWT without verifying anything.
+fn unverified_kid(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    header.get("kid")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached, or the request timed out.
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {source}{}", certificate_hint(.source))]
     Transport { url: String, source: reqwest::Error },
     /// The server rejected the agent's credential or join token.
     #[error("the server rejected the agent's {what} at {url}: {detail}")]
@@ -38,6 +38,20 @@ pub enum ClientError {
     /// The response body is not what the route returns.
     #[error("invalid response from {url}: {reason}")]
     InvalidResponse { url: String, reason: String },
+}
+
+/// Returns a hint to `--server-ca` when `error` comes from a server certificate that does not
+/// chain to a trusted CA, and an empty string otherwise.
+fn certificate_hint(error: &reqwest::Error) -> &'static str {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(current) = source {
+        let text = current.to_string();
+        if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+            return "; if the server's certificate is signed by a private CA, pass the CA certificate with --server-ca (server_ca in the settings file, or MAYFLY_CACERT)";
+        }
+        source = current.source();
+    }
+    ""
 }
 
 /// A credential the server gave the agent when it joined or renewed.
@@ -267,20 +281,17 @@ impl ServerClient {
             content_type,
             body,
         };
-        let problem_type = serde_json::from_slice::<Value>(&forwarded.body)
-            .ok()
-            .and_then(|problem| {
-                problem
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
-        if status == 401 && problem_type.as_deref() != Some("urn:mayfly:problem:credential-denied")
-        {
+        let problem = serde_json::from_slice::<Value>(&forwarded.body).unwrap_or(Value::Null);
+        let problem_type = problem.get("type").and_then(Value::as_str);
+        if status == 401 && problem_type != Some("urn:mayfly:problem:credential-denied") {
+            let detail = match problem.get("detail").and_then(Value::as_str) {
+                Some(detail) => detail.to_string(),
+                None => String::from_utf8_lossy(&forwarded.body).into_owned(),
+            };
             return Err(ClientError::Unauthorized {
                 what: "credential",
                 url,
-                detail: String::from_utf8_lossy(&forwarded.body).into_owned(),
+                detail,
             });
         }
         Ok(forwarded)

@@ -114,14 +114,19 @@ impl AgentFile {
         settings: &mut AgentSettings,
     ) -> Result<(), ConfigError> {
         let duration = |key: &'static str, value: &String| {
-            Seconds::parse(value)
+            let invalid = |reason: String| ConfigError::Duration {
+                path: path.to_path_buf(),
+                key,
+                value: value.clone(),
+                reason,
+            };
+            let parsed = Seconds::parse(value)
                 .map(Seconds::as_duration)
-                .map_err(|error| ConfigError::Duration {
-                    path: path.to_path_buf(),
-                    key,
-                    value: value.clone(),
-                    reason: error.to_string(),
-                })
+                .map_err(|error| invalid(error.to_string()))?;
+            if parsed.is_zero() {
+                return Err(invalid("must be longer than 0s, such as 5s".to_string()));
+            }
+            Ok(parsed)
         };
         if let Some(value) = &self.server_timeout {
             settings.server_timeout = duration("server_timeout", value)?;
@@ -216,6 +221,20 @@ mod tests {
     fn settings_file_rejects_unknown_key() {
         let parsed = toml::from_str::<AgentFile>("servr = \"https://mayfly.example\"\n");
         assert!(parsed.unwrap_err().to_string().contains("servr"));
+    }
+
+    #[test]
+    fn settings_file_rejects_zero_durations() {
+        for key in ["server_timeout", "bundle_refresh"] {
+            let file: AgentFile = toml::from_str(&format!("{key} = \"0s\"\n")).unwrap();
+            let mut settings = AgentSettings::new(String::new(), PathBuf::new(), PathBuf::new());
+            let error = file
+                .apply_limits(Path::new("agent.toml"), &mut settings)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{error}");
+            assert!(error.contains("must be longer than 0s"), "{error}");
+        }
     }
 
     #[test]

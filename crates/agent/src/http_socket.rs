@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use mayfly_server::evidence::unix::{ExecutableHasher, attest};
 use mayfly_server::http::{ListenError, UnixPeer, bind_unix, serve_unix};
+use mayfly_server::problem::bytes_rejection;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,6 +26,9 @@ use crate::identity::Identity;
 
 /// Largest request body the endpoint reads, in bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Maximum length of a server workload name or target host that the agent forwards, in bytes.
+const MAX_NAME_BYTES: usize = 255;
 
 /// The endpoint's state: the client and credential for the server, and the executable hasher.
 pub struct CredentialSocket {
@@ -37,6 +42,7 @@ pub fn serve(path: &Path, socket: CredentialSocket) -> Result<JoinHandle<()>, Li
     let listener = bind_unix(path)?;
     let router = Router::new()
         .route("/v1/credentials", post(credential))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(socket));
@@ -50,8 +56,12 @@ pub fn serve(path: &Path, socket: CredentialSocket) -> Result<JoinHandle<()>, Li
 async fn credential(
     State(socket): State<Arc<CredentialSocket>>,
     ConnectInfo(UnixPeer(peer)): ConnectInfo<UnixPeer>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return bytes_rejection(rejection, MAX_BODY_BYTES).into_response(),
+    };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(request @ Value::Object(_)) => request,
         _ => {
@@ -63,6 +73,9 @@ async fn credential(
             );
         }
     };
+    if let Err(detail) = check_request(&request) {
+        return problem(StatusCode::BAD_REQUEST, "invalid-request", &detail, None);
+    }
     let hasher = Arc::clone(&socket.hasher);
     let attested = tokio::task::spawn_blocking(move || attest(peer, &hasher)).await;
     let attributes: BTreeMap<String, Vec<String>> = match attested {
@@ -106,12 +119,18 @@ async fn credential(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Err(ClientError::Unauthorized { .. }) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server does not accept this agent: it may have been evicted",
-            None,
-        ),
+        Err(ClientError::Unauthorized { detail, .. }) => {
+            socket
+                .identity
+                .credential_rejected(&socket.client, &detail)
+                .await;
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server does not accept this agent: it may have been evicted",
+                None,
+            )
+        }
         Err(error) => {
             tracing::warn!(error = %error, "forwarding a credential request failed");
             problem(
@@ -122,6 +141,81 @@ async fn credential(
             )
         }
     }
+}
+
+/// Checks the fields, types and names of a credential request before it is sent to the server.
+/// The server's errors would name the fields of the agent's wrapped request, not the client's.
+fn check_request(request: &Value) -> Result<(), String> {
+    let Value::Object(fields) = request else {
+        return Err("the body must be a JSON object".to_string());
+    };
+    for (name, value) in fields {
+        match name.as_str() {
+            "server_workload" => check_name("server_workload", value)?,
+            "target" => check_target(value)?,
+            other => {
+                return Err(format!(
+                    "unknown field {other:?} in the request body: expected server_workload or target"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_target(target: &Value) -> Result<(), String> {
+    let Value::Object(fields) = target else {
+        return Err(
+            "target must be an object such as {\"host\": HOST, \"port\": PORT}".to_string(),
+        );
+    };
+    for (name, value) in fields {
+        match name.as_str() {
+            "host" => check_name("target.host", value)?,
+            "port" => {
+                if !value
+                    .as_u64()
+                    .is_some_and(|port| (1..=65535).contains(&port))
+                {
+                    return Err(format!(
+                        "target.port {value}: must be an integer between 1 and 65535"
+                    ));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown field {other:?} in target: expected host and port"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rejects a name that is not a string, is over `MAX_NAME_BYTES` or contains control characters.
+fn check_name(field: &str, value: &Value) -> Result<(), String> {
+    let Some(text) = value.as_str() else {
+        return Err(format!("{field} {value}: must be a string"));
+    };
+    if text.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{field} is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            text.len()
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{field} {text:?} contains a control character"));
+    }
+    Ok(())
+}
+
+async fn method_not_allowed() -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid-request",
+        "method not allowed: /v1/credentials accepts only POST",
+        None,
+    )
 }
 
 async fn not_found() -> Response {

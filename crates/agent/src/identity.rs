@@ -31,6 +31,15 @@ pub enum IdentityError {
         "no valid agent credential in {path}: start the agent with --join-token from `mayfly agent-token create`"
     )]
     NeedsJoinToken { path: PathBuf },
+    /// The server rejected the stored credential and no join token was given.
+    #[error(
+        "the server rejected the stored credential of agent {agent:?} in {path} ({detail}): the agent may have been evicted; create a join token with `mayfly agent-token create {agent}` and start the agent with --join-token, MAYFLY_JOIN_TOKEN or join_token_file"
+    )]
+    Rejected {
+        agent: String,
+        path: PathBuf,
+        detail: String,
+    },
     /// The server call failed.
     #[error(transparent)]
     Server(#[from] ClientError),
@@ -75,10 +84,18 @@ impl Drop for StoredCredential {
 pub struct Identity {
     current: RwLock<AgentCredential>,
     path: PathBuf,
+    /// The join token given at start when the stored credential made it unnecessary. It is used
+    /// once, when the server rejects the credential while the agent runs.
+    unused_join_token: std::sync::Mutex<Option<SecretString>>,
+    /// Whether the server's rejection of the current credential has been logged.
+    rejection_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Identity {
-    /// Loads the stored credential when it is still valid; otherwise joins with `join_token`.
+    /// Loads the stored credential when it is still valid and renews it, which also checks that
+    /// the server still accepts it. Joins with `join_token` when nothing valid is stored or the
+    /// server rejects the stored credential. When the server cannot be reached, the stored
+    /// credential is used unchecked.
     pub async fn establish(
         client: &ServerClient,
         data_dir: &Path,
@@ -88,24 +105,71 @@ impl Identity {
         let minimum =
             jiff::SignedDuration::try_from(MIN_REMAINING).unwrap_or(jiff::SignedDuration::ZERO);
         let usable = load(&path)?.filter(|stored| stored.expires_at > Timestamp::now() + minimum);
-        let credential = match (usable, join_token) {
-            (Some(stored), _) => {
-                tracing::info!(agent = %stored.agent, "using the stored agent credential");
-                stored
-            }
-            (None, Some(join_token)) => {
-                let issued = client.join(join_token).await?;
-                tracing::info!(agent = %issued.agent, "joined the server");
-                let credential = from_issued(issued);
-                save(&path, &credential)?;
-                credential
-            }
-            (None, None) => return Err(IdentityError::NeedsJoinToken { path }),
+        let mut join_token = join_token.cloned();
+        let credential = match usable {
+            Some(stored) => match client.renew(&stored.credential).await {
+                Ok(issued) => {
+                    tracing::info!(agent = %stored.agent, "renewed the stored agent credential");
+                    let credential = from_issued(issued);
+                    save(&path, &credential)?;
+                    credential
+                }
+                Err(ClientError::Unauthorized { detail, .. }) => {
+                    let Some(token) = join_token.take() else {
+                        return Err(IdentityError::Rejected {
+                            agent: stored.agent.clone(),
+                            path,
+                            detail,
+                        });
+                    };
+                    tracing::warn!(agent = %stored.agent, detail = %detail, "the server rejected the stored agent credential; joining with the join token");
+                    join(client, &path, &token).await?
+                }
+                Err(error) => {
+                    tracing::warn!(agent = %stored.agent, error = %error, "checking the stored agent credential failed; using it unchecked");
+                    stored
+                }
+            },
+            None => match join_token.take() {
+                Some(token) => join(client, &path, &token).await?,
+                None => return Err(IdentityError::NeedsJoinToken { path }),
+            },
         };
         Ok(Arc::new(Identity {
             current: RwLock::new(credential),
             path,
+            unused_join_token: std::sync::Mutex::new(join_token),
+            rejection_logged: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Handles the server's rejection of the current credential, reported by renewal or by a
+    /// workload request. Joins with the unused join token given at start, if any. Otherwise it
+    /// logs an error with the steps to re-admit the agent, once until a credential works again.
+    pub async fn credential_rejected(&self, client: &ServerClient, detail: &str) {
+        use std::sync::atomic::Ordering;
+        let agent = self.current.read().await.agent.clone();
+        let token = self
+            .unused_join_token
+            .lock()
+            .ok()
+            .and_then(|mut token| token.take());
+        if let Some(token) = token {
+            tracing::warn!(agent = %agent, detail = %detail, "the server rejected the agent credential; joining with the join token given at start");
+            match join(client, &self.path, &token).await {
+                Ok(credential) => {
+                    *self.current.write().await = credential;
+                    self.rejection_logged.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(agent = %agent, error = %error, "joining with the join token given at start failed");
+                }
+            }
+        }
+        if !self.rejection_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(agent = %agent, detail = %detail, "the server rejected the agent credential, so workloads get no new credentials: the agent may have been evicted; create a join token with `mayfly agent-token create {agent}` and restart the agent with it");
+        }
     }
 
     /// Returns the current credential's secret and the agent's name.
@@ -131,6 +195,8 @@ impl Identity {
         let credential = from_issued(issued);
         save(&self.path, &credential)?;
         *self.current.write().await = credential;
+        self.rejection_logged
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -154,6 +220,10 @@ impl Identity {
                     }
                     failing = false;
                 }
+                Err(IdentityError::Server(ClientError::Unauthorized { detail, .. })) => {
+                    self.credential_rejected(&client, &detail).await;
+                    failing = true;
+                }
                 Err(error) => {
                     if failing {
                         tracing::debug!(error = %error, "agent credential renewal failed again");
@@ -165,6 +235,19 @@ impl Identity {
             }
         }
     }
+}
+
+/// Joins with `join_token` and stores the new credential.
+async fn join(
+    client: &ServerClient,
+    path: &Path,
+    join_token: &SecretString,
+) -> Result<AgentCredential, IdentityError> {
+    let issued = client.join(join_token).await?;
+    tracing::info!(agent = %issued.agent, "joined the server");
+    let credential = from_issued(issued);
+    save(path, &credential)?;
+    Ok(credential)
 }
 
 fn from_issued(issued: IssuedAgentCredential) -> AgentCredential {

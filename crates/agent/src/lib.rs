@@ -5,6 +5,7 @@
 //! runs an HTTP proxy on loopback that injects credentials into requests to server workloads.
 #![forbid(unsafe_code)]
 
+pub mod audience;
 mod authority;
 pub mod bundles;
 pub mod cache;

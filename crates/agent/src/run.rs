@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mayfly_crypto::token::SecretString;
 use mayfly_server::evidence::unix::ExecutableHasher;
-use tokio::net::UnixListener;
+use mayfly_server::http::bind_unix;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -92,6 +92,17 @@ pub enum StartError {
     /// The proxy could not be started.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// The Workload API socket could not be bound.
+    #[error("socket: {0}")]
+    Socket(mayfly_server::http::ListenError),
+    /// A file that is not a socket is at a socket path. The agent never deletes such a file.
+    #[error(
+        "{setting} {path}: a file that is not a socket is in the way; move it or choose another {setting} path"
+    )]
+    NotASocket {
+        setting: &'static str,
+        path: PathBuf,
+    },
 }
 
 /// A started agent; dropping it does not stop it, `shutdown` does.
@@ -142,6 +153,10 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
     std::fs::create_dir_all(&settings.data_dir).map_err(io_error(&settings.data_dir))?;
     std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_error(&settings.data_dir))?;
+    // Checked before joining, so that a mistyped path fails the start without spending the
+    // join token.
+    reject_non_socket("--socket", &settings.socket)?;
+    reject_non_socket("--http-socket", &settings.http_socket)?;
 
     let server_ca = match &settings.server_ca {
         Some(path) => Some(std::fs::read(path).map_err(io_error(path))?),
@@ -166,11 +181,13 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         }
     };
     let (bundle_sender, bundle_receiver) = watch::channel(first_bundle);
+    let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
     let bundle_task = tokio::spawn(bundles::refresh_forever(
         client.clone(),
         trust_domain,
         settings.bundle_refresh,
         bundle_sender,
+        Arc::clone(&cache),
     ));
     let renew_task = tokio::spawn(Arc::clone(&identity).renew_forever(client.clone()));
 
@@ -190,16 +207,9 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         x509_bundle_sender,
     ));
 
-    // A socket left by an earlier run would make bind fail.
-    match std::fs::remove_file(&settings.socket) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(io_error(&settings.socket)(error)),
-    }
-    let listener = UnixListener::bind(&settings.socket).map_err(io_error(&settings.socket))?;
-    // Any local process may call the Workload API: what it gets is decided per caller.
-    std::fs::set_permissions(&settings.socket, std::fs::Permissions::from_mode(0o777))
-        .map_err(io_error(&settings.socket))?;
+    // Replaces a socket left by an earlier run. The socket gets mode 0666, because any local
+    // process may call the Workload API: what it gets is decided per caller.
+    let listener = bind_unix(&settings.socket).map_err(StartError::Socket)?;
 
     let hasher = Arc::new(ExecutableHasher::new(settings.max_hashed_executable_bytes));
     let http_task = http_socket::serve(
@@ -232,7 +242,6 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         None => None,
     };
 
-    let cache = Arc::new(SvidCache::new(settings.max_cached_svids));
     let service = WorkloadApi {
         client,
         identity: Arc::clone(&identity),
@@ -262,4 +271,17 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         proxy,
         tasks,
     })
+}
+
+/// Fails when a file other than a socket is at `path`. `bind_unix` makes the same check, but
+/// its message names the server's setting.
+fn reject_non_socket(setting: &'static str, path: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.file_type().is_socket() => Err(StartError::NotASocket {
+            setting,
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
 }

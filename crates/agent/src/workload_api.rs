@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
+use crate::audience::check_audiences;
 use crate::bundles::JwtBundle;
 use crate::cache::{CacheKey, Lookup, SvidCache};
 use crate::client::{ClientError, IssuedSvid, ServerClient};
@@ -67,9 +68,16 @@ impl WorkloadApi {
         audiences: &[String],
     ) -> Result<IssuedSvid, ClientError> {
         let (credential, _) = self.identity.credential().await;
-        self.client
+        let issued = self
+            .client
             .jwt_svid(&credential, attributes, audiences)
-            .await
+            .await;
+        if let Err(ClientError::Unauthorized { detail, .. }) = &issued {
+            self.identity
+                .credential_rejected(&self.client, detail)
+                .await;
+        }
+        issued
     }
 }
 
@@ -152,13 +160,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         require_header(&request)?;
-        if request.get_ref().audience.is_empty()
-            || request.get_ref().audience.iter().any(String::is_empty)
-        {
-            return Err(Status::invalid_argument(
-                "audience is required and must not contain an empty value",
-            ));
-        }
+        check_audiences(&request.get_ref().audience).map_err(Status::invalid_argument)?;
         let attributes = self.attest_caller(&request).await?;
         let JwtsvidRequest {
             audience,

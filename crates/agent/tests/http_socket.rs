@@ -139,7 +139,7 @@ async fn rule_without_agent_is_denied_at_client_workload() {
 }
 
 #[tokio::test]
-async fn invalid_request_gets_the_servers_problem() {
+async fn unknown_field_gets_a_problem() {
     let (_server, dir, _agent) = setup(CONFIG).await;
     let (status, _, body) = post_credentials(
         &http_socket(dir.path()),
@@ -148,6 +148,123 @@ async fn invalid_request_gets_the_servers_problem() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("extra"), "{body}");
+}
+
+/// Sends `method /v1/credentials` with the raw `body` and returns the status, the lower-cased
+/// headers and the body parsed as JSON.
+async fn send_raw(socket: &Path, method: &str, body: &str) -> (u16, String, Value) {
+    let mut stream = UnixStream::connect(socket).await.unwrap();
+    let request = format!(
+        "{method} /v1/credentials HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn unknown_field_names_the_clients_field() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let (status, _, body) = post_credentials(
+        &http_socket(dir.path()),
+        &json!({"server_workload": "payments", "x": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("unknown field \"x\""), "{detail}");
+    assert!(!detail.contains("request.x"), "{detail}");
+    assert!(!detail.contains("column"), "{detail}");
+    assert!(
+        server
+            .audit_events("kind=credential_request")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn invalid_names_never_reach_server() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let long = "a".repeat(256);
+    let cases = [
+        (
+            json!({"server_workload": "pay\nments"}),
+            "server_workload \"pay\\nments\" contains a control character",
+        ),
+        (
+            json!({"target": {"host": "a\u{7f}b", "port": 443}}),
+            "target.host \"a\\u{7f}b\" contains a control character",
+        ),
+        (
+            json!({"server_workload": long}),
+            "server_workload is 256 bytes long",
+        ),
+        (
+            json!({"server_workload": 5}),
+            "server_workload 5: must be a string",
+        ),
+        (
+            json!({"target": {"host": "a", "port": 70000}}),
+            "target.port 70000: must be an integer",
+        ),
+        (
+            json!({"target": {"host": "a", "port": 443, "y": 1}}),
+            "unknown field \"y\" in target",
+        ),
+    ];
+    for (request, expected) in cases {
+        let (status, head, body) = post_credentials(&http_socket(dir.path()), &request).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            body["detail"].as_str().unwrap().starts_with(expected),
+            "{body}"
+        );
+    }
+    assert!(
+        server
+            .audit_events("kind=credential_request")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_and_wrong_method_are_problems() {
+    let (_server, dir, _agent) = setup(CONFIG).await;
+    let socket = http_socket(dir.path());
+    let oversized = format!("{{\"server_workload\": \"{}\"}}", "a".repeat(70 * 1024));
+    let (status, head, body) = send_raw(&socket, "POST", &oversized).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert_eq!(body["status"], 413, "{body}");
+
+    let (status, head, body) = send_raw(&socket, "GET", "").await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("only POST"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -130,6 +130,42 @@ async fn empty_audience_is_invalid_argument() {
 }
 
 #[tokio::test]
+async fn invalid_audiences_never_reach_server() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    let long = "a".repeat(256);
+    let many: Vec<String> = (0..33).map(|index| format!("aud-{index}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let cases: [(&[&str], &str); 4] = [
+        (&["payments", ""], "audience[1] is empty"),
+        (
+            &["payments", long.as_str()],
+            "audience[1] is 256 bytes long",
+        ),
+        (
+            &["pay\nments"],
+            "audience[0] \"pay\\nments\" contains a control character",
+        ),
+        (&many, "audience has 33 entries"),
+    ];
+    for (audience, expected) in cases {
+        let status = api
+            .fetch_jwtsvid(request(svid_request(audience)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(expected), "{status:?}");
+    }
+    assert!(
+        server
+            .audit_events("kind=credential_request")
+            .await
+            .is_empty(),
+        "no invalid request reached the server"
+    );
+}
+
+#[tokio::test]
 async fn audience_no_policy_allows_is_permission_denied() {
     let (server, dir, _agent) = setup(CONFIG).await;
     let mut api = client(&socket_path(dir.path())).await;
@@ -353,6 +389,81 @@ async fn bundle_stream_updates_on_rotation() {
 }
 
 #[tokio::test]
+async fn revoked_key_drops_cached_svid() {
+    let (server, dir, _agent) = setup(CONFIG).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    let first = payments_token(&mut api).await;
+    assert_eq!(
+        payments_token(&mut api).await,
+        first,
+        "the second fetch is a cache hit"
+    );
+    let revoked_kid = kid_of(&first);
+
+    let mut stream = api
+        .fetch_jwt_bundles(request(JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = server
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/keys/{revoked_kid}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The agent drops the SVIDs of a removed key before it publishes the bundle without it.
+    loop {
+        let update = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a bundle update arrives")
+            .unwrap()
+            .unwrap();
+        let jwks: Value = serde_json::from_slice(&update.bundles["spiffe://mayfly.local"]).unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|key| key["kid"].as_str())
+            .collect();
+        if !kids.contains(&revoked_kid.as_str()) {
+            break;
+        }
+    }
+
+    let second = payments_token(&mut api).await;
+    assert_ne!(second, first);
+    assert_ne!(kid_of(&second), revoked_kid);
+}
+
+async fn payments_token(
+    api: &mut mayfly_agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+        tonic::transport::Channel,
+    >,
+) -> String {
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .svids
+        .remove(0)
+        .svid
+}
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
 async fn restarted_agent_keeps_its_credential() {
     let (_server, dir, agent) = setup(CONFIG).await;
     let server_url = _server.base.clone();
@@ -376,6 +487,130 @@ async fn restarted_agent_keeps_its_credential() {
     api.fetch_jwtsvid(request(svid_request(&["payments"])))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn evicted_agent_rejoins_with_new_token() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    let (status, body) = server
+        .admin(reqwest::Method::POST, "/v1/agents/web-1/evict", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    agent.shutdown();
+
+    let token = server.join_token("web-1").await;
+    let _restarted = start_agent(&server.base, dir.path(), Some(token)).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .expect("the agent joined with the new token");
+}
+
+#[tokio::test]
+async fn evicted_agent_without_token_stops() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    let (status, body) = server
+        .admin(reqwest::Method::POST, "/v1/agents/web-1/evict", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    agent.shutdown();
+
+    let started = mayfly_agent::start(common::agent_settings(&server.base, dir.path(), None)).await;
+    let Err(error) = started else {
+        panic!("an agent whose stored credential is rejected must not start");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("rejected the stored credential"),
+        "{message}"
+    );
+    assert!(
+        message.contains("mayfly agent-token create web-1"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn restart_with_spare_token_keeps_credential() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    agent.shutdown();
+
+    let spare = server.join_token("web-1").await;
+    let _restarted = start_agent(&server.base, dir.path(), Some(spare.clone())).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap();
+    let response = server
+        .http
+        .post(format!("{}/v1/agents/join", server.base))
+        .bearer_auth(&spare)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "the agent kept its accepted credential and left the join token unused"
+    );
+}
+
+#[tokio::test]
+async fn rejected_running_agent_joins_with_spare_token() {
+    let (server, dir, agent) = setup(CONFIG).await;
+    agent.shutdown();
+    let spare = server.join_token("web-1").await;
+    let restarted = start_agent(&server.base, dir.path(), Some(spare)).await;
+
+    // Renewing behind the agent's back replaces its credential on the server, so the server
+    // rejects the one the agent holds.
+    let server_client =
+        mayfly_agent::client::ServerClient::new(&server.base, Duration::from_secs(5), None)
+            .unwrap();
+    let (held, _) = restarted.identity.credential().await;
+    server_client.renew(&held).await.unwrap();
+
+    let mut api = client(&socket_path(dir.path())).await;
+    let status = api
+        .fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .expect("the agent joined with the spare token after the rejection");
+}
+
+#[tokio::test]
+async fn file_at_socket_path_is_kept() {
+    let server = TestServer::start().await;
+    server.apply(CONFIG).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = server.join_token("web-1").await;
+    let cases = [
+        ("--socket", socket_path(dir.path())),
+        ("--http-socket", dir.path().join("credential.sock")),
+    ];
+    for (setting, path) in cases {
+        std::fs::write(&path, "important data").unwrap();
+        let mut settings = common::agent_settings(&server.base, dir.path(), Some(token.clone()));
+        settings.http_socket = dir.path().join("credential.sock");
+        let Err(error) = mayfly_agent::start(settings).await else {
+            panic!("the agent must not start with a regular file at {setting}");
+        };
+        let message = error.to_string();
+        assert!(message.contains(setting), "{message}");
+        assert!(message.contains("not a socket"), "{message}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "important data");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    let _agent = start_agent(&server.base, dir.path(), Some(token)).await;
+    let mut api = client(&socket_path(dir.path())).await;
+    api.fetch_jwtsvid(request(svid_request(&["payments"])))
+        .await
+        .expect("the join token was not spent by the failed starts");
 }
 
 #[tokio::test]
@@ -406,10 +641,11 @@ async fn agent_reaches_tls_server_with_its_ca() {
         Some(token.clone()),
     ))
     .await;
-    assert!(
-        without_ca.is_err(),
-        "a certificate outside the system roots must be rejected"
-    );
+    let Err(error) = without_ca else {
+        panic!("a certificate outside the system roots must be rejected");
+    };
+    let message = error.to_string();
+    assert!(message.contains("--server-ca"), "{message}");
 
     let mut settings = common::agent_settings(&server.base, dir.path(), Some(token));
     settings.server_ca = Some(ca_file);

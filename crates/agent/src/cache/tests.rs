@@ -99,3 +99,42 @@ fn cache_size_is_bounded() {
         "the entry expiring first is evicted"
     );
 }
+
+/// Builds a JWT-shaped token whose header names `kid`. The cache reads only the header.
+fn token_signed_by(kid: &str) -> String {
+    use base64::Engine;
+    let header = serde_json::json!({"alg": "ES256", "kid": kid}).to_string();
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+    format!("{encoded}.e30.c2ln")
+}
+
+#[test]
+fn removed_key_drops_its_svids() {
+    let cache = SvidCache::new(16);
+    let old = CacheKey::new(&attributes(), &audiences(&["old"]));
+    let current = CacheKey::new(&attributes(), &audiences(&["current"]));
+    let unnamed = CacheKey::new(&attributes(), &audiences(&["unnamed"]));
+    cache.insert(
+        old.clone(),
+        svid(&token_signed_by("k1"), 1000, 1300),
+        at(1000),
+    );
+    cache.insert(
+        current.clone(),
+        svid(&token_signed_by("k2"), 1000, 1300),
+        at(1000),
+    );
+    cache.insert(unnamed.clone(), svid("not-a-jwt", 1000, 1300), at(1000));
+
+    let published = HashSet::from(["k2".to_string()]);
+    assert_eq!(cache.retain_signed_by(&published), 1);
+    assert_eq!(token_of(cache.lookup(&old, at(1001))), None);
+    assert_eq!(
+        token_of(cache.lookup(&current, at(1001))),
+        Some(token_signed_by("k2"))
+    );
+    assert_eq!(
+        token_of(cache.lookup(&unnamed, at(1001))),
+        Some("not-a-jwt".to_string())
+    );
+}

@@ -22,9 +22,9 @@ pub struct AgentArgs {
     #[arg(long, env = "MAYFLY_ADDR")]
     pub server: Option<String>,
 
-    /// One-time join token from `mayfly agent-token create`. Needed only when the data directory
+    /// One-time join token from `mayfly agent-token create`. Used only when the data directory
     /// contains no valid agent credential (first start, or after the agent stayed down past the
-    /// credential's expiry).
+    /// credential's expiry) or the server rejects the stored one (after an eviction).
     #[arg(long, env = "MAYFLY_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
 
@@ -44,7 +44,7 @@ pub struct AgentArgs {
 
     /// PEM file of the CA certificates that the server's HTTPS certificate must chain to. Without
     /// it, the system roots are used.
-    #[arg(long)]
+    #[arg(long, env = "MAYFLY_CACERT")]
     pub server_ca: Option<PathBuf>,
 
     /// Loopback address and port of the credential-injecting HTTP proxy, such as
