@@ -97,10 +97,39 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
 /// Runs the credential flow for a JWT-SVID requested by audience: it is granted only through an
 /// access policy whose `jwt_svid` credential provider names every audience in `audiences`.
 pub async fn handle_jwt_svid(state: &AppState, call: Call, audiences: Vec<String>) -> Result<CredentialResponse, ApiError> {
-    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-        return Err(ApiError::invalid("audience", &audiences.join(","), "needs at least one non-empty audience"));
-    }
+    check_audiences(&audiences)?;
     issue(state, call, Wanted::Audiences(audiences)).await
+}
+
+/// Maximum number of audiences in one JWT-SVID request.
+const MAX_AUDIENCES: usize = 32;
+/// Maximum length of one requested audience, in bytes.
+const MAX_AUDIENCE_BYTES: usize = 255;
+
+/// Checks requested audiences before anything is audited, so a caller cannot make the audit log
+/// store arbitrary amounts of data.
+fn check_audiences(audiences: &[String]) -> Result<(), ApiError> {
+    if audiences.is_empty() {
+        return Err(ApiError::invalid("audience", "", "must name at least one audience"));
+    }
+    if audiences.len() > MAX_AUDIENCES {
+        let reason = format!("names {} audiences, more than the maximum of {MAX_AUDIENCES}", audiences.len());
+        return Err(ApiError::invalid("audience", "", &reason));
+    }
+    for (index, audience) in audiences.iter().enumerate() {
+        let field = format!("audience[{index}]");
+        if audience.is_empty() {
+            return Err(ApiError::invalid(&field, "", "must not be empty"));
+        }
+        if audience.len() > MAX_AUDIENCE_BYTES {
+            let reason = format!("is {} bytes, longer than the maximum of {MAX_AUDIENCE_BYTES}", audience.len());
+            return Err(ApiError::invalid(&field, &shorten(audience), &reason));
+        }
+        if audience.chars().any(char::is_control) {
+            return Err(ApiError::invalid(&field, &shorten(audience), "must not contain control characters"));
+        }
+    }
+    Ok(())
 }
 
 async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<CredentialResponse, ApiError> {
@@ -237,12 +266,18 @@ fn parse_target(request: CredentialRequest) -> Result<Target, ApiError> {
             &shorten(&name),
             &format!("is {} bytes, longer than the maximum of {MAX_NAME_BYTES}", name.len()),
         )),
+        (Some(name), None) if name.chars().any(char::is_control) => {
+            Err(ApiError::invalid("server_workload", &shorten(&name), "must not contain control characters"))
+        }
         (Some(name), None) if !name.is_empty() => Ok(Target::Name(name)),
         (None, Some(target)) if target.host.len() > MAX_HOST_BYTES => Err(ApiError::invalid(
             "target",
             &shorten(&target.host),
             &format!("host is {} bytes, longer than the maximum of {MAX_HOST_BYTES}", target.host.len()),
         )),
+        (None, Some(target)) if target.host.chars().any(char::is_control) => {
+            Err(ApiError::invalid("target", &shorten(&target.host), "host must not contain control characters"))
+        }
         (None, Some(target)) if !target.host.is_empty() && target.port != 0 => {
             Ok(Target::HostPort { host: target.host, port: target.port })
         }
@@ -334,6 +369,7 @@ fn agent_attributes(agent: &str, sent: &BTreeMap<String, Vec<String>>) -> Result
     for (name, values) in sent {
         let known = UNIX_ATTRIBUTES.contains(&name.as_str()) && name != UNIX_AGENT_ATTRIBUTE;
         if !known {
+            let name = shorten(name);
             return Err(format!("agent {agent:?} sent attribute {name:?}, which is not a unix attribute an agent may attest"));
         }
         let max_values = if name == "groups" { MAX_AGENT_GROUPS } else { 1 };
