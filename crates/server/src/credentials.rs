@@ -9,7 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use mayfly_domain::conditions::RequestContext;
-use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences};
+use mayfly_domain::decide::{
+    Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences, server_workload_for,
+};
 use mayfly_domain::resources::{Authentication, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -156,7 +158,8 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
     let attestations = match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
         Ok(attestations) => attestations,
         Err(reason) => {
-            let denial = Denial::new(Step::Evidence, reason);
+            let mut denial = Denial::new(Step::Evidence, reason);
+            denial.server_workload = requested_server_workload(&evidence_snapshot, &wanted);
             return deny(state, &call, now, denial, detail, started).await;
         }
     };
@@ -170,7 +173,9 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
     let config = &snapshot.config;
     if snapshot.version != evidence_snapshot.version && config.trust_providers != evidence_snapshot.config.trust_providers {
         let reason = "trust providers changed while the evidence was verified; send the request again".to_string();
-        return deny(state, &call, now, Denial::new(Step::Evidence, reason), detail, started).await;
+        let mut denial = Denial::new(Step::Evidence, reason);
+        denial.server_workload = requested_server_workload(&snapshot, &wanted);
+        return deny(state, &call, now, denial, detail, started).await;
     }
 
     let context = RequestContext { now, source_ip: call.source_ip, location };
@@ -250,6 +255,15 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted) -> Result<Credentia
         expires_at: issued.expires_at,
         request_id: call.request_id,
     })
+}
+
+/// Returns the name of the server workload that a request by target resolves to, if any, so a
+/// denial before the decision is still recorded against it.
+fn requested_server_workload(snapshot: &ConfigSnapshot, wanted: &Wanted) -> Option<String> {
+    match wanted {
+        Wanted::Target(target) => server_workload_for(&snapshot.config, target).map(|server| server.name.clone()),
+        Wanted::Audiences(_) => None,
+    }
 }
 
 /// Maximum length of a requested server workload name, in bytes: resource names are DNS labels.

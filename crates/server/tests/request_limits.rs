@@ -209,3 +209,32 @@ async fn unknown_agent_attribute_is_shortened_in_audit() {
         "the shortened name ends with a marker: {reason}"
     );
 }
+
+#[tokio::test]
+async fn evidence_failure_names_server_workload() {
+    let issuer = common::TestIssuer::start().await;
+    let server = TestServer::start().await;
+    server.apply(&common::basic_config(&issuer)).await;
+
+    let forged = issuer.token(json!({"sub": "repo:acme/billing", "aud": "someone-else"}));
+    let requests = [
+        json!({"server_workload": "payments"}),
+        json!({"target": {"host": "payments.example", "port": 443}}),
+        json!({"server_workload": "nothing"}),
+    ];
+    for request in &requests {
+        let (status, body) = server.credential_with_token(&forged, request.clone()).await;
+        assert_eq!(status, 401, "{request}: {body}");
+    }
+
+    let events = server.audit_events("kind=credential_request&server_workload=payments&outcome=failure").await;
+    assert_eq!(events.len(), 2, "both requests for payments are listed under it: {events:?}");
+    for event in &events {
+        assert_eq!(event["detail"]["step"], "evidence");
+        assert_eq!(event["server_workload"], "payments");
+    }
+    let all = credential_events(&server).await;
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0]["server_workload"], Value::Null, "an unknown name is kept only in detail.target");
+    assert_eq!(all[0]["detail"]["target"], "nothing");
+}
