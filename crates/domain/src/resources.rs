@@ -328,6 +328,14 @@ impl ClientWorkload {
                     "must have at least one attribute, or any caller attested by the trust provider would match",
                 ));
             }
+            // `*` matches any value, so a rule made only of `*` values matches every caller.
+            if identity.match_rules.values().all(|value| !value.0.is_empty() && value.0.bytes().all(|b| b == b'*')) {
+                return Err(FieldError::new(
+                    &format!("identities[{index}].match"),
+                    "",
+                    "must have at least one attribute whose value is not *, or any caller attested by the trust provider would match",
+                ));
+            }
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{TestIssuer, TestServer, basic_config};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn prune_with_empty_file_rejected() {
@@ -24,4 +24,51 @@ async fn prune_with_empty_file_rejected() {
     assert_eq!(status, 200, "nothing was deleted: {body}");
     let (status, body) = server.post("/v1/apply", json!({"config": {}})).await;
     assert_eq!(status, 200, "an empty file without prune changes nothing: {body}");
+}
+
+/// Applies a unix trust provider and one client workload with `rule` as its only identity rule,
+/// as JSON so that the server alone checks it.
+async fn apply_rule(server: &TestServer, rule: &Value) -> (u16, Value) {
+    let config = json!({
+        "trust_providers": [{"name": "local", "kind": "unix"}],
+        "client_workloads": [{"name": "w", "identities": [{"trust_provider": "local", "match": rule}]}],
+    });
+    server.post("/v1/apply", json!({"config": config})).await
+}
+
+#[tokio::test]
+async fn identity_rule_values_checked() {
+    let server = TestServer::start().await;
+    let upper = "AB".repeat(32);
+    let cases = [
+        (json!({"path": "*"}), "identities[0].match", "whose value is not *"),
+        (json!({"uid": "*", "path": "**"}), "identities[0].match", "whose value is not *"),
+        (json!({"uid": "abc"}), "match.uid \"abc\"", "decimal number or *"),
+        (json!({"gid": "-1"}), "match.gid", "decimal number or *"),
+        (json!({"uid": 0, "groups": "1x"}), "match.groups", "decimal number or *"),
+        (json!({"sha256": "xyz"}), "match.sha256", "64 lower-case hex digits"),
+        (json!({"sha256": upper}), "match.sha256", "64 lower-case hex digits"),
+        (json!({"color": "blue"}), "color", "groups, pid, path, sha256 or agent"),
+    ];
+    for (rule, field, message) in cases {
+        let (status, body) = apply_rule(&server, &rule).await;
+        assert_eq!(status, 400, "{rule}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{rule}: {detail}");
+        assert!(detail.contains(message), "{rule}: {detail}");
+    }
+    let (status, body) = server.get("/v1/client-workloads/w").await;
+    assert_eq!(status, 404, "no rejected rule was stored: {body}");
+
+    let lower = "ab".repeat(32);
+    let accepted = [
+        json!({"uid": 1000}),
+        json!({"uid": "*", "path": "/usr/bin/web"}),
+        json!({"uid": 0, "gid": "*", "groups": 4242, "pid": 1}),
+        json!({"sha256": lower}),
+    ];
+    for rule in accepted {
+        let (status, body) = apply_rule(&server, &rule).await;
+        assert_eq!(status, 200, "{rule}: {body}");
+    }
 }
