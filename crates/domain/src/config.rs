@@ -205,7 +205,7 @@ impl Config {
 
     /// Finds the server workload listening on a host and port.
     pub fn server_workload_for_target(&self, host: &str, port: u16) -> Option<&ServerWorkload> {
-        let name = self.index.targets.get(&(host.to_ascii_lowercase(), port))?;
+        let name = self.index.targets.get(&(crate::resources::normalize_host(host), port))?;
         self.server_workloads.get(name)
     }
 

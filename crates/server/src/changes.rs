@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
 use mayfly_domain::config::Config;
-use mayfly_domain::resources::{Resource, ResourceKind};
+use mayfly_domain::resources::{Resource, ResourceKind, normalize_host};
 use mayfly_store::{ChangeSet, ResourcePut, ResourceRef, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -69,6 +69,11 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     let now = clock::now();
 
     keep_redacted_secrets(current, &mut request.puts)?;
+    for resource in &mut request.puts {
+        if let Resource::ServerWorkload(workload) = resource {
+            workload.host = normalize_host(&workload.host);
+        }
+    }
     for resource in &request.puts {
         resource.validate().map_err(|error| ApiError::Invalid {
             detail: format!("{} {:?}: {error}", resource.kind(), resource.name()),

@@ -72,3 +72,37 @@ async fn identity_rule_values_checked() {
         assert_eq!(status, 200, "{rule}: {body}");
     }
 }
+
+fn server_workload(name: &str, host: &str) -> Value {
+    json!({"config": {"server_workloads": [{"name": name, "host": host, "port": 443}]}})
+}
+
+#[tokio::test]
+async fn hosts_compared_without_case_or_dot() {
+    let server = TestServer::start().await;
+    let (status, body) = server.post("/v1/apply", server_workload("dup3", "Dup.Local.")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, stored) = server.get("/v1/server-workloads/dup3").await;
+    assert_eq!(stored["host"], "dup.local", "the host is stored normalized: {stored}");
+
+    for other in ["dup.local", "DUP.local.", "dup.local."] {
+        let (status, body) = server.post("/v1/apply", server_workload("dup1", other)).await;
+        assert_eq!(status, 400, "{other}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("dup.local:443 are already used by server_workload"), "{other}: {body}");
+    }
+    let (status, body) = server.post("/v1/apply", server_workload("dup3", "dup.local")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"][0]["action"], "unchanged", "{body}");
+
+    for bad in ["dup.local..", ".dup.local", "dup..local"] {
+        let (status, body) = server.post("/v1/apply", server_workload("bad", bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    for host in ["dup.local.", "DUP.LOCAL"] {
+        let (status, body) = server.credential_with_token("not-a-token", json!({"target": {"host": host, "port": 443}})).await;
+        assert_eq!(status, 401, "{host}: {body}");
+        let events = server.audit_events("kind=credential_request&limit=1").await;
+        assert_eq!(events[0]["server_workload"], "dup3", "{host} resolves to dup3: {}", events[0]);
+    }
+}
