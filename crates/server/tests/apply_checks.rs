@@ -106,3 +106,77 @@ async fn hosts_compared_without_case_or_dot() {
         assert_eq!(events[0]["server_workload"], "dup3", "{host} resolves to dup3: {}", events[0]);
     }
 }
+
+fn webhook_stream(url: &str, secret: &str, auth: Value) -> Value {
+    let mut stream = json!({"name": "hook", "kind": "webhook", "url": url, "secret": secret});
+    if let (Some(stream), Value::Object(auth)) = (stream.as_object_mut(), auth) {
+        stream.extend(auth);
+    }
+    json!({"config": {"log_streams": [stream]}})
+}
+
+fn notification_target(url: &str, secret: Option<&str>) -> Value {
+    let mut target = json!({"name": "pager", "kind": "webhook", "url": url, "auth": "bearer"});
+    if let Some(secret) = secret {
+        target["secret"] = json!(secret);
+    }
+    json!({"config": {"notification_targets": [target]}})
+}
+
+#[tokio::test]
+async fn destination_urls_and_headers_checked() {
+    let server = TestServer::start().await;
+    let with_userinfo = "http://user:PassInUrl99@127.0.0.1:9/in";
+    let rejected = [
+        webhook_stream(with_userinfo, "s3cret", json!({})),
+        notification_target(with_userinfo, Some("s3cret")),
+    ];
+    for body in rejected {
+        let (status, reply) = server.post("/v1/apply", body).await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply["detail"].as_str().unwrap().contains("url: must not contain user information"), "{reply}");
+        assert!(reply["detail"].as_str().unwrap().contains("put the credential in secret"), "{reply}");
+        assert!(!reply.to_string().contains("PassInUrl99"), "the password must not be echoed: {reply}");
+    }
+
+    for header in ["Content-Length", "host", "Transfer-Encoding", "Connection"] {
+        let body = webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({"auth": "header", "header": header}));
+        let (status, reply) = server.post("/v1/apply", body).await;
+        assert_eq!(status, 400, "{header}: {reply}");
+        assert!(reply["detail"].as_str().unwrap().contains("is set by HTTP itself"), "{reply}");
+    }
+    let body = webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({"auth": "header", "header": "X-Api-Key"}));
+    let (status, reply) = server.post("/v1/apply", body).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+#[tokio::test]
+async fn stored_secret_stays_with_origin() {
+    let server = TestServer::start().await;
+    let (status, reply) = server.post("/v1/apply", webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({}))).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:9/alerts", Some("s3cret"))).await;
+    assert_eq!(status, 200, "{reply}");
+
+    let (status, reply) = server.post("/v1/apply", webhook_stream("http://127.0.0.1:9/other-path", "(redacted)", json!({}))).await;
+    assert_eq!(status, 200, "the same origin keeps the secret: {reply}");
+    let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:9/other-path", None)).await;
+    assert_eq!(status, 200, "the same origin keeps the secret: {reply}");
+
+    let moved = ["http://127.0.0.1:10/in", "https://127.0.0.1:9/in", "http://localhost:9/in"];
+    for url in moved {
+        let (status, reply) = server.post("/v1/apply", webhook_stream(url, "(redacted)", json!({}))).await;
+        assert_eq!(status, 400, "{url}: {reply}");
+        assert!(reply["detail"].as_str().unwrap().contains("send the secret again"), "{reply}");
+        let (status, reply) = server.post("/v1/apply", notification_target(url, None)).await;
+        assert_eq!(status, 400, "{url}: {reply}");
+        assert!(reply["detail"].as_str().unwrap().contains("send the secret again"), "{reply}");
+    }
+    let (_, stream) = server.get("/v1/log-streams/hook").await;
+    assert_eq!(stream["url"], "http://127.0.0.1:9/other-path", "{stream}");
+
+    let (status, reply) = server.post("/v1/apply", webhook_stream("http://127.0.0.1:10/in", "new-secret", json!({}))).await;
+    assert_eq!(status, 200, "a new secret may go to a new origin: {reply}");
+    let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:10/in", Some("new-secret"))).await;
+    assert_eq!(status, 200, "a new secret may go to a new origin: {reply}");
+}
