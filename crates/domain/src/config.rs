@@ -27,7 +27,7 @@ pub enum ConfigError {
     #[error("server_workload {name:?}: host and port {host}:{port} are already used by server_workload {other:?}")]
     DuplicateTarget { name: String, other: String, host: String, port: u16 },
     /// Two policies cover the same client and server workload pair.
-    #[error("access_policy {name:?}: access_policy {other:?} already covers client_workload {client_workload:?} and server_workload {server_workload:?}; only one policy per pair is allowed")]
+    #[error("access_policy {other:?} and access_policy {name:?} both cover client_workload {client_workload:?} and server_workload {server_workload:?}, but only one policy per pair is allowed: remove or change one of them")]
     DuplicatePolicy { name: String, other: String, client_workload: String, server_workload: String },
     /// Two client workloads share a SPIFFE ID.
     #[error("client_workload {name:?}: spiffe_id {spiffe_id} is already used by client_workload {other:?}")]

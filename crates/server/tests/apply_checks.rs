@@ -180,3 +180,39 @@ async fn stored_secret_stays_with_origin() {
     let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:10/in", Some("new-secret"))).await;
     assert_eq!(status, 200, "a new secret may go to a new origin: {reply}");
 }
+
+#[tokio::test]
+async fn duplicate_policy_names_both_policies() {
+    let issuer = TestIssuer::start().await;
+    let server = TestServer::start().await;
+    server.apply(&basic_config(&issuer)).await;
+    let duplicate = json!({"config": {"access_policies": [{
+        "name": "p", "client_workload": "billing", "server_workload": "payments",
+        "credential_provider": "payments-jwt", "trust_providers": ["ci"],
+    }]}});
+    let (status, body) = server.post("/v1/apply", duplicate).await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("access_policy \"billing-payments\" and access_policy \"p\" both cover"), "{detail}");
+}
+
+#[tokio::test]
+async fn incident_report_unknown_workload_not_found() {
+    let issuer = TestIssuer::start().await;
+    let server = TestServer::start().await;
+    server.apply(&basic_config(&issuer)).await;
+
+    let (status, body) = server.get("/v1/incidents/report?server_workload=nope&since=2020-01-01T00:00:00Z").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("nope"), "{body}");
+
+    let (status, body) = server.get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z").await;
+    assert_eq!(status, 200, "{body}");
+
+    let reply = server.admin_reply(reqwest::Method::DELETE, "/v1/access-policies/billing-payments", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = server.admin_reply(reqwest::Method::DELETE, "/v1/server-workloads/payments", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (status, body) = server.get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z").await;
+    assert_eq!(status, 200, "a deleted server workload keeps its history: {body}");
+}
