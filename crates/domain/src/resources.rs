@@ -375,6 +375,7 @@ pub enum Authentication {
 pub struct ServerWorkload {
     pub name: String,
     pub host: String,
+    #[serde(deserialize_with = "deserialize_port")]
     pub port: u16,
     #[serde(default)]
     pub scheme: Scheme,
@@ -409,6 +410,12 @@ impl ServerWorkload {
     pub fn host_key(&self) -> String {
         normalize_host(&self.host)
     }
+}
+
+/// Reads a TCP port, with an error that gives the valid range instead of the Rust type.
+fn deserialize_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let value = i64::deserialize(deserializer)?;
+    u16::try_from(value).map_err(|_| serde::de::Error::custom(format!("{value} must be between 1 and 65535")))
 }
 
 /// Returns a host in lower case without one trailing dot, so `Api.Example.` and `api.example`

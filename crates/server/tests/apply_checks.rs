@@ -216,3 +216,16 @@ async fn incident_report_unknown_workload_not_found() {
     let (status, body) = server.get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z").await;
     assert_eq!(status, 200, "a deleted server workload keeps its history: {body}");
 }
+
+#[tokio::test]
+async fn port_out_of_range_message() {
+    let server = TestServer::start().await;
+    for port in [70_000, -1] {
+        let body = json!({"config": {"server_workloads": [{"name": "api", "host": "api.example", "port": port}]}});
+        let (status, reply) = server.post("/v1/apply", body).await;
+        assert_eq!(status, 400, "{reply}");
+        let detail = reply["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("{port} must be between 1 and 65535")), "{detail}");
+        assert!(!detail.contains("u16"), "no Rust type in the message: {detail}");
+    }
+}
