@@ -5,17 +5,17 @@
 //! for that key during its suppression period, so one incident is one alert.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditKind, Outcome};
-use crate::conditions::{RequestContext, canonical_ip, evaluate, validate_country, validate_time_window};
+use crate::conditions::{canonical_ip, evaluate_time_window, validate_country, validate_time_window};
 use crate::duration::Seconds;
 use crate::error::FieldError;
-use crate::resources::{AccessCondition, Network, ScheduleEntry, TimeWindowCondition, validate_name};
+use crate::resources::{Network, ScheduleEntry, TimeWindowCondition, validate_name};
 
 /// Failed requests a `failed_requests` rule tolerates in its window when it sets no threshold.
 pub const DEFAULT_FAILED_THRESHOLD: u32 = 5;
@@ -267,8 +267,7 @@ impl AlertRule {
         if self.kind != AlertRuleKind::OffHours {
             return None;
         }
-        let context = RequestContext { now: time, source_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), location: None };
-        evaluate(&AccessCondition::TimeWindow(self.business_hours()), &context).err()
+        evaluate_time_window(&self.business_hours(), time, "business hours of alert rule").err()
     }
 
     /// Returns the business hours as a time window condition, to reuse its evaluation.

@@ -31,7 +31,7 @@ pub struct Location {
 /// Evaluates a condition. `Err` carries the reason the request does not pass, for the audit log.
 pub fn evaluate(condition: &AccessCondition, context: &RequestContext) -> Result<(), String> {
     match condition {
-        AccessCondition::TimeWindow(window) => evaluate_time_window(window, context.now),
+        AccessCondition::TimeWindow(window) => evaluate_time_window(window, context.now, "schedule of access condition"),
         AccessCondition::SourceIp(allowlist) => evaluate_source_ip(allowlist, context.source_ip),
         AccessCondition::Geo(condition) => evaluate_geo(condition, context.source_ip, context.location.as_ref()),
     }
@@ -127,9 +127,11 @@ pub fn canonical_ip(address: IpAddr) -> IpAddr {
     }
 }
 
-fn evaluate_time_window(condition: &TimeWindowCondition, now: Timestamp) -> Result<(), String> {
+/// Checks `now` against a schedule. `window_of` names the schedule in the reason, such as
+/// "schedule of access condition" or "business hours of alert rule".
+pub(crate) fn evaluate_time_window(condition: &TimeWindowCondition, now: Timestamp, window_of: &str) -> Result<(), String> {
     let zone = TimeZone::get(&condition.timezone)
-        .map_err(|_| format!("time zone {:?} of access condition {:?} is unknown", condition.timezone, condition.name))?;
+        .map_err(|_| format!("time zone {:?} of the {window_of} {:?} is unknown", condition.timezone, condition.name))?;
     let local = now.to_zoned_datetime(zone);
     let today = weekday_of(local.weekday());
     let yesterday = weekday_of(local.weekday().previous());
@@ -151,7 +153,7 @@ fn evaluate_time_window(condition: &TimeWindowCondition, now: Timestamp) -> Resu
         }
     }
     Err(format!(
-        "{} ({}) is outside the schedule of access condition {:?}",
+        "{} ({}) is outside the {window_of} {:?}",
         local.strftime("%a %H:%M"),
         condition.timezone,
         condition.name
@@ -236,30 +238,30 @@ mod tests {
     fn business_hours_in_berlin() {
         let hours = window("Europe/Berlin", &[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri], "08:00", "18:00");
         // 2026-12-07 is a Monday; Berlin is UTC+1 in December.
-        assert!(evaluate_time_window(&hours, at("2026-12-07T07:00:00Z")).is_ok());
-        assert!(evaluate_time_window(&hours, at("2026-12-07T06:59:00Z")).is_err());
-        assert!(evaluate_time_window(&hours, at("2026-12-07T16:59:00Z")).is_ok());
-        assert!(evaluate_time_window(&hours, at("2026-12-07T17:00:00Z")).is_err());
+        assert!(evaluate_time_window(&hours, at("2026-12-07T07:00:00Z"), "schedule").is_ok());
+        assert!(evaluate_time_window(&hours, at("2026-12-07T06:59:00Z"), "schedule").is_err());
+        assert!(evaluate_time_window(&hours, at("2026-12-07T16:59:00Z"), "schedule").is_ok());
+        assert!(evaluate_time_window(&hours, at("2026-12-07T17:00:00Z"), "schedule").is_err());
         // Saturday.
-        assert!(evaluate_time_window(&hours, at("2026-12-05T10:00:00Z")).is_err());
+        assert!(evaluate_time_window(&hours, at("2026-12-05T10:00:00Z"), "schedule").is_err());
     }
 
     #[test]
     fn overnight_window_belongs_to_start_day() {
         let night = window("UTC", &[Weekday::Fri], "22:00", "06:00");
         // 2026-12-04 is a Friday.
-        assert!(evaluate_time_window(&night, at("2026-12-04T23:00:00Z")).is_ok());
-        assert!(evaluate_time_window(&night, at("2026-12-05T05:59:00Z")).is_ok());
-        assert!(evaluate_time_window(&night, at("2026-12-05T06:00:00Z")).is_err());
-        assert!(evaluate_time_window(&night, at("2026-12-04T05:00:00Z")).is_err());
+        assert!(evaluate_time_window(&night, at("2026-12-04T23:00:00Z"), "schedule").is_ok());
+        assert!(evaluate_time_window(&night, at("2026-12-05T05:59:00Z"), "schedule").is_ok());
+        assert!(evaluate_time_window(&night, at("2026-12-05T06:00:00Z"), "schedule").is_err());
+        assert!(evaluate_time_window(&night, at("2026-12-04T05:00:00Z"), "schedule").is_err());
     }
 
     #[test]
     fn daylight_saving_shift_follows_local_time() {
         let hours = window("Europe/Berlin", &[Weekday::Mon], "08:00", "09:00");
         // Summer time: UTC+2, so 08:30 local is 06:30 UTC.
-        assert!(evaluate_time_window(&hours, at("2026-07-06T06:30:00Z")).is_ok());
-        assert!(evaluate_time_window(&hours, at("2026-07-06T07:30:00Z")).is_err());
+        assert!(evaluate_time_window(&hours, at("2026-07-06T06:30:00Z"), "schedule").is_ok());
+        assert!(evaluate_time_window(&hours, at("2026-07-06T07:30:00Z"), "schedule").is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub enum ConfigError {
     #[error("server_workload {name:?}: host and port {host}:{port} are already used by server_workload {other:?}")]
     DuplicateTarget { name: String, other: String, host: String, port: u16 },
     /// Two policies cover the same client and server workload pair.
-    #[error("access_policy {name:?}: access_policy {other:?} already covers client_workload {client_workload:?} and server_workload {server_workload:?}; only one policy per pair is allowed")]
+    #[error("access_policy {other:?} and access_policy {name:?} both cover client_workload {client_workload:?} and server_workload {server_workload:?}, but only one policy per pair is allowed: remove or change one of them")]
     DuplicatePolicy { name: String, other: String, client_workload: String, server_workload: String },
     /// Two client workloads share a SPIFFE ID.
     #[error("client_workload {name:?}: spiffe_id {spiffe_id} is already used by client_workload {other:?}")]
@@ -37,8 +37,11 @@ pub enum ConfigError {
     #[error("client_workload {name:?}: spiffe_id {spiffe_id} is outside the trust domain {trust_domain}; use spiffe://{trust_domain}/...")]
     ForeignSpiffeId { name: String, spiffe_id: String, trust_domain: String },
     /// A unix identity rule uses an attribute that unix attestation does not provide.
-    #[error("client_workload {name:?}: identities[{index}].match has attribute {attribute:?}, which trust provider {trust_provider:?} (unix) does not attest; use uid, gid, pid, path or sha256")]
+    #[error("client_workload {name:?}: identities[{index}].match has attribute {attribute:?}, which trust provider {trust_provider:?} (unix) does not attest; use uid, gid, groups, pid, path, sha256 or agent")]
     UnknownUnixAttribute { name: String, index: usize, attribute: String, trust_provider: String },
+    /// A unix identity rule value that no attested process can have.
+    #[error("client_workload {name:?}: identities[{index}].match.{attribute} {value:?} {reason}")]
+    InvalidUnixMatchValue { name: String, index: usize, attribute: String, value: String, reason: &'static str },
 }
 
 /// Every resource, by kind and name, with each server workload's enabled flag.
@@ -202,7 +205,7 @@ impl Config {
 
     /// Finds the server workload listening on a host and port.
     pub fn server_workload_for_target(&self, host: &str, port: u16) -> Option<&ServerWorkload> {
-        let name = self.index.targets.get(&(host.to_ascii_lowercase(), port))?;
+        let name = self.index.targets.get(&(crate::resources::normalize_host(host), port))?;
         self.server_workloads.get(name)
     }
 
@@ -302,13 +305,21 @@ impl Config {
                 let Some(TrustProvider::Unix(_)) = self.trust_providers.get(&identity.trust_provider) else {
                     continue;
                 };
-                for attribute in identity.match_rules.keys() {
+                for (attribute, value) in &identity.match_rules {
                     if !crate::resources::UNIX_ATTRIBUTES.contains(&attribute.as_str()) {
                         errors.push(ConfigError::UnknownUnixAttribute {
                             name: client.name.clone(),
                             index,
                             attribute: attribute.clone(),
                             trust_provider: identity.trust_provider.clone(),
+                        });
+                    } else if let Some(reason) = unix_match_value_problem(attribute, &value.0) {
+                        errors.push(ConfigError::InvalidUnixMatchValue {
+                            name: client.name.clone(),
+                            index,
+                            attribute: attribute.clone(),
+                            value: value.0.clone(),
+                            reason,
                         });
                     }
                 }
@@ -324,5 +335,17 @@ impl Config {
             Some(id) => id.to_string(),
             None => format!("{}/{}", trust_domain.id_string(), client.name),
         }
+    }
+}
+
+/// Returns why a unix rule value can never match what unix attestation reports, if it cannot.
+/// Ids are decimal numbers, and `sha256` is the lower-case hex digest that `sha256sum` prints.
+fn unix_match_value_problem(attribute: &str, value: &str) -> Option<&'static str> {
+    let is_number = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let is_digest = value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match attribute {
+        "uid" | "gid" | "groups" | "pid" if value != "*" && !is_number => Some("must be a decimal number or *"),
+        "sha256" if !is_digest => Some("must be 64 lower-case hex digits, as sha256sum prints them"),
+        _ => None,
     }
 }

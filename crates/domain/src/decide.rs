@@ -123,13 +123,30 @@ impl Denial {
     }
 }
 
+/// Finds the server workload that a target names, by name or by host and port.
+pub fn server_workload_for<'a>(config: &'a Config, target: &Target) -> Option<&'a ServerWorkload> {
+    match target {
+        Target::Name(name) => config.server_workloads.get(name),
+        Target::HostPort { host, port } => config.server_workload_for_target(host, *port),
+    }
+}
+
 /// Decides a credential request against a configuration.
+///
+/// A denial before the server workload step (no evidence, no client workload) still names the
+/// server workload that the target resolves to, so per-server-workload views see the attempt.
 pub fn decide<'a>(config: &'a Config, input: &DecisionInput<'_>) -> Result<Grant<'a>, Denial> {
+    let requested = server_workload_for(config, input.target).map(|server| server.name.clone());
     if input.attestations.is_empty() {
-        return Err(Denial::new(Step::Evidence, "no trust provider accepted the evidence"));
+        let mut denial = Denial::new(Step::Evidence, "no trust provider accepted the evidence");
+        denial.server_workload = requested;
+        return Err(denial);
     }
 
-    let (client, trust_provider) = identify(config, input.attestations)?;
+    let (client, trust_provider) = identify(config, input.attestations).map_err(|mut denial| {
+        denial.server_workload = requested;
+        denial
+    })?;
     let denial_context = |step, reason: String| Denial {
         step,
         reason,
@@ -138,11 +155,7 @@ pub fn decide<'a>(config: &'a Config, input: &DecisionInput<'_>) -> Result<Grant
         policy: None,
     };
 
-    let server = match input.target {
-        Target::Name(name) => config.server_workloads.get(name),
-        Target::HostPort { host, port } => config.server_workload_for_target(host, *port),
-    };
-    let Some(server) = server else {
+    let Some(server) = server_workload_for(config, input.target) else {
         return Err(denial_context(Step::ServerWorkload, format!("no server workload matches {}", input.target)));
     };
 

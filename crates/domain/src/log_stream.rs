@@ -298,10 +298,39 @@ pub(crate) fn validate_http_url(field: &str, value: Option<&str>) -> Result<(), 
     let text = value.unwrap_or_default();
     let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !text.contains(char::is_whitespace) => Ok(()),
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !text.contains(char::is_whitespace) => {
+            // The authority ends at the first `/`, `?` or `#`. An `@` in it separates user
+            // information, which would be shown wherever the URL is, and sent instead of the secret.
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                // The value is left out of the error because it contains a password.
+                return Err(FieldError::new(
+                    field,
+                    "",
+                    "must not contain user information (user:password@); put the credential in secret instead",
+                ));
+            }
+            Ok(())
+        }
         _ => Err(FieldError::new(field, text, "must be an http:// or https:// URL")),
     }
 }
+
+/// Headers that HTTP framing or the connection owns: a secret sent in one of them would be
+/// dropped, replaced or would break the request.
+const RESERVED_HEADERS: [&str; 11] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "expect",
+];
 
 fn validate_address(field: &str, value: Option<&str>) -> Result<(), FieldError> {
     let text = value.unwrap_or_default();
@@ -318,6 +347,13 @@ pub(crate) fn validate_header_name(header: &str) -> Result<(), FieldError> {
     let valid = !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid {
         return Err(FieldError::new("header", header, "must be a valid HTTP header name"));
+    }
+    if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+        return Err(FieldError::new(
+            "header",
+            header,
+            "is set by HTTP itself and cannot carry the secret; choose another header, such as X-Api-Key",
+        ));
     }
     Ok(())
 }

@@ -328,6 +328,14 @@ impl ClientWorkload {
                     "must have at least one attribute, or any caller attested by the trust provider would match",
                 ));
             }
+            // `*` matches any value, so a rule made only of `*` values matches every caller.
+            if identity.match_rules.values().all(|value| !value.0.is_empty() && value.0.bytes().all(|b| b == b'*')) {
+                return Err(FieldError::new(
+                    &format!("identities[{index}].match"),
+                    "",
+                    "must have at least one attribute whose value is not *, or any caller attested by the trust provider would match",
+                ));
+            }
         }
         Ok(())
     }
@@ -367,7 +375,7 @@ pub enum Authentication {
 pub struct ServerWorkload {
     pub name: String,
     pub host: String,
-    #[serde(deserialize_with = "crate::scalar::u16")]
+    #[serde(deserialize_with = "crate::scalar::port")]
     pub port: u16,
     #[serde(default)]
     pub scheme: Scheme,
@@ -398,10 +406,18 @@ impl ServerWorkload {
         Ok(())
     }
 
-    /// Returns the host lowercased, the form used to look a server workload up by target.
+    /// Returns the host in the form used to compare and look up server workloads by target.
     pub fn host_key(&self) -> String {
-        self.host.to_ascii_lowercase()
+        normalize_host(&self.host)
     }
+}
+
+/// Returns a host in lower case without one trailing dot, so `Api.Example.` and `api.example`
+/// name the same server workload. DNS names are case-insensitive, and a trailing dot only marks a
+/// name as fully qualified.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.to_ascii_lowercase()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -928,7 +944,9 @@ pub(crate) fn validate_url(field: &str, value: &str) -> Result<(), FieldError> {
 fn validate_host(field: &str, host: &str) -> Result<(), FieldError> {
     let valid = !host.is_empty()
         && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        && !host.starts_with('.')
+        && !host.contains("..");
     if !valid {
         return Err(FieldError::new(field, host, "must be a DNS name or an IP address"));
     }

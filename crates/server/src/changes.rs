@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
 use mayfly_domain::config::Config;
-use mayfly_domain::resources::{Resource, ResourceKind};
+use mayfly_domain::resources::{Resource, ResourceKind, normalize_host};
 use mayfly_store::{ChangeSet, ResourcePut, ResourceRef, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -69,6 +69,11 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     let now = clock::now();
 
     keep_redacted_secrets(current, &mut request.puts)?;
+    for resource in &mut request.puts {
+        if let Resource::ServerWorkload(workload) = resource {
+            workload.host = normalize_host(&workload.host);
+        }
+    }
     for resource in &request.puts {
         resource.validate().map_err(|error| ApiError::Invalid {
             detail: format!("{} {:?}: {error}", resource.kind(), resource.name()),
@@ -228,25 +233,55 @@ async fn start_new_target_cursors(state: &AppState, stored: &[mayfly_domain::aud
 /// placeholder is rejected for a stream that has no stored secret to keep.
 fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), ApiError> {
     for resource in puts {
-        let Resource::LogStream(stream) = resource else {
-            continue;
-        };
-        let redacted = stream.secret.as_ref().is_some_and(|secret| secret.expose() == REDACTED);
-        if !redacted {
-            continue;
-        }
-        match current.log_streams.get(&stream.name).and_then(|existing| existing.secret.clone()) {
-            Some(secret) => stream.secret = Some(secret),
-            None => {
-                return Err(ApiError::invalid(
-                    "secret",
-                    REDACTED,
-                    &format!("log_stream {:?} has no stored secret to keep: set the secret itself", stream.name),
-                ));
+        match resource {
+            Resource::LogStream(stream) => {
+                let redacted = stream.secret.as_ref().is_some_and(|secret| secret.expose() == REDACTED);
+                if !redacted {
+                    continue;
+                }
+                let Some(existing) = current.log_streams.get(&stream.name) else {
+                    return Err(no_stored_secret("log_stream", &stream.name));
+                };
+                let Some(secret) = existing.secret.clone() else {
+                    return Err(no_stored_secret("log_stream", &stream.name));
+                };
+                check_same_origin("log_stream", &stream.name, existing.url.as_deref(), stream.url.as_deref())?;
+                stream.secret = Some(secret);
             }
+            Resource::NotificationTarget(target) => {
+                // A target written without a secret keeps the stored one (see `seal_resource`).
+                let keeps_stored = target.auth.uses_secret() && target.secret.is_none();
+                if let Some(existing) = current.notification_targets.get(&target.name)
+                    && keeps_stored
+                    && existing.sealed_secret.is_some()
+                {
+                    check_same_origin("notification_target", &target.name, Some(&existing.url), Some(&target.url))?;
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+fn no_stored_secret(kind: &str, name: &str) -> ApiError {
+    ApiError::invalid("secret", REDACTED, &format!("{kind} {name:?} has no stored secret to keep: set the secret itself"))
+}
+
+/// Rejects keeping a stored secret when the destination's origin (scheme, host and port)
+/// changes, so a configuration write cannot send a stored secret to a new host.
+fn check_same_origin(kind: &str, name: &str, stored: Option<&str>, next: Option<&str>) -> Result<(), ApiError> {
+    let origin = |url: Option<&str>| url.and_then(|url| reqwest::Url::parse(url).ok()).map(|url| url.origin());
+    if origin(stored) == origin(next) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "secret",
+        "",
+        &format!(
+            "{kind} {name:?} changes the scheme, host or port of its url, so the stored secret is not kept: send the secret again"
+        ),
+    ))
 }
 
 fn check_whole(config: &Config, state: &AppState) -> Result<(), ApiError> {

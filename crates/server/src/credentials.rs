@@ -9,7 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use mayfly_domain::conditions::RequestContext;
-use mayfly_domain::decide::{Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences, decide_x509};
+use mayfly_domain::decide::{
+    Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences, decide_x509, server_workload_for,
+};
 use mayfly_domain::resources::{Authentication, CredentialProvider, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -108,9 +110,7 @@ pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) ->
 /// Runs the credential flow for a JWT-SVID requested by audience: it is granted only through an
 /// access policy whose `jwt_svid` credential provider names every audience in `audiences`.
 pub async fn handle_jwt_svid(state: &AppState, call: Call, audiences: Vec<String>) -> Result<CredentialResponse, ApiError> {
-    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-        return Err(ApiError::invalid("audience", &audiences.join(","), "needs at least one non-empty audience"));
-    }
+    check_audiences(&audiences)?;
     issue(state, call, Wanted::Audiences(audiences), Delivery::Workload).await
 }
 
@@ -122,6 +122,37 @@ pub async fn handle_x509_svid(state: &AppState, call: Call, csr_der: Vec<u8>) ->
         return Err(ApiError::invalid("csr", &format!("{} bytes", csr_der.len()), &error.to_string()));
     }
     issue(state, call, Wanted::X509Svid(csr_der), Delivery::Workload).await
+}
+
+/// Maximum number of audiences in one JWT-SVID request.
+const MAX_AUDIENCES: usize = 32;
+/// Maximum length of one requested audience, in bytes.
+const MAX_AUDIENCE_BYTES: usize = 255;
+
+/// Checks requested audiences before anything is audited, so a caller cannot make the audit log
+/// store arbitrary amounts of data.
+fn check_audiences(audiences: &[String]) -> Result<(), ApiError> {
+    if audiences.is_empty() {
+        return Err(ApiError::invalid("audience", "", "must name at least one audience"));
+    }
+    if audiences.len() > MAX_AUDIENCES {
+        let reason = format!("names {} audiences, more than the maximum of {MAX_AUDIENCES}", audiences.len());
+        return Err(ApiError::invalid("audience", "", &reason));
+    }
+    for (index, audience) in audiences.iter().enumerate() {
+        let field = format!("audience[{index}]");
+        if audience.is_empty() {
+            return Err(ApiError::invalid(&field, "", "must not be empty"));
+        }
+        if audience.len() > MAX_AUDIENCE_BYTES {
+            let reason = format!("is {} bytes, longer than the maximum of {MAX_AUDIENCE_BYTES}", audience.len());
+            return Err(ApiError::invalid(&field, &shorten(audience), &reason));
+        }
+        if audience.chars().any(char::is_control) {
+            return Err(ApiError::invalid(&field, &shorten(audience), "must not contain control characters"));
+        }
+    }
+    Ok(())
 }
 
 async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery) -> Result<CredentialResponse, ApiError> {
@@ -152,7 +183,8 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     let attestations = match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
         Ok(attestations) => attestations,
         Err(reason) => {
-            let denial = Denial::new(Step::Evidence, reason);
+            let mut denial = Denial::new(Step::Evidence, reason);
+            denial.server_workload = requested_server_workload(&evidence_snapshot, &wanted);
             return deny(state, &call, now, denial, detail, started).await;
         }
     };
@@ -166,7 +198,9 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     let config = &snapshot.config;
     if snapshot.version != evidence_snapshot.version && config.trust_providers != evidence_snapshot.config.trust_providers {
         let reason = "trust providers changed while the evidence was verified; send the request again".to_string();
-        return deny(state, &call, now, Denial::new(Step::Evidence, reason), detail, started).await;
+        let mut denial = Denial::new(Step::Evidence, reason);
+        denial.server_workload = requested_server_workload(&snapshot, &wanted);
+        return deny(state, &call, now, denial, detail, started).await;
     }
 
     let context = RequestContext { now, source_ip: call.source_ip, location };
@@ -276,6 +310,15 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     })
 }
 
+/// Returns the name of the server workload that a request by target resolves to, if any, so a
+/// denial before the decision is still recorded against it.
+fn requested_server_workload(snapshot: &ConfigSnapshot, wanted: &Wanted) -> Option<String> {
+    match wanted {
+        Wanted::Target(target) => server_workload_for(&snapshot.config, target).map(|server| server.name.clone()),
+        Wanted::Audiences(_) | Wanted::X509Svid(_) => None,
+    }
+}
+
 /// Maximum length of a requested server workload name, in bytes: resource names are DNS labels.
 const MAX_NAME_BYTES: usize = 63;
 /// Maximum length of a requested target host, in bytes, as for a DNS name.
@@ -290,12 +333,18 @@ fn parse_target(request: CredentialRequest) -> Result<Target, ApiError> {
             &shorten(&name),
             &format!("is {} bytes, longer than the maximum of {MAX_NAME_BYTES}", name.len()),
         )),
+        (Some(name), None) if name.chars().any(char::is_control) => {
+            Err(ApiError::invalid("server_workload", &shorten(&name), "must not contain control characters"))
+        }
         (Some(name), None) if !name.is_empty() => Ok(Target::Name(name)),
         (None, Some(target)) if target.host.len() > MAX_HOST_BYTES => Err(ApiError::invalid(
             "target",
             &shorten(&target.host),
             &format!("host is {} bytes, longer than the maximum of {MAX_HOST_BYTES}", target.host.len()),
         )),
+        (None, Some(target)) if target.host.chars().any(char::is_control) => {
+            Err(ApiError::invalid("target", &shorten(&target.host), "host must not contain control characters"))
+        }
         (None, Some(target)) if !target.host.is_empty() && target.port != 0 => {
             Ok(Target::HostPort { host: target.host, port: target.port })
         }
@@ -387,6 +436,7 @@ fn agent_attributes(agent: &str, sent: &BTreeMap<String, Vec<String>>) -> Result
     for (name, values) in sent {
         let known = UNIX_ATTRIBUTES.contains(&name.as_str()) && name != UNIX_AGENT_ATTRIBUTE;
         if !known {
+            let name = shorten(name);
             return Err(format!("agent {agent:?} sent attribute {name:?}, which is not a unix attribute an agent may attest"));
         }
         let max_values = if name == "groups" { MAX_AGENT_GROUPS } else { 1 };

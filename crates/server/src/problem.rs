@@ -160,14 +160,26 @@ impl ApiError {
     }
 }
 
+/// The reason an admin token, join token or agent credential was rejected, put into the response's
+/// extensions so the API's logging middleware can log it with the route and source address.
+#[derive(Debug, Clone)]
+pub struct RejectedCredential(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = self.to_problem().to_string();
+        let rejected = match &self {
+            ApiError::Unauthorized(reason) => Some(RejectedCredential(reason.clone())),
+            _ => None,
+        };
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(rejected) = rejected {
+            response.extensions_mut().insert(rejected);
         }
         response
     }

@@ -162,6 +162,14 @@ impl Settings {
                 reason: "must be at least 1".to_string(),
             });
         }
+        // A zero period would panic the checkpoint timer, so the range starts at one second.
+        if !(1..=86_400).contains(&self.checkpoint_interval.as_secs()) {
+            return Err(SettingsError::Invalid {
+                field: "checkpoint_interval",
+                value: self.checkpoint_interval.to_string(),
+                reason: "must be between 1s and 24h".to_string(),
+            });
+        }
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::Invalid {
                 field: "max_body_bytes",

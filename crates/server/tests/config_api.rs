@@ -399,7 +399,7 @@ async fn duplicate_host_and_port_is_rejected() {
     let reply = put(&server, "/v1/server-workloads/payments-copy", json!({"host": "PAYMENTS.example", "port": 443})).await;
 
     reply.assert_problem(400);
-    assert!(reply.detail().contains("PAYMENTS.example:443"), "{}", reply.body);
+    assert!(reply.detail().contains("payments.example:443"), "the host is compared normalized: {}", reply.body);
     assert!(reply.detail().contains("\"payments\""), "{}", reply.body);
     let (status, _) = server.get("/v1/server-workloads/payments-copy").await;
     assert_eq!(status, 404);

@@ -10,6 +10,7 @@ use common::{TestIssuer, TestServer, basic_config};
 use mayfly_crypto::jwk::parse_jwk_set;
 use mayfly_crypto::jwt_svid::validate_jwt_svid;
 use mayfly_crypto::kek::KeyEncryptionKey;
+use mayfly_domain::duration::Seconds;
 use mayfly_server::settings::{Settings, TlsSettings};
 use mayfly_store::{SqliteStore, Store};
 use serde_json::{Value, json};
@@ -116,6 +117,34 @@ async fn audit_retention_bounds_accepted() {
         assert_eq!(status, 200, "{days} days");
         server.stop().await;
     }
+}
+
+#[tokio::test]
+async fn checkpoint_interval_out_of_range_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, shown) in [("0s", "0s"), ("25h", "25h")] {
+        let path = write_file(dir.path(), "mayfly.toml", &format!("checkpoint_interval = \"{value}\"\n"));
+        let mut settings = Settings::from_file(&path).unwrap();
+        settings.dev = true;
+
+        let message = settings.validate().err().unwrap().to_string();
+
+        assert!(message.contains("checkpoint_interval"), "{message}");
+        assert!(message.contains(shown), "{message}");
+        assert!(message.contains("must be between 1s and 24h"), "{message}");
+        settings.data_dir = dir.path().join(format!("data-{value}"));
+        settings.listen = "127.0.0.1:0".parse().unwrap();
+        let error = start_error(settings).await;
+        assert!(error.contains("checkpoint_interval"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn checkpoint_interval_of_one_second_accepted() {
+    let mut server = TestServer::start_with(|settings| settings.checkpoint_interval = Seconds(1)).await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
 }
 
 // The key-encryption key.

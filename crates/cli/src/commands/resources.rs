@@ -13,10 +13,13 @@ use crate::output::{self, OutputFormat, Table, array_field, field_text, time_tex
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KindError {
     /// The text names no resource kind.
-    #[error(
-        "unknown resource kind {0:?}: expected one of trust-providers, client-workloads, server-workloads, credential-providers, access-conditions, access-policies"
-    )]
+    #[error("unknown resource kind {0:?}: expected one of {kinds}", kinds = kind_names())]
     Unknown(String),
+}
+
+/// Lists every resource kind as `mayfly get` and `mayfly delete` spell it.
+fn kind_names() -> String {
+    ResourceKind::ALL.map(ResourceKind::path_name).join(", ")
 }
 
 /// Parses a resource kind in any spelling: singular or plural, dashes or underscores.

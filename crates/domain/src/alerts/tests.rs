@@ -117,6 +117,14 @@ fn off_hours_fires_outside_schedule_only() {
 }
 
 #[test]
+fn off_hours_reason_names_alert_rule() {
+    let yaml = "{name: night, kind: off_hours, timezone: UTC, schedule: [{days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:00\"}]}";
+    let reason = rule(yaml).outside_business_hours(at(0)).unwrap_or_default();
+    assert!(reason.contains("outside the business hours of alert rule \"night\""), "{reason}");
+    assert!(!reason.contains("access condition"), "{reason}");
+}
+
+#[test]
 fn alert_events_trigger_nothing() {
     let rules = [rule("{name: failed, kind: failed_requests, threshold: 1}")];
     let mut engine = AlertEngine::default();

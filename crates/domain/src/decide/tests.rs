@@ -103,6 +103,23 @@ fn unmatched_evidence_denies() {
 }
 
 #[test]
+fn early_denials_name_requested_server_workload() {
+    let stranger = [attestation("ci", &[("sub", "repo:evil/billing:x")])];
+    let by_name = run(&config(), Target::Name("payments".into()), &stranger, "10.1.1.1").err();
+    assert_eq!(by_name.as_ref().map(|d| d.step), Some(Step::ClientWorkload));
+    assert_eq!(by_name.and_then(|d| d.server_workload), Some("payments".to_string()));
+
+    let by_host = Target::HostPort { host: "ledger.example".into(), port: 8443 };
+    let no_evidence = run(&config(), by_host, &[], "10.1.1.1").err();
+    assert_eq!(no_evidence.as_ref().map(|d| d.step), Some(Step::Evidence));
+    assert_eq!(no_evidence.and_then(|d| d.server_workload), Some("ledger".to_string()));
+
+    let unknown = run(&config(), Target::Name("nothing".into()), &stranger, "10.1.1.1").err();
+    assert_eq!(unknown.as_ref().map(|d| d.step), Some(Step::ClientWorkload));
+    assert_eq!(unknown.and_then(|d| d.server_workload), None, "a name that is no server workload is not recorded");
+}
+
+#[test]
 fn ambiguous_client_denies() {
     let mut config = config();
     let mut twin = config.client_workloads.get("billing").cloned();

@@ -63,11 +63,26 @@ struct Flags {
     unexpected_location: Vec<String>,
 }
 
+/// Rejects a name that is neither a server workload now nor named by any audit event. A deleted
+/// server workload keeps its history (its creation and deletion are audited), so it is reported.
+async fn check_known(state: &AppState, server_workload: &str) -> Result<(), ApiError> {
+    if state.config().config.server_workloads.contains_key(server_workload) {
+        return Ok(());
+    }
+    let filter = AuditFilter { server_workload: Some(server_workload.to_string()), limit: 1, ..AuditFilter::default() };
+    let named = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "incident report"))?;
+    if named.is_empty() {
+        return Err(ApiError::NotFound { kind: "server_workload".to_string(), name: server_workload.to_string() });
+    }
+    Ok(())
+}
+
 /// Builds the report of `GET /v1/incidents/report`.
 pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(format!("invalid query: {}", rejection.body_text())))?;
     let since = parse("since", &query.since)?;
     let until = query.until.as_deref().map(|text| parse("until", text)).transpose()?;
+    check_known(&state, &query.server_workload).await?;
     let rules: Vec<_> = state
         .config()
         .config

@@ -23,6 +23,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::timeout::RequestBodyDeadlineLayer;
 
+use crate::problem::RejectedCredential;
 use crate::state::SharedState;
 
 /// Header carrying the request id on every response.
@@ -75,6 +76,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))
         .fallback(public::not_found)
         .layer(middleware::from_fn(plain_errors_as_problems))
+        .layer(middleware::from_fn_with_state(state.clone(), log_rejected_credentials))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyDeadlineLayer::new(BODY_READ_TIMEOUT))
@@ -107,6 +109,33 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Logs one warning for each request whose admin token, join token or agent credential was
+/// rejected, with the route, the source address and the reason. The token itself is never logged.
+async fn log_rejected_credentials(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = shorten_route(request.uri().path());
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| client_ip(&state, *peer, request.headers()).to_string());
+    let response = next.run(request).await;
+    if let Some(RejectedCredential(reason)) = response.extensions().get::<RejectedCredential>() {
+        let request_id = crate::problem::current_request_id();
+        let source = source.as_deref().unwrap_or("-");
+        tracing::warn!(%method, route = %route, source, request_id, reason = %reason, "request with a rejected credential");
+        metrics::counter!("mayfly_rejected_credentials_total").increment(1);
+    }
+    response
+}
+
+/// Cuts a request path, which the client chose, to 128 characters for the log.
+fn shorten_route(route: &str) -> String {
+    match route.char_indices().nth(128) {
+        Some((end, _)) => format!("{}...", &route[..end]),
+        None => route.to_string(),
+    }
 }
 
 /// Turns the plain-text error responses that axum's extractors and router produce (an undecodable

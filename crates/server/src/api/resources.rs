@@ -204,6 +204,15 @@ pub async fn apply(state: AppState, admin: Admin, body: Result<Json<ApplyBody>, 
 /// Applies a whole configuration file in one transaction. Never changes enabled flags.
 pub async fn apply_config(state: &crate::state::AppState, actor: &str, body: ApplyBody) -> Result<Vec<Change>, ApiError> {
     let resources = body.config.into_resources();
+    // An empty file with prune is far more likely a failed template or pipeline than a request to
+    // delete everything, so it is rejected. `mayfly delete` removes resources one by one.
+    if body.prune && resources.is_empty() {
+        return Err(ApiError::invalid(
+            "config",
+            "",
+            "declares no resources, and prune would delete every resource; check the file, or delete resources with mayfly delete",
+        ));
+    }
     mayfly_domain::config_file::validate_resources("request", None, &resources)
         .map_err(|error| ApiError::Invalid { detail: error.to_string(), field: None, value: None })?;
     commit_changes(state, actor, Request { puts: resources, prune: body.prune, dry_run: body.dry_run, ..Request::default() }).await

@@ -210,7 +210,8 @@ impl OidcVerifier {
         let document = self.get_json(&url).await?;
         let advertised = document.get("issuer").and_then(Value::as_str);
         if advertised != Some(issuer) {
-            return Err(format!("discovery document at {url} names issuer {advertised:?}, expected {issuer:?}"));
+            let advertised = advertised.map_or_else(|| "no issuer".to_string(), |advertised| format!("issuer {advertised:?}"));
+            return Err(format!("discovery document at {url} names {advertised}, expected {issuer:?}"));
         }
         let jwks_uri = document
             .get("jwks_uri")

@@ -257,3 +257,11 @@ fn notification_target_row_shows_fingerprint_not_secret() {
     assert!(rendered.contains("failing"), "{rendered}");
     assert!(rendered.contains("https://pager.example/hook"), "{rendered}");
 }
+
+#[test]
+fn unknown_kind_lists_every_kind() {
+    let message = parse_kind("widgets").err().map(|error| error.to_string()).unwrap_or_default();
+    for kind in ResourceKind::ALL {
+        assert!(message.contains(kind.path_name()), "{message}");
+    }
+}
