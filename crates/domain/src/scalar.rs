@@ -6,27 +6,27 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{self, Visitor};
 
-/// Reads an unsigned whole number given as a number or as its decimal text.
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+/// Reads a whole number given as a number or as its decimal text.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
     struct WholeNumber;
 
     impl Visitor<'_> for WholeNumber {
-        type Value = u64;
+        type Value = i128;
 
         fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
             formatter.write_str("a whole number")
         }
 
-        fn visit_u64<E: de::Error>(self, value: u64) -> Result<u64, E> {
-            Ok(value)
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<i128, E> {
+            Ok(i128::from(value))
         }
 
-        fn visit_i64<E: de::Error>(self, value: i64) -> Result<u64, E> {
-            u64::try_from(value).map_err(|_| E::custom(format!("invalid value {value}: expected a whole number of 0 or more")))
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<i128, E> {
+            Ok(i128::from(value))
         }
 
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
-            text.trim().parse::<u64>().map_err(|_| E::custom(format!("invalid value {text:?}: expected a whole number")))
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<i128, E> {
+            text.trim().parse::<i128>().map_err(|_| E::custom(format!("invalid value {text:?}: expected a whole number")))
         }
     }
 
@@ -47,7 +47,7 @@ pub fn option_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u
     let value = whole_number(deserializer)?;
     u32::try_from(value)
         .map(Some)
-        .map_err(|_| de::Error::custom(format!("invalid value {value}: expected a whole number up to {}", u32::MAX)))
+        .map_err(|_| de::Error::custom(format!("invalid value {value}: expected a whole number from 0 to {}", u32::MAX)))
 }
 
 /// Reads a boolean given as `true`/`false` or as that text.
