@@ -193,7 +193,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
 
     // The X.509 bundle too is fetched before the socket opens, so that the first X.509
     // messages carry it.
-    let first_x509_bundle = match client.x509_bundle().await.map_err(|error| error.to_string()).and_then(|body| x509::bundle_from(&body)) {
+    let first_x509_bundle = match client
+        .x509_bundle()
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|body| x509::bundle_from(&body))
+    {
         Ok(bundle) => Some(Arc::new(bundle)),
         Err(error) => {
             tracing::warn!(error = %error, "fetching the first X.509 bundle failed; retrying in the background");

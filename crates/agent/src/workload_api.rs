@@ -127,7 +127,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let svid = svids.borrow().clone();
             let bundle = bundles.borrow().clone();
             let unchanged = last_sent.as_ref().is_some_and(|(sent_svid, sent_bundle)| {
-                Arc::ptr_eq(sent_svid, &svid) && sent_bundle.as_ref().map(Arc::as_ptr) == bundle.as_ref().map(Arc::as_ptr)
+                Arc::ptr_eq(sent_svid, &svid)
+                    && sent_bundle.as_ref().map(Arc::as_ptr) == bundle.as_ref().map(Arc::as_ptr)
             });
             if unchanged {
                 return None;

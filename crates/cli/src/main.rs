@@ -123,7 +123,10 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    eprintln!("error: {}", output::clean_multiline_text(&error_chain(error)));
+    eprintln!(
+        "error: {}",
+        output::clean_multiline_text(&error_chain(error))
+    );
     ExitCode::FAILURE
 }
 

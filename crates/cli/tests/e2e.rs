@@ -27,11 +27,17 @@ impl DevServer {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut command = Command::new(BINARY);
-        command.args(["server", "--dev", "--listen", &addr, "--data-dir"]).arg(data_dir);
+        command
+            .args(["server", "--dev", "--listen", &addr, "--data-dir"])
+            .arg(data_dir);
         if let Some(file) = apply {
             command.arg("--apply").arg(file);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("server starts");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
 
         // The token line is printed once the server is ready; a restarted server prints nothing,
         // so readiness is also checked on /healthz.
@@ -44,7 +50,12 @@ impl DevServer {
                 }
             }
         });
-        let mut server = DevServer { child, addr, data_dir: data_dir.to_path_buf(), printed_token: None };
+        let mut server = DevServer {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            printed_token: None,
+        };
         server.wait_healthy();
         server.printed_token = receiver.recv_timeout(Duration::from_millis(500)).ok();
         server
@@ -81,7 +92,10 @@ impl DevServer {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -95,7 +109,11 @@ impl Drop for DevServer {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn stdout(output: &Output) -> String {
@@ -109,7 +127,12 @@ fn stderr(output: &Output) -> String {
 fn claims_of(token: &str) -> serde_json::Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -118,10 +141,16 @@ fn first_start_prints_token_and_saves_it_privately() {
     let data_dir = dir.path().join("data");
     let mut server = DevServer::start(&data_dir, None);
 
-    let printed = server.printed_token.clone().expect("the first start prints the admin token");
+    let printed = server
+        .printed_token
+        .clone()
+        .expect("the first start prints the admin token");
     let file = data_dir.join("admin-token");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), printed);
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(server.terminate().success());
 
     let restarted = DevServer::start(&data_dir, None);
@@ -141,13 +170,20 @@ fn quickstart_walk_fetch_disable_deny_enable() {
     let claims = claims_of(&token);
     assert_eq!(claims["sub"], "spiffe://mayfly.local/demo-client");
     assert_eq!(claims["aud"], serde_json::json!(["demo-api"]));
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
 
     let disabled = server.cli(&["server-workload", "disable", "demo-api"]);
     assert!(disabled.status.success(), "{}", stderr(&disabled));
     let denied = server.cli(&["credential", "get", "demo-api"]);
     assert_eq!(denied.status.code(), Some(3));
-    assert!(stderr(&denied).contains("server_workload_enabled"), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("server_workload_enabled"),
+        "{}",
+        stderr(&denied)
+    );
     assert!(stdout(&denied).is_empty());
 
     let enabled = server.cli(&["server-workload", "enable", "demo-api"]);
@@ -163,7 +199,12 @@ fn quickstart_walk_fetch_disable_deny_enable() {
     assert_eq!(events[0]["detail"]["step"], "server_workload_enabled");
 
     let verified = server.cli(&["audit", "verify"]);
-    assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
 }
 
 #[test]
@@ -173,12 +214,20 @@ fn apply_reports_changes_and_is_idempotent() {
 
     let first = server.cli(&["apply", "-f", quickstart().to_str().unwrap()]);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("created server_workload \"demo-api\""), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("created server_workload \"demo-api\""),
+        "{}",
+        stdout(&first)
+    );
     assert!(stdout(&first).contains("5 created"), "{}", stdout(&first));
 
     let second = server.cli(&["apply", "-f", quickstart().to_str().unwrap()]);
     assert!(second.status.success(), "{}", stderr(&second));
-    assert!(stdout(&second).contains("0 created, 0 updated, 0 deleted, 5 unchanged"), "{}", stdout(&second));
+    assert!(
+        stdout(&second).contains("0 created, 0 updated, 0 deleted, 5 unchanged"),
+        "{}",
+        stdout(&second)
+    );
 }
 
 #[test]
@@ -186,27 +235,55 @@ fn x509_ca_list_rotate_and_provider_summary() {
     let dir = tempfile::tempdir().unwrap();
     let server = DevServer::start(&dir.path().join("data"), None);
     let file = dir.path().join("x509.yaml");
-    std::fs::write(&file, "credential_providers:\n  - {name: mesh-identity, kind: x509_svid, ttl: 30m}\n").unwrap();
+    std::fs::write(
+        &file,
+        "credential_providers:\n  - {name: mesh-identity, kind: x509_svid, ttl: 30m}\n",
+    )
+    .unwrap();
 
     let applied = server.cli(&["apply", "-f", file.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", stderr(&applied));
     let providers = server.cli(&["get", "credential-providers"]);
     assert!(providers.status.success(), "{}", stderr(&providers));
-    let row = stdout(&providers).lines().find(|line| line.starts_with("mesh-identity")).unwrap_or_default().to_string();
+    let row = stdout(&providers)
+        .lines()
+        .find(|line| line.starts_with("mesh-identity"))
+        .unwrap_or_default()
+        .to_string();
     assert!(row.contains("x509_svid"), "{}", stdout(&providers));
-    assert!(row.contains("X.509-SVID (agents only)"), "{}", stdout(&providers));
+    assert!(
+        row.contains("X.509-SVID (agents only)"),
+        "{}",
+        stdout(&providers)
+    );
 
     let listed = server.cli(&["x509-ca", "list"]);
     assert!(listed.status.success(), "{}", stderr(&listed));
-    assert_eq!(stdout(&listed).lines().filter(|line| line.starts_with("ca-")).count(), 1, "{}", stdout(&listed));
+    assert_eq!(
+        stdout(&listed)
+            .lines()
+            .filter(|line| line.starts_with("ca-"))
+            .count(),
+        1,
+        "{}",
+        stdout(&listed)
+    );
     assert!(stdout(&listed).contains("active"), "{}", stdout(&listed));
 
     let rotated = server.cli(&["x509-ca", "rotate"]);
     assert!(rotated.status.success(), "{}", stderr(&rotated));
-    assert!(stdout(&rotated).contains("state is now prepared"), "{}", stdout(&rotated));
+    assert!(
+        stdout(&rotated).contains("state is now prepared"),
+        "{}",
+        stdout(&rotated)
+    );
     let again = server.cli(&["x509-ca", "rotate"]);
     assert!(!again.status.success(), "a second prepared CA is rejected");
-    assert!(stderr(&again).contains("prepared CA already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("prepared CA already exists"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 #[test]
@@ -214,11 +291,19 @@ fn apply_rejects_unset_variable_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = DevServer::start(&dir.path().join("data"), None);
     let file = dir.path().join("vars.yaml");
-    std::fs::write(&file, "server_workloads:\n  - {name: api, host: \"${MAYFLY_TEST_UNSET_HOST}\", port: 443}\n").unwrap();
+    std::fs::write(
+        &file,
+        "server_workloads:\n  - {name: api, host: \"${MAYFLY_TEST_UNSET_HOST}\", port: 443}\n",
+    )
+    .unwrap();
 
     let output = server.cli(&["apply", "-f", file.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("MAYFLY_TEST_UNSET_HOST"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("MAYFLY_TEST_UNSET_HOST"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -240,9 +325,17 @@ fn settings_file_with_unknown_key_is_rejected() {
     let settings = dir.path().join("mayfly.toml");
     std::fs::write(&settings, "listen = \"127.0.0.1:0\"\nlisten_port = 8750\n").unwrap();
 
-    let output = Command::new(BINARY).args(["server", "--config"]).arg(&settings).output().unwrap();
+    let output = Command::new(BINARY)
+        .args(["server", "--config"])
+        .arg(&settings)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("listen_port"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("listen_port"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -294,7 +387,10 @@ fn agent_joins_lists_and_is_evicted() {
     assert_eq!(body["items"][0]["state"], "evicted");
 
     let replayed = server.cli(&["agents", "evict", "web-1"]);
-    assert!(!replayed.status.success(), "evicting twice reports not found");
+    assert!(
+        !replayed.status.success(),
+        "evicting twice reports not found"
+    );
 
     agent.kill().unwrap();
     agent.wait().unwrap();
@@ -320,7 +416,12 @@ fn credential_get_through_agent_http_socket() {
 
     let http_socket = dir.path().join("credential.sock");
     let mut agent = Command::new(BINARY)
-        .args(["agent", "--server", &format!("http://{}", server.addr), "--data-dir"])
+        .args([
+            "agent",
+            "--server",
+            &format!("http://{}", server.addr),
+            "--data-dir",
+        ])
         .arg(dir.path().join("agent"))
         .arg("--socket")
         .arg(dir.path().join("agent.sock"))
@@ -341,7 +442,10 @@ fn credential_get_through_agent_http_socket() {
     let fetched = server.cli(&["credential", "get", "agent-api", "--socket", socket_arg]);
     assert!(fetched.status.success(), "{}", stderr(&fetched));
     let claims = claims_of(stdout(&fetched).trim());
-    assert!(claims["sub"].as_str().unwrap().ends_with("/on-agent"), "{claims}");
+    assert!(
+        claims["sub"].as_str().unwrap().ends_with("/on-agent"),
+        "{claims}"
+    );
     assert_eq!(claims["aud"], serde_json::json!(["agent-api"]));
 
     // The server's own workload socket does not match a rule that names an agent.
@@ -351,7 +455,10 @@ fn credential_get_through_agent_http_socket() {
     let evicted = server.cli(&["agents", "evict", "web-1"]);
     assert!(evicted.status.success(), "{}", stderr(&evicted));
     let refused = server.cli(&["credential", "get", "agent-api", "--socket", socket_arg]);
-    assert!(!refused.status.success(), "an evicted agent gets no credential");
+    assert!(
+        !refused.status.success(),
+        "an evicted agent gets no credential"
+    );
     assert!(stdout(&refused).is_empty());
 
     agent.kill().unwrap();

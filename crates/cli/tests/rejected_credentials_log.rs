@@ -22,7 +22,11 @@ impl Drop for DevServer {
 }
 
 fn start(dir: &std::path::Path) -> DevServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let stderr = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = Command::new(BINARY)
@@ -70,8 +74,11 @@ fn rejected_tokens_logged_without_token() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let warnings = loop {
         let log = std::fs::read_to_string(&log_path).unwrap();
-        let warnings: Vec<String> =
-            log.lines().filter(|line| line.contains("request with a rejected credential")).map(str::to_string).collect();
+        let warnings: Vec<String> = log
+            .lines()
+            .filter(|line| line.contains("request with a rejected credential"))
+            .map(str::to_string)
+            .collect();
         if warnings.len() >= 3 || Instant::now() > deadline {
             break warnings;
         }
@@ -81,9 +88,15 @@ fn rejected_tokens_logged_without_token() {
     for ((_, path, token), line) in requests.iter().zip(&warnings) {
         assert!(line.contains("WARN"), "{line}");
         assert!(line.contains(path), "the route is logged: {line}");
-        assert!(line.contains("127.0.0.1"), "the source address is logged: {line}");
+        assert!(
+            line.contains("127.0.0.1"),
+            "the source address is logged: {line}"
+        );
         assert!(line.contains("reason="), "the reason is logged: {line}");
-        assert!(!line.contains(token), "the token must never be logged: {line}");
+        assert!(
+            !line.contains(token),
+            "the token must never be logged: {line}"
+        );
     }
     let log = std::fs::read_to_string(&log_path).unwrap();
     for (_, _, token) in requests {

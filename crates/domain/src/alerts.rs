@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditKind, Outcome};
-use crate::conditions::{canonical_ip, evaluate_time_window, validate_country, validate_time_window};
+use crate::conditions::{
+    canonical_ip, evaluate_time_window, validate_country, validate_time_window,
+};
 use crate::duration::Seconds;
 use crate::error::FieldError;
 use crate::resources::{Network, ScheduleEntry, TimeWindowCondition, validate_name};
@@ -93,7 +95,11 @@ pub struct AlertRule {
     pub kind: AlertRuleKind,
     /// `failed_requests`: the rule fires when the window contains more failures than this, 5 by
     /// default.
-    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::option_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub threshold: Option<u32>,
     /// `failed_requests`: length of the sliding window, 10m by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,15 +115,27 @@ pub struct AlertRule {
     pub schedule: Vec<ScheduleEntry>,
     /// `rate_spike`: the rule fires when the window's count is above this percentage of the
     /// baseline, 200 by default.
-    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::option_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub percent: Option<u32>,
     /// `rate_spike`: number of past windows averaged into the baseline, 24 by default. The rule
     /// stays silent until that much history has been seen.
-    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::option_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub baseline_windows: Option<u32>,
     /// `rate_spike`: the smallest window count that can be a spike, 10 by default, so that a
     /// single request at night is not one.
-    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::option_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_volume: Option<u32>,
     /// `unexpected_location`: networks (CIDR) whose requests are expected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -148,10 +166,18 @@ impl AlertRule {
         let location = self.kind == AlertRuleKind::UnexpectedLocation;
 
         if !failed && self.threshold.is_some() {
-            return Err(FieldError::new("threshold", "", "is only used by failed_requests rules"));
+            return Err(FieldError::new(
+                "threshold",
+                "",
+                "is only used by failed_requests rules",
+            ));
         }
         if !failed && !spike && self.window.is_some() {
-            return Err(FieldError::new("window", "", "is only used by failed_requests and rate_spike rules"));
+            return Err(FieldError::new(
+                "window",
+                "",
+                "is only used by failed_requests and rate_spike rules",
+            ));
         }
         let spike_fields = [
             ("percent", self.percent.is_some()),
@@ -159,27 +185,59 @@ impl AlertRule {
             ("min_volume", self.min_volume.is_some()),
         ];
         if let Some((field, _)) = spike_fields.iter().find(|(_, set)| *set && !spike) {
-            return Err(FieldError::new(field, "", "is only used by rate_spike rules"));
+            return Err(FieldError::new(
+                field,
+                "",
+                "is only used by rate_spike rules",
+            ));
         }
 
         if self.percent.is_some_and(|percent| percent <= 100) {
-            return Err(FieldError::new("percent", &self.percent.unwrap_or_default().to_string(), "must be above 100"));
+            return Err(FieldError::new(
+                "percent",
+                &self.percent.unwrap_or_default().to_string(),
+                "must be above 100",
+            ));
         }
         if let Some(windows) = self.baseline_windows
             && !(1..=1000).contains(&windows)
         {
-            return Err(FieldError::new("baseline_windows", &windows.to_string(), "must be between 1 and 1000"));
+            return Err(FieldError::new(
+                "baseline_windows",
+                &windows.to_string(),
+                "must be between 1 and 1000",
+            ));
         }
         if !off_hours && (self.timezone.is_some() || !self.schedule.is_empty()) {
-            let field = if self.timezone.is_some() { "timezone" } else { "schedule" };
-            return Err(FieldError::new(field, "", "is only used by off_hours rules"));
+            let field = if self.timezone.is_some() {
+                "timezone"
+            } else {
+                "schedule"
+            };
+            return Err(FieldError::new(
+                field,
+                "",
+                "is only used by off_hours rules",
+            ));
         }
         if !location && (!self.allow_networks.is_empty() || !self.allow_countries.is_empty()) {
-            let field = if self.allow_networks.is_empty() { "allow_countries" } else { "allow_networks" };
-            return Err(FieldError::new(field, "", "is only used by unexpected_location rules"));
+            let field = if self.allow_networks.is_empty() {
+                "allow_countries"
+            } else {
+                "allow_networks"
+            };
+            return Err(FieldError::new(
+                field,
+                "",
+                "is only used by unexpected_location rules",
+            ));
         }
         if location && self.allow_networks.is_empty() && self.allow_countries.is_empty() {
-            return Err(FieldError::new("allow_networks", "[]", "or allow_countries must list at least one entry"));
+            return Err(FieldError::new(
+                "allow_networks",
+                "[]",
+                "or allow_countries must list at least one entry",
+            ));
         }
         for (index, country) in self.allow_countries.iter().enumerate() {
             validate_country(&format!("allow_countries[{index}]"), country)?;
@@ -190,7 +248,11 @@ impl AlertRule {
         if let Some(window) = self.window
             && !(60..=86_400).contains(&window.as_secs())
         {
-            return Err(FieldError::new("window", &window.to_string(), "must be between 1m and 24h"));
+            return Err(FieldError::new(
+                "window",
+                &window.to_string(),
+                "must be between 1m and 24h",
+            ));
         }
 
         if off_hours {
@@ -202,7 +264,11 @@ impl AlertRule {
         for (index, name) in self.notify.iter().enumerate() {
             validate_name(&format!("notify[{index}]"), name)?;
             if self.notify[..index].contains(name) {
-                return Err(FieldError::new(&format!("notify[{index}]"), name, "is listed twice"));
+                return Err(FieldError::new(
+                    &format!("notify[{index}]"),
+                    name,
+                    "is listed twice",
+                ));
             }
         }
         Ok(())
@@ -212,7 +278,9 @@ impl AlertRule {
     pub fn severity(&self) -> Severity {
         match (self.severity, self.kind) {
             (Some(severity), _) => severity,
-            (None, AlertRuleKind::FailedRequests | AlertRuleKind::UnexpectedLocation) => Severity::High,
+            (None, AlertRuleKind::FailedRequests | AlertRuleKind::UnexpectedLocation) => {
+                Severity::High
+            }
             (None, _) => Severity::Medium,
         }
     }
@@ -226,14 +294,28 @@ impl AlertRule {
             return None;
         }
         let address = source.parse::<IpAddr>().ok().map(canonical_ip);
-        if address.is_some_and(|address| self.allow_networks.iter().any(|network| network.0.contains(&address))) {
+        if address.is_some_and(|address| {
+            self.allow_networks
+                .iter()
+                .any(|network| network.0.contains(&address))
+        }) {
             return None;
         }
-        if country.is_some_and(|country| self.allow_countries.iter().any(|allowed| allowed == country)) {
+        if country.is_some_and(|country| {
+            self.allow_countries
+                .iter()
+                .any(|allowed| allowed == country)
+        }) {
             return None;
         }
-        let location = country.map_or_else(|| "an unknown country".to_string(), |country| format!("country {country}"));
-        Some(format!("source address {source} in {location} is outside the allowlists of rule {}", self.name))
+        let location = country.map_or_else(
+            || "an unknown country".to_string(),
+            |country| format!("country {country}"),
+        );
+        Some(format!(
+            "source address {source} in {location} is outside the allowlists of rule {}",
+            self.name
+        ))
     }
 
     /// Tells whether the rule reads the country of source addresses.
@@ -336,7 +418,11 @@ impl AlertEngine {
         }
         for rule in rules {
             let in_scope = rule.server_workloads.is_empty()
-                || event.event.server_workload.as_ref().is_some_and(|name| rule.server_workloads.contains(name));
+                || event
+                    .event
+                    .server_workload
+                    .as_ref()
+                    .is_some_and(|name| rule.server_workloads.contains(name));
             if !in_scope {
                 continue;
             }
@@ -345,7 +431,9 @@ impl AlertEngine {
                 AlertRuleKind::ConfigChange => self.config_change(rule, event, &mut alerts),
                 AlertRuleKind::OffHours => self.off_hours(rule, event, &mut alerts),
                 AlertRuleKind::RateSpike => self.rate_spike(rule, event, &mut alerts),
-                AlertRuleKind::UnexpectedLocation => self.unexpected_location(rule, event, &mut alerts),
+                AlertRuleKind::UnexpectedLocation => {
+                    self.unexpected_location(rule, event, &mut alerts)
+                }
             }
         }
         alerts
@@ -356,7 +444,8 @@ impl AlertEngine {
         if inner.kind != AuditKind::CredentialRequest || inner.outcome != Some(Outcome::Failure) {
             return;
         }
-        let window = SignedDuration::from_secs(i64::try_from(rule.window().as_secs()).unwrap_or(i64::MAX));
+        let window =
+            SignedDuration::from_secs(i64::try_from(rule.window().as_secs()).unwrap_or(i64::MAX));
         let mut keys: Vec<(&str, String)> = Vec::new();
         if let Some(name) = &inner.client_workload {
             keys.push(("client_workload", name.clone()));
@@ -373,9 +462,15 @@ impl AlertEngine {
         }
         for (field, name) in keys {
             let key = format!("{field}={name}");
-            let times = self.windows.entry((rule.name.clone(), key.clone())).or_default();
+            let times = self
+                .windows
+                .entry((rule.name.clone(), key.clone()))
+                .or_default();
             times.push_back(inner.time);
-            while times.front().is_some_and(|oldest| *oldest <= inner.time - window) {
+            while times
+                .front()
+                .is_some_and(|oldest| *oldest <= inner.time - window)
+            {
                 times.pop_front();
             }
             let count = times.len();
@@ -393,15 +488,31 @@ impl AlertEngine {
     fn config_change(&mut self, rule: &AlertRule, event: &AuditEvent, alerts: &mut Vec<Alert>) {
         let inner = &event.event;
         let detail = &inner.detail;
-        let is_workload = detail.get("resource_kind").and_then(Value::as_str) == Some("server_workload");
+        let is_workload =
+            detail.get("resource_kind").and_then(Value::as_str) == Some("server_workload");
         if inner.kind != AuditKind::ConfigChange || !is_workload {
             return;
         }
-        let name = detail.get("resource_name").and_then(Value::as_str).unwrap_or("unknown");
-        let action = detail.get("action").and_then(Value::as_str).unwrap_or("change");
-        let actor = detail.get("actor").and_then(Value::as_str).unwrap_or("unknown");
+        let name = detail
+            .get("resource_name")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        let action = detail
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("change");
+        let actor = detail
+            .get("actor")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
         let message = format!("server workload {name} configuration change: {action} by {actor}");
-        self.fire(rule, event, format!("server_workload={name}"), message, alerts);
+        self.fire(
+            rule,
+            event,
+            format!("server_workload={name}"),
+            message,
+            alerts,
+        );
     }
 
     fn off_hours(&mut self, rule: &AlertRule, event: &AuditEvent, alerts: &mut Vec<Alert>) {
@@ -414,13 +525,26 @@ impl AlertEngine {
         };
         let client = inner.client_workload.as_deref().unwrap_or("unknown");
         let server = inner.server_workload.as_deref().unwrap_or("unknown");
-        let message = format!("credential request from {client} for {server} outside business hours: {reason}");
-        self.fire(rule, event, format!("client_workload={client}"), message, alerts);
+        let message = format!(
+            "credential request from {client} for {server} outside business hours: {reason}"
+        );
+        self.fire(
+            rule,
+            event,
+            format!("client_workload={client}"),
+            message,
+            alerts,
+        );
     }
 
     /// Reads `source_ip` and `source_country` from the event's detail. A request whose address is
     /// outside `allow_networks` and whose country is unknown or not allowed fires the rule.
-    fn unexpected_location(&mut self, rule: &AlertRule, event: &AuditEvent, alerts: &mut Vec<Alert>) {
+    fn unexpected_location(
+        &mut self,
+        rule: &AlertRule,
+        event: &AuditEvent,
+        alerts: &mut Vec<Alert>,
+    ) {
         let inner = &event.event;
         if inner.kind != AuditKind::CredentialRequest {
             return;
@@ -435,7 +559,10 @@ impl AlertEngine {
 
         let client = inner.client_workload.as_deref().unwrap_or("unknown");
         let server = inner.server_workload.as_deref().unwrap_or("unknown");
-        let location = country.map_or_else(|| "an unknown country".to_string(), |country| format!("country {country}"));
+        let location = country.map_or_else(
+            || "an unknown country".to_string(),
+            |country| format!("country {country}"),
+        );
         let message = format!(
             "credential request from {client} for {server} from source address {source} in {location}, outside the expected networks and countries"
         );
@@ -454,9 +581,14 @@ impl AlertEngine {
         let Some(server) = inner.server_workload.clone() else {
             return;
         };
-        let window_secs = i64::try_from(rule.window().as_secs()).unwrap_or(i64::MAX).max(1);
+        let window_secs = i64::try_from(rule.window().as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
         let windows = i64::from(rule.baseline_windows.unwrap_or(DEFAULT_BASELINE_WINDOWS));
-        let history = self.rates.entry((rule.name.clone(), server.clone())).or_insert_with(|| RateHistory::new(inner.time));
+        let history = self
+            .rates
+            .entry((rule.name.clone(), server.clone()))
+            .or_insert_with(|| RateHistory::new(inner.time));
         let (count, baseline) = history.record(inner.time, window_secs, windows);
 
         let Some(baseline) = baseline else {
@@ -465,23 +597,44 @@ impl AlertEngine {
         let percent = u64::from(rule.percent.unwrap_or(DEFAULT_SPIKE_PERCENT));
         let min_volume = u64::from(rule.min_volume.unwrap_or(DEFAULT_MIN_VOLUME));
         // count > baseline * percent / 100, in integers: baseline is the sum over `windows`.
-        let above = u128::from(count) * 100 * windows.unsigned_abs() as u128 > u128::from(baseline) * u128::from(percent);
+        let above = u128::from(count) * 100 * windows.unsigned_abs() as u128
+            > u128::from(baseline) * u128::from(percent);
         if count >= min_volume && above {
             let mean = baseline as f64 / windows as f64;
             let message = format!(
                 "{count} credentials issued for server workload {server} within {}, above {percent}% of its baseline of {mean:.1}",
                 rule.window()
             );
-            self.fire(rule, event, format!("server_workload={server}"), message, alerts);
+            self.fire(
+                rule,
+                event,
+                format!("server_workload={server}"),
+                message,
+                alerts,
+            );
         }
     }
 
     /// Raises an alert for `key` unless the rule fired for it within its suppression period.
-    fn fire(&mut self, rule: &AlertRule, event: &AuditEvent, key: String, message: String, alerts: &mut Vec<Alert>) {
-        let suppression = SignedDuration::from_secs(i64::try_from(rule.suppression().as_secs()).unwrap_or(i64::MAX));
+    fn fire(
+        &mut self,
+        rule: &AlertRule,
+        event: &AuditEvent,
+        key: String,
+        message: String,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let suppression = SignedDuration::from_secs(
+            i64::try_from(rule.suppression().as_secs()).unwrap_or(i64::MAX),
+        );
         let slot = (rule.name.clone(), key.clone());
         let time = event.event.time;
-        if suppression > SignedDuration::ZERO && self.fired.get(&slot).is_some_and(|last| time < *last + suppression) {
+        if suppression > SignedDuration::ZERO
+            && self
+                .fired
+                .get(&slot)
+                .is_some_and(|last| time < *last + suppression)
+        {
             return;
         }
         self.fired.insert(slot, time);
@@ -492,8 +645,10 @@ impl AlertEngine {
             rule_kind: rule.kind,
             severity: rule.severity(),
             notify: rule.notify.clone(),
-            client_workload: field("client_workload=").or_else(|| event.event.client_workload.clone()),
-            server_workload: field("server_workload=").or_else(|| event.event.server_workload.clone()),
+            client_workload: field("client_workload=")
+                .or_else(|| event.event.client_workload.clone()),
+            server_workload: field("server_workload=")
+                .or_else(|| event.event.server_workload.clone()),
             key,
             message,
             trigger_seq: event.seq,
@@ -515,7 +670,11 @@ struct RateHistory {
 
 impl RateHistory {
     fn new(first_seen: Timestamp) -> RateHistory {
-        RateHistory { first_seen, current: VecDeque::new(), buckets: BTreeMap::new() }
+        RateHistory {
+            first_seen,
+            current: VecDeque::new(),
+            buckets: BTreeMap::new(),
+        }
     }
 
     /// Records one issuance at `time`. Returns the count of the sliding window ending at `time`,
@@ -524,7 +683,11 @@ impl RateHistory {
     fn record(&mut self, time: Timestamp, window_secs: i64, windows: i64) -> (u64, Option<u64>) {
         let window = SignedDuration::from_secs(window_secs);
         self.current.push_back(time);
-        while self.current.front().is_some_and(|oldest| *oldest <= time - window) {
+        while self
+            .current
+            .front()
+            .is_some_and(|oldest| *oldest <= time - window)
+        {
             self.current.pop_front();
         }
 
@@ -537,7 +700,12 @@ impl RateHistory {
         self.buckets.retain(|bucket, _| *bucket >= first);
 
         let enough_history = self.first_seen.as_second().div_euclid(window_secs) <= first;
-        let baseline = enough_history.then(|| self.buckets.range(first..=last).map(|(_, count)| count).sum());
+        let baseline = enough_history.then(|| {
+            self.buckets
+                .range(first..=last)
+                .map(|(_, count)| count)
+                .sum()
+        });
         (self.current.len() as u64, baseline)
     }
 }

@@ -58,7 +58,9 @@ impl AuditKind {
     }
 
     pub fn parse(value: &str) -> Option<AuditKind> {
-        AuditKind::ALL.into_iter().find(|kind| kind.as_str() == value)
+        AuditKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
     }
 }
 
@@ -207,15 +209,27 @@ mod tests {
         event.outcome = Some(Outcome::Failure);
         event.server_workload = Some("api".to_string());
         event.client_workload = Some("billing".to_string());
-        let through_value = serde_json::to_value(&event).map(|value| value.to_string()).unwrap_or_default();
+        let through_value = serde_json::to_value(&event)
+            .map(|value| value.to_string())
+            .unwrap_or_default();
         assert_eq!(event.canonical_json(), through_value);
     }
 
     #[test]
     fn finds_floats_in_detail() {
         let time = Timestamp::UNIX_EPOCH;
-        let plain = NewAuditEvent::new("a".into(), time, AuditKind::ConfigChange, serde_json::json!({"n": [1, 2]}));
-        let float = NewAuditEvent::new("b".into(), time, AuditKind::ConfigChange, serde_json::json!({"n": [{"x": 1.5}]}));
+        let plain = NewAuditEvent::new(
+            "a".into(),
+            time,
+            AuditKind::ConfigChange,
+            serde_json::json!({"n": [1, 2]}),
+        );
+        let float = NewAuditEvent::new(
+            "b".into(),
+            time,
+            AuditKind::ConfigChange,
+            serde_json::json!({"n": [{"x": 1.5}]}),
+        );
         assert!(!plain.has_float());
         assert!(float.has_float());
     }

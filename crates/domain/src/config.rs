@@ -5,43 +5,94 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::resources::{
-    AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Reference, Resource, ResourceKind,
-    ServerWorkload, TrustProvider,
-};
 use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
 use crate::notification::NotificationTarget;
+use crate::resources::{
+    AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Reference, Resource,
+    ResourceKind, ServerWorkload, TrustProvider,
+};
 
 /// A configuration problem that involves more than one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum ConfigError {
     /// A resource refers to one that does not exist.
     #[error("{kind} {name:?}: {field} refers to {ref_kind} {ref_name:?}, which does not exist")]
-    MissingReference { kind: ResourceKind, name: String, field: String, ref_kind: ResourceKind, ref_name: String },
+    MissingReference {
+        kind: ResourceKind,
+        name: String,
+        field: String,
+        ref_kind: ResourceKind,
+        ref_name: String,
+    },
     /// A policy names a trust provider that none of the client workload's identities uses, so the
     /// policy could never match.
-    #[error("access_policy {name:?}: trust_providers names {trust_provider:?}, but client_workload {client_workload:?} has no identity from it")]
-    UnusableTrustProvider { name: String, trust_provider: String, client_workload: String },
+    #[error(
+        "access_policy {name:?}: trust_providers names {trust_provider:?}, but client_workload {client_workload:?} has no identity from it"
+    )]
+    UnusableTrustProvider {
+        name: String,
+        trust_provider: String,
+        client_workload: String,
+    },
     /// Two server workloads share a host and port.
-    #[error("server_workload {name:?}: host and port {host}:{port} are already used by server_workload {other:?}")]
-    DuplicateTarget { name: String, other: String, host: String, port: u16 },
+    #[error(
+        "server_workload {name:?}: host and port {host}:{port} are already used by server_workload {other:?}"
+    )]
+    DuplicateTarget {
+        name: String,
+        other: String,
+        host: String,
+        port: u16,
+    },
     /// Two policies cover the same client and server workload pair.
-    #[error("access_policy {other:?} and access_policy {name:?} both cover client_workload {client_workload:?} and server_workload {server_workload:?}, but only one policy per pair is allowed: remove or change one of them")]
-    DuplicatePolicy { name: String, other: String, client_workload: String, server_workload: String },
+    #[error(
+        "access_policy {other:?} and access_policy {name:?} both cover client_workload {client_workload:?} and server_workload {server_workload:?}, but only one policy per pair is allowed: remove or change one of them"
+    )]
+    DuplicatePolicy {
+        name: String,
+        other: String,
+        client_workload: String,
+        server_workload: String,
+    },
     /// Two client workloads share a SPIFFE ID.
-    #[error("client_workload {name:?}: spiffe_id {spiffe_id} is already used by client_workload {other:?}")]
-    DuplicateSpiffeId { name: String, other: String, spiffe_id: String },
+    #[error(
+        "client_workload {name:?}: spiffe_id {spiffe_id} is already used by client_workload {other:?}"
+    )]
+    DuplicateSpiffeId {
+        name: String,
+        other: String,
+        spiffe_id: String,
+    },
     /// A client workload's SPIFFE ID lies in another trust domain, which this server does not
     /// issue identities for.
-    #[error("client_workload {name:?}: spiffe_id {spiffe_id} is outside the trust domain {trust_domain}; use spiffe://{trust_domain}/...")]
-    ForeignSpiffeId { name: String, spiffe_id: String, trust_domain: String },
+    #[error(
+        "client_workload {name:?}: spiffe_id {spiffe_id} is outside the trust domain {trust_domain}; use spiffe://{trust_domain}/..."
+    )]
+    ForeignSpiffeId {
+        name: String,
+        spiffe_id: String,
+        trust_domain: String,
+    },
     /// A unix identity rule uses an attribute that unix attestation does not provide.
-    #[error("client_workload {name:?}: identities[{index}].match has attribute {attribute:?}, which trust provider {trust_provider:?} (unix) does not attest; use uid, gid, groups, pid, path, sha256 or agent")]
-    UnknownUnixAttribute { name: String, index: usize, attribute: String, trust_provider: String },
+    #[error(
+        "client_workload {name:?}: identities[{index}].match has attribute {attribute:?}, which trust provider {trust_provider:?} (unix) does not attest; use uid, gid, groups, pid, path, sha256 or agent"
+    )]
+    UnknownUnixAttribute {
+        name: String,
+        index: usize,
+        attribute: String,
+        trust_provider: String,
+    },
     /// A unix identity rule value that no attested process can have.
     #[error("client_workload {name:?}: identities[{index}].match.{attribute} {value:?} {reason}")]
-    InvalidUnixMatchValue { name: String, index: usize, attribute: String, value: String, reason: &'static str },
+    InvalidUnixMatchValue {
+        name: String,
+        index: usize,
+        attribute: String,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 /// Every resource, by kind and name, with each server workload's enabled flag.
@@ -131,18 +182,42 @@ impl Config {
     /// Returns one resource.
     pub fn get(&self, kind: ResourceKind, name: &str) -> Option<Resource> {
         match kind {
-            ResourceKind::TrustProvider => self.trust_providers.get(name).cloned().map(Resource::TrustProvider),
-            ResourceKind::ClientWorkload => self.client_workloads.get(name).cloned().map(Resource::ClientWorkload),
-            ResourceKind::ServerWorkload => self.server_workloads.get(name).cloned().map(Resource::ServerWorkload),
-            ResourceKind::CredentialProvider => {
-                self.credential_providers.get(name).cloned().map(Resource::CredentialProvider)
-            }
-            ResourceKind::AccessCondition => self.access_conditions.get(name).cloned().map(Resource::AccessCondition),
-            ResourceKind::AccessPolicy => self.access_policies.get(name).cloned().map(Resource::AccessPolicy),
+            ResourceKind::TrustProvider => self
+                .trust_providers
+                .get(name)
+                .cloned()
+                .map(Resource::TrustProvider),
+            ResourceKind::ClientWorkload => self
+                .client_workloads
+                .get(name)
+                .cloned()
+                .map(Resource::ClientWorkload),
+            ResourceKind::ServerWorkload => self
+                .server_workloads
+                .get(name)
+                .cloned()
+                .map(Resource::ServerWorkload),
+            ResourceKind::CredentialProvider => self
+                .credential_providers
+                .get(name)
+                .cloned()
+                .map(Resource::CredentialProvider),
+            ResourceKind::AccessCondition => self
+                .access_conditions
+                .get(name)
+                .cloned()
+                .map(Resource::AccessCondition),
+            ResourceKind::AccessPolicy => self
+                .access_policies
+                .get(name)
+                .cloned()
+                .map(Resource::AccessPolicy),
             ResourceKind::LogStream => self.log_streams.get(name).cloned().map(Resource::LogStream),
-            ResourceKind::NotificationTarget => {
-                self.notification_targets.get(name).cloned().map(Resource::NotificationTarget)
-            }
+            ResourceKind::NotificationTarget => self
+                .notification_targets
+                .get(name)
+                .cloned()
+                .map(Resource::NotificationTarget),
             ResourceKind::AlertRule => self.alert_rules.get(name).cloned().map(Resource::AlertRule),
         }
     }
@@ -151,7 +226,11 @@ impl Config {
     pub fn resources(&self) -> Vec<Resource> {
         let mut all = Vec::new();
         for kind in ResourceKind::ALL {
-            all.extend(self.names(kind).into_iter().filter_map(|name| self.get(kind, &name)));
+            all.extend(
+                self.names(kind)
+                    .into_iter()
+                    .filter_map(|name| self.get(kind, &name)),
+            );
         }
         all
     }
@@ -193,25 +272,41 @@ impl Config {
     pub fn reindex(&mut self) {
         let mut index = Index::default();
         for workload in self.server_workloads.values() {
-            index.targets.insert((workload.host_key(), workload.port), workload.name.clone());
+            index
+                .targets
+                .insert((workload.host_key(), workload.port), workload.name.clone());
         }
         for policy in self.access_policies.values() {
-            index
-                .policies
-                .insert((policy.client_workload.clone(), policy.server_workload.clone()), policy.name.clone());
+            index.policies.insert(
+                (
+                    policy.client_workload.clone(),
+                    policy.server_workload.clone(),
+                ),
+                policy.name.clone(),
+            );
         }
         self.index = index;
     }
 
     /// Finds the server workload listening on a host and port.
     pub fn server_workload_for_target(&self, host: &str, port: u16) -> Option<&ServerWorkload> {
-        let name = self.index.targets.get(&(crate::resources::normalize_host(host), port))?;
+        let name = self
+            .index
+            .targets
+            .get(&(crate::resources::normalize_host(host), port))?;
         self.server_workloads.get(name)
     }
 
     /// Finds the policy for a client and server workload pair.
-    pub fn policy_for(&self, client_workload: &str, server_workload: &str) -> Option<&AccessPolicy> {
-        let name = self.index.policies.get(&(client_workload.to_string(), server_workload.to_string()))?;
+    pub fn policy_for(
+        &self,
+        client_workload: &str,
+        server_workload: &str,
+    ) -> Option<&AccessPolicy> {
+        let name = self
+            .index
+            .policies
+            .get(&(client_workload.to_string(), server_workload.to_string()))?;
         self.access_policies.get(name)
     }
 
@@ -219,7 +314,11 @@ impl Config {
     pub fn referrers(&self, kind: ResourceKind, name: &str) -> Vec<(ResourceKind, String)> {
         let mut found = BTreeSet::new();
         for resource in self.resources() {
-            if resource.references().iter().any(|r| r.kind == kind && r.name == name) {
+            if resource
+                .references()
+                .iter()
+                .any(|r| r.kind == kind && r.name == name)
+            {
                 found.insert((resource.kind(), resource.name().to_string()));
             }
         }
@@ -259,7 +358,10 @@ impl Config {
 
         let mut pairs: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         for policy in self.access_policies.values() {
-            let key = (policy.client_workload.as_str(), policy.server_workload.as_str());
+            let key = (
+                policy.client_workload.as_str(),
+                policy.server_workload.as_str(),
+            );
             if let Some(other) = pairs.insert(key, &policy.name) {
                 errors.push(ConfigError::DuplicatePolicy {
                     name: policy.name.clone(),
@@ -270,7 +372,10 @@ impl Config {
             }
             if let Some(client) = self.client_workloads.get(&policy.client_workload) {
                 for provider in &policy.trust_providers {
-                    let used = client.identities.iter().any(|identity| &identity.trust_provider == provider);
+                    let used = client
+                        .identities
+                        .iter()
+                        .any(|identity| &identity.trust_provider == provider);
                     if !used && self.trust_providers.contains_key(provider) {
                         errors.push(ConfigError::UnusableTrustProvider {
                             name: policy.name.clone(),
@@ -302,7 +407,9 @@ impl Config {
                 });
             }
             for (index, identity) in client.identities.iter().enumerate() {
-                let Some(TrustProvider::Unix(_)) = self.trust_providers.get(&identity.trust_provider) else {
+                let Some(TrustProvider::Unix(_)) =
+                    self.trust_providers.get(&identity.trust_provider)
+                else {
                     continue;
                 };
                 for (attribute, value) in &identity.match_rules {
@@ -330,7 +437,11 @@ impl Config {
     }
 
     /// Returns the client workload's SPIFFE ID: its own, or `spiffe://<trust domain>/<name>`.
-    pub fn spiffe_id_of(&self, client: &ClientWorkload, trust_domain: &crate::spiffe::TrustDomain) -> String {
+    pub fn spiffe_id_of(
+        &self,
+        client: &ClientWorkload,
+        trust_domain: &crate::spiffe::TrustDomain,
+    ) -> String {
         match &client.spiffe_id {
             Some(id) => id.to_string(),
             None => format!("{}/{}", trust_domain.id_string(), client.name),
@@ -342,10 +453,17 @@ impl Config {
 /// Ids are decimal numbers, and `sha256` is the lower-case hex digest that `sha256sum` prints.
 fn unix_match_value_problem(attribute: &str, value: &str) -> Option<&'static str> {
     let is_number = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-    let is_digest = value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_digest = value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     match attribute {
-        "uid" | "gid" | "groups" | "pid" if value != "*" && !is_number => Some("must be a decimal number or *"),
-        "sha256" if !is_digest => Some("must be 64 lower-case hex digits, as sha256sum prints them"),
+        "uid" | "gid" | "groups" | "pid" if value != "*" && !is_number => {
+            Some("must be a decimal number or *")
+        }
+        "sha256" if !is_digest => {
+            Some("must be 64 lower-case hex digits, as sha256sum prints them")
+        }
         _ => None,
     }
 }

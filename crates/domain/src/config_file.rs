@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::resources::{
-    AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Resource, ResourceKind, ServerWorkload,
-    TrustProvider,
-};
 use crate::alerts::AlertRule;
 use crate::log_stream::LogStream;
 use crate::notification::NotificationTarget;
+use crate::resources::{
+    AccessCondition, AccessPolicy, ClientWorkload, CredentialProvider, Resource, ResourceKind,
+    ServerWorkload, TrustProvider,
+};
 
 /// A problem with a configuration file, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,14 +70,38 @@ impl ConfigFile {
     /// Lists the resources in dependency order.
     pub fn into_resources(self) -> Vec<Resource> {
         let mut resources = Vec::new();
-        resources.extend(self.trust_providers.into_iter().map(Resource::TrustProvider));
-        resources.extend(self.server_workloads.into_iter().map(Resource::ServerWorkload));
-        resources.extend(self.credential_providers.into_iter().map(Resource::CredentialProvider));
-        resources.extend(self.access_conditions.into_iter().map(Resource::AccessCondition));
-        resources.extend(self.client_workloads.into_iter().map(Resource::ClientWorkload));
+        resources.extend(
+            self.trust_providers
+                .into_iter()
+                .map(Resource::TrustProvider),
+        );
+        resources.extend(
+            self.server_workloads
+                .into_iter()
+                .map(Resource::ServerWorkload),
+        );
+        resources.extend(
+            self.credential_providers
+                .into_iter()
+                .map(Resource::CredentialProvider),
+        );
+        resources.extend(
+            self.access_conditions
+                .into_iter()
+                .map(Resource::AccessCondition),
+        );
+        resources.extend(
+            self.client_workloads
+                .into_iter()
+                .map(Resource::ClientWorkload),
+        );
         resources.extend(self.access_policies.into_iter().map(Resource::AccessPolicy));
         resources.extend(self.log_streams.into_iter().map(Resource::LogStream));
-        resources.extend(self.notification_targets.into_iter().map(Resource::NotificationTarget));
+        resources.extend(
+            self.notification_targets
+                .into_iter()
+                .map(Resource::NotificationTarget),
+        );
         resources.extend(self.alert_rules.into_iter().map(Resource::AlertRule));
         resources
     }
@@ -105,7 +129,11 @@ impl ConfigFile {
 /// Replaces every `${NAME}` with the value `lookup` returns. `$${` stands for a literal `${`.
 /// A name that `lookup` does not know is an error naming it and its line. Lines that are
 /// comments (first non-blank character `#`) are left as they are.
-pub fn expand_variables(file: &str, text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, FileError> {
+pub fn expand_variables(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, FileError> {
     let mut output = String::with_capacity(text.len());
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
@@ -144,7 +172,10 @@ fn expand_line(
             rest = &after[1..];
             continue;
         };
-        let line = text[..offset + line_text.len() - after.len()].matches('\n').count() + 1;
+        let line = text[..offset + line_text.len() - after.len()]
+            .matches('\n')
+            .count()
+            + 1;
         let Some(end) = body.find('}') else {
             return Err(FileError {
                 file: file.to_string(),
@@ -162,7 +193,9 @@ fn expand_line(
                 file: file.to_string(),
                 line: Some(line),
                 resource: None,
-                message: format!("invalid variable name {name:?} in ${{...}}: use letters, digits and _"),
+                message: format!(
+                    "invalid variable name {name:?} in ${{...}}: use letters, digits and _"
+                ),
             });
         }
         let Some(value) = lookup(name) else {
@@ -197,7 +230,9 @@ pub fn parse_with_variables(
     }
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|error| {
         let mut error = yaml_error(file, error);
-        error.message.push_str(" (inside {...} or [...], write a placeholder in quotes: \"${NAME}\")");
+        error
+            .message
+            .push_str(" (inside {...} or [...], write a placeholder in quotes: \"${NAME}\")");
         error
     })?;
     expand_values(file, &mut value, &lookup)?;
@@ -234,7 +269,10 @@ fn expand_values(
     use serde_yaml_ng::Value;
     match value {
         Value::String(text) if text.contains("${") => {
-            let expanded = expand_line(file, text, 0, text, lookup).map_err(|error| FileError { line: None, ..error })?;
+            let expanded = expand_line(file, text, 0, text, lookup).map_err(|error| FileError {
+                line: None,
+                ..error
+            })?;
             *text = expanded;
         }
         Value::Sequence(items) => {
@@ -260,7 +298,12 @@ fn yaml_error(file: &str, error: serde_yaml_ng::Error) -> FileError {
     if let Some(index) = message.rfind(" at line ") {
         message.truncate(index);
     }
-    FileError { file: file.to_string(), line, resource: None, message }
+    FileError {
+        file: file.to_string(),
+        line,
+        resource: None,
+        message,
+    }
 }
 
 /// Parses an expanded YAML file and validates each resource on its own. Cross-resource checks
@@ -277,30 +320,46 @@ pub fn parse(file: &str, text: &str) -> Result<ConfigFile, FileError> {
 
 /// Validates resources one by one and rejects duplicate names within a kind. With the file's
 /// text, an error carries the line where the resource's name appears.
-pub fn validate_resources(file: &str, text: Option<&str>, resources: &[Resource]) -> Result<(), FileError> {
+pub fn validate_resources(
+    file: &str,
+    text: Option<&str>,
+    resources: &[Resource],
+) -> Result<(), FileError> {
     let mut seen: BTreeSet<(ResourceKind, &str)> = BTreeSet::new();
     for resource in resources {
         let label = format!("{} {:?}", resource.kind(), resource.name());
         let line = text.and_then(|text| line_of_name(text, resource.name()));
-        let error = |message: String| FileError { file: file.to_string(), line, resource: Some(label.clone()), message };
+        let error = |message: String| FileError {
+            file: file.to_string(),
+            line,
+            resource: Some(label.clone()),
+            message,
+        };
         if !seen.insert((resource.kind(), resource.name())) {
-            return Err(error(format!("the name {:?} is used twice for {}", resource.name(), resource.kind().file_key())));
+            return Err(error(format!(
+                "the name {:?} is used twice for {}",
+                resource.name(),
+                resource.kind().file_key()
+            )));
         }
-        resource.validate().map_err(|field_error| error(field_error.to_string()))?;
+        resource
+            .validate()
+            .map_err(|field_error| error(field_error.to_string()))?;
     }
     Ok(())
 }
 
 /// Finds the first line that declares `name: <name>`, for error messages.
 fn line_of_name(text: &str, name: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let trimmed = line.trim_start().trim_start_matches('-').trim_start();
-        let Some(value) = trimmed.strip_prefix("name:") else {
-            return false;
-        };
-        value.trim().trim_matches('"').trim_matches('\'') == name
-    })
-    .map(|index| index + 1)
+    text.lines()
+        .position(|line| {
+            let trimmed = line.trim_start().trim_start_matches('-').trim_start();
+            let Some(value) = trimmed.strip_prefix("name:") else {
+                return false;
+            };
+            value.trim().trim_matches('"').trim_matches('\'') == name
+        })
+        .map(|index| index + 1)
 }
 
 #[cfg(test)]
@@ -386,7 +445,10 @@ access_policies:
         let text = "credential_providers:\n  - name: jwt\n    kind: jwt_svid\n    audience: [a]\n    ttl: 48h\n";
         let error = parse("f.yaml", text).err();
         assert_eq!(error.as_ref().and_then(|e| e.line), Some(2));
-        assert_eq!(error.as_ref().and_then(|e| e.resource.clone()), Some("credential_provider \"jwt\"".to_string()));
+        assert_eq!(
+            error.as_ref().and_then(|e| e.resource.clone()),
+            Some("credential_provider \"jwt\"".to_string())
+        );
         assert!(error.is_some_and(|e| e.message.contains("ttl \"2d\"")));
     }
 
@@ -396,23 +458,32 @@ access_policies:
         let parsed = parse("f.yaml", text).unwrap_or_default();
         let resources = parsed.into_resources();
         let provider = resources.iter().find_map(|resource| match resource {
-            Resource::CredentialProvider(CredentialProvider::X509Svid(provider)) => Some(provider.clone()),
+            Resource::CredentialProvider(CredentialProvider::X509Svid(provider)) => {
+                Some(provider.clone())
+            }
             _ => None,
         });
-        assert_eq!(provider.map(|provider| provider.ttl), Some(crate::duration::Seconds(3600)));
+        assert_eq!(
+            provider.map(|provider| provider.ttl),
+            Some(crate::duration::Seconds(3600))
+        );
     }
 
     #[test]
     fn x509_svid_ttl_over_24h_rejected() {
         let text = "credential_providers:\n  - name: mesh\n    kind: x509_svid\n    ttl: 48h\n";
         let error = parse("f.yaml", text).err();
-        assert_eq!(error.as_ref().and_then(|e| e.resource.clone()), Some("credential_provider \"mesh\"".to_string()));
+        assert_eq!(
+            error.as_ref().and_then(|e| e.resource.clone()),
+            Some("credential_provider \"mesh\"".to_string())
+        );
         assert!(error.is_some_and(|e| e.message.contains("ttl \"2d\"")));
     }
 
     #[test]
     fn x509_svid_rejects_audience_field() {
-        let text = "credential_providers:\n  - name: mesh\n    kind: x509_svid\n    audience: [a]\n";
+        let text =
+            "credential_providers:\n  - name: mesh\n    kind: x509_svid\n    audience: [a]\n";
         assert!(parse("f.yaml", text).is_err_and(|e| e.message.contains("audience")));
     }
 
@@ -425,14 +496,23 @@ access_policies:
     #[test]
     fn expands_variables_and_rejects_unset_ones() {
         let lookup = |name: &str| (name == "PORT").then(|| "8443".to_string());
-        assert_eq!(expand_variables("f", "port: ${PORT}", lookup), Ok("port: 8443".to_string()));
-        assert_eq!(expand_variables("f", "cost: $5 and $${PORT}", lookup), Ok("cost: $5 and ${PORT}".to_string()));
+        assert_eq!(
+            expand_variables("f", "port: ${PORT}", lookup),
+            Ok("port: 8443".to_string())
+        );
+        assert_eq!(
+            expand_variables("f", "cost: $5 and $${PORT}", lookup),
+            Ok("cost: $5 and ${PORT}".to_string())
+        );
         let error = expand_variables("f", "a: 1\nb: ${MISSING}\n", lookup).err();
         assert_eq!(error.as_ref().and_then(|e| e.line), Some(2));
         assert!(error.is_some_and(|e| e.message.contains("MISSING")));
         assert!(expand_variables("f", "a: ${OPEN", lookup).is_err());
         assert!(expand_variables("f", "a: ${1X}", lookup).is_err());
-        assert_eq!(expand_variables("f", "  # uses ${UNSET}\nport: ${PORT}\n", lookup), Ok("  # uses ${UNSET}\nport: 8443\n".to_string()));
+        assert_eq!(
+            expand_variables("f", "  # uses ${UNSET}\nport: ${PORT}\n", lookup),
+            Ok("  # uses ${UNSET}\nport: 8443\n".to_string())
+        );
     }
 
     const WITH_SECRET: &str = "server_workloads:\n  - name: api\n    host: api.local\n    port: ${PORT}\ncredential_providers:\n  - name: key\n    kind: static_secret\n    value: ${SECRET}\n";
@@ -451,8 +531,13 @@ access_policies:
             _ => None,
         };
         // The whole text stays the secret's value, which may not hold line breaks.
-        let error = parse_with_variables("f.yaml", WITH_SECRET, lookup).unwrap_err().to_string();
-        assert!(error.contains("value: must not contain line breaks"), "{error}");
+        let error = parse_with_variables("f.yaml", WITH_SECRET, lookup)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("value: must not contain line breaks"),
+            "{error}"
+        );
         assert!(!error.contains("s3cret"), "{error}");
     }
 
@@ -460,7 +545,15 @@ access_policies:
     fn variable_keeps_comment_and_quote_characters() {
         let quoted = WITH_SECRET.replace("value: ${SECRET}", "value: \"${SECRET}\"");
         for text in [WITH_SECRET, quoted.as_str()] {
-            for secret in ["Abc #Def", "a\" # b", "'single", "key: value", "true", "98765432109", "- item"] {
+            for secret in [
+                "Abc #Def",
+                "a\" # b",
+                "'single",
+                "key: value",
+                "true",
+                "98765432109",
+                "- item",
+            ] {
                 let lookup = |name: &str| match name {
                     "PORT" => Some("8443".to_string()),
                     "SECRET" => Some(secret.to_string()),
@@ -480,7 +573,10 @@ access_policies:
             _ => Some("x".to_string()),
         };
         let error = parse_with_variables("f.yaml", WITH_SECRET, lookup).unwrap_err();
-        assert!(error.message.contains("server_workloads[0].port"), "{error}");
+        assert!(
+            error.message.contains("server_workloads[0].port"),
+            "{error}"
+        );
         assert!(error.message.contains("70000"), "{error}");
     }
 
@@ -497,12 +593,16 @@ access_policies:
         let text = "server_workloads:\n  - {name: api, host: api.local, port: ${PORT}}\n";
         let error = parse_with_variables("f.yaml", text, |_| Some("443".to_string())).unwrap_err();
         assert_eq!(error.line, Some(2));
-        assert!(error.message.contains("write a placeholder in quotes"), "{error}");
+        assert!(
+            error.message.contains("write a placeholder in quotes"),
+            "{error}"
+        );
     }
 
     #[test]
     fn numeric_secret_is_not_echoed() {
-        let text = "credential_providers:\n  - {name: key, kind: static_secret, value: 98765432109}\n";
+        let text =
+            "credential_providers:\n  - {name: key, kind: static_secret, value: 98765432109}\n";
         let error = parse("f.yaml", text).unwrap_err().to_string();
         assert!(!error.contains("98765432109"), "{error}");
         assert!(error.contains("quote it"), "{error}");

@@ -14,7 +14,8 @@ use serde::Serialize;
 use crate::conditions::{self, RequestContext};
 use crate::config::Config;
 use crate::resources::{
-    AccessPolicy, ClientWorkload, CredentialProvider, Identity, MatchValue, ServerWorkload, TrustProvider, UNIX_AGENT_ATTRIBUTE,
+    AccessPolicy, ClientWorkload, CredentialProvider, Identity, MatchValue, ServerWorkload,
+    TrustProvider, UNIX_AGENT_ATTRIBUTE,
 };
 use crate::spiffe::TrustDomain;
 
@@ -119,7 +120,13 @@ pub struct Denial {
 
 impl Denial {
     pub fn new(step: Step, reason: impl Into<String>) -> Denial {
-        Denial { step, reason: reason.into(), client_workload: None, server_workload: None, policy: None }
+        Denial {
+            step,
+            reason: reason.into(),
+            client_workload: None,
+            server_workload: None,
+            policy: None,
+        }
     }
 }
 
@@ -156,7 +163,10 @@ pub fn decide<'a>(config: &'a Config, input: &DecisionInput<'_>) -> Result<Grant
     };
 
     let Some(server) = server_workload_for(config, input.target) else {
-        return Err(denial_context(Step::ServerWorkload, format!("no server workload matches {}", input.target)));
+        return Err(denial_context(
+            Step::ServerWorkload,
+            format!("no server workload matches {}", input.target),
+        ));
     };
 
     let denial = |step, reason: String, policy: Option<&AccessPolicy>| Denial {
@@ -170,12 +180,18 @@ pub fn decide<'a>(config: &'a Config, input: &DecisionInput<'_>) -> Result<Grant
     let Some(policy) = config.policy_for(&client.name, &server.name) else {
         return Err(denial(
             Step::AccessPolicy,
-            format!("no access policy allows client workload {:?} to reach server workload {:?}", client.name, server.name),
+            format!(
+                "no access policy allows client workload {:?} to reach server workload {:?}",
+                client.name, server.name
+            ),
             None,
         ));
     };
 
-    let Some(trust_provider) = trust_provider.into_iter().find(|name| policy.trust_providers.contains(name)) else {
+    let Some(trust_provider) = trust_provider
+        .into_iter()
+        .find(|name| policy.trust_providers.contains(name))
+    else {
         return Err(denial(
             Step::AccessPolicy,
             format!(
@@ -196,17 +212,25 @@ pub fn decide<'a>(config: &'a Config, input: &DecisionInput<'_>) -> Result<Grant
 
     for name in &policy.access_conditions {
         let Some(condition) = config.access_conditions.get(name) else {
-            return Err(denial(Step::AccessCondition, format!("access condition {name:?} does not exist"), Some(policy)));
+            return Err(denial(
+                Step::AccessCondition,
+                format!("access condition {name:?} does not exist"),
+                Some(policy),
+            ));
         };
         if let Err(reason) = conditions::evaluate(condition, &input.context) {
             return Err(denial(Step::AccessCondition, reason, Some(policy)));
         }
     }
 
-    let Some(credential_provider) = config.credential_providers.get(&policy.credential_provider) else {
+    let Some(credential_provider) = config.credential_providers.get(&policy.credential_provider)
+    else {
         return Err(denial(
             Step::CredentialProvider,
-            format!("credential provider {:?} does not exist", policy.credential_provider),
+            format!(
+                "credential provider {:?} does not exist",
+                policy.credential_provider
+            ),
             Some(policy),
         ));
     };
@@ -223,12 +247,17 @@ pub fn decide<'a>(config: &'a Config, input: &DecisionInput<'_>) -> Result<Grant
 
 /// Finds the one client workload whose identity rules match the attested attributes. Returns it
 /// with the trust providers through which it matched.
-fn identify<'a>(config: &'a Config, attestations: &[Attestation]) -> Result<(&'a ClientWorkload, Vec<String>), Denial> {
+fn identify<'a>(
+    config: &'a Config,
+    attestations: &[Attestation],
+) -> Result<(&'a ClientWorkload, Vec<String>), Denial> {
     let mut matches: Vec<(&ClientWorkload, Vec<String>)> = Vec::new();
     for client in config.client_workloads.values() {
         let mut via = Vec::new();
         for identity in &client.identities {
-            let attested = attestations.iter().find(|a| a.trust_provider == identity.trust_provider);
+            let attested = attestations
+                .iter()
+                .find(|a| a.trust_provider == identity.trust_provider);
             if let Some(attestation) = attested
                 && unix_scope_matches(config, identity, attestation)
                 && rules_match(&identity.match_rules, &attestation.attributes)
@@ -242,7 +271,10 @@ fn identify<'a>(config: &'a Config, attestations: &[Attestation]) -> Result<(&'a
         }
     }
 
-    let providers: Vec<&str> = attestations.iter().map(|a| a.trust_provider.as_str()).collect();
+    let providers: Vec<&str> = attestations
+        .iter()
+        .map(|a| a.trust_provider.as_str())
+        .collect();
     match matches.len() {
         1 => Ok(matches.remove(0)),
         0 => Err(Denial::new(
@@ -250,10 +282,15 @@ fn identify<'a>(config: &'a Config, attestations: &[Attestation]) -> Result<(&'a
             format!("the evidence attested by {providers:?} matches no client workload"),
         )),
         _ => {
-            let names: Vec<&str> = matches.iter().map(|(client, _)| client.name.as_str()).collect();
+            let names: Vec<&str> = matches
+                .iter()
+                .map(|(client, _)| client.name.as_str())
+                .collect();
             Err(Denial::new(
                 Step::ClientWorkload,
-                format!("ambiguous evidence: it matches client workloads {names:?}; make their identity rules exclusive"),
+                format!(
+                    "ambiguous evidence: it matches client workloads {names:?}; make their identity rules exclusive"
+                ),
             ))
         }
     }
@@ -273,7 +310,10 @@ fn unix_scope_matches(config: &Config, identity: &Identity, attestation: &Attest
 }
 
 /// Checks that every rule matches at least one attested value of its attribute.
-pub fn rules_match(rules: &BTreeMap<String, MatchValue>, attributes: &BTreeMap<String, Vec<String>>) -> bool {
+pub fn rules_match(
+    rules: &BTreeMap<String, MatchValue>,
+    attributes: &BTreeMap<String, Vec<String>>,
+) -> bool {
     rules.iter().all(|(attribute, expected)| {
         attributes
             .get(attribute)

@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     /// The text is not a number followed by one of `s`, `m`, `h`, `d`.
-    #[error("invalid duration {0:?}: expected a whole number followed by s, m, h or d, such as 300s, 5m, 1h or 90d")]
+    #[error(
+        "invalid duration {0:?}: expected a whole number followed by s, m, h or d, such as 300s, 5m, 1h or 90d"
+    )]
     Invalid(String),
 }
 
@@ -92,7 +94,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_text() {
-        for text in ["", "5", "m", "-5m", "5 m", "1.5h", "5w", "99999999999999999999d", "5é"] {
+        for text in [
+            "",
+            "5",
+            "m",
+            "-5m",
+            "5 m",
+            "1.5h",
+            "5w",
+            "99999999999999999999d",
+            "5é",
+        ] {
             assert!(Seconds::parse(text).is_err(), "{text} was accepted");
         }
     }

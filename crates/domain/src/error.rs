@@ -16,8 +16,16 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, value: &str, reason: &str) -> FieldError {
-        let value = if value.len() > 200 { format!("{}...", truncate(value, 200)) } else { value.to_string() };
-        FieldError { field: field.to_string(), value, reason: reason.to_string() }
+        let value = if value.len() > 200 {
+            format!("{}...", truncate(value, 200))
+        } else {
+            value.to_string()
+        };
+        FieldError {
+            field: field.to_string(),
+            value,
+            reason: reason.to_string(),
+        }
     }
 
     /// Prefixes the field path, as in `schedule[0]` + `start`.

@@ -125,26 +125,63 @@ impl FederatedTokenExchangeProvider {
 
     pub fn validate(&self) -> Result<(), FieldError> {
         crate::resources::validate_url("token_url", &self.token_url)?;
-        if self.svid_audience.is_empty() || self.svid_audience.iter().any(|audience| audience.trim().is_empty()) {
-            return Err(FieldError::new("svid_audience", "", "must list at least one non-empty audience"));
+        if self.svid_audience.is_empty()
+            || self
+                .svid_audience
+                .iter()
+                .any(|audience| audience.trim().is_empty())
+        {
+            return Err(FieldError::new(
+                "svid_audience",
+                "",
+                "must list at least one non-empty audience",
+            ));
         }
         if self.svid_ttl < MIN_CREDENTIAL_TTL || self.svid_ttl > Seconds(3600) {
-            return Err(FieldError::new("svid_ttl", &self.svid_ttl.to_string(), "must be between 10s and 1h"));
+            return Err(FieldError::new(
+                "svid_ttl",
+                &self.svid_ttl.to_string(),
+                "must be between 10s and 1h",
+            ));
         }
         if self.timeout > MAX_TOKEN_TIMEOUT || self.timeout.as_secs() == 0 {
-            return Err(FieldError::new("timeout", &self.timeout.to_string(), "must be between 1s and 60s"));
+            return Err(FieldError::new(
+                "timeout",
+                &self.timeout.to_string(),
+                "must be between 1s and 60s",
+            ));
         }
-        if let Some(scope) = self.scopes.iter().find(|scope| scope.is_empty() || scope.contains(char::is_whitespace)) {
-            return Err(FieldError::new("scopes", scope, "each scope must be non-empty and without spaces"));
+        if let Some(scope) = self
+            .scopes
+            .iter()
+            .find(|scope| scope.is_empty() || scope.contains(char::is_whitespace))
+        {
+            return Err(FieldError::new(
+                "scopes",
+                scope,
+                "each scope must be non-empty and without spaces",
+            ));
         }
-        if let Some(name) = self.extra_params.keys().find(|name| RESERVED_PARAMS.contains(&name.as_str())) {
-            return Err(FieldError::new(&format!("extra_params.{name}"), name, "is set by the exchange itself"));
+        if let Some(name) = self
+            .extra_params
+            .keys()
+            .find(|name| RESERVED_PARAMS.contains(&name.as_str()))
+        {
+            return Err(FieldError::new(
+                &format!("extra_params.{name}"),
+                name,
+                "is set by the exchange itself",
+            ));
         }
         match self.exchange {
             ExchangeForm::Rfc8693 => Ok(()),
             ExchangeForm::ClientAssertion => match &self.client_id {
                 Some(client_id) if !client_id.is_empty() => Ok(()),
-                _ => Err(FieldError::new("client_id", "", "is required with exchange: client_assertion")),
+                _ => Err(FieldError::new(
+                    "client_id",
+                    "",
+                    "is required with exchange: client_assertion",
+                )),
             },
             ExchangeForm::AwsSts => self.validate_aws(),
         }
@@ -153,20 +190,48 @@ impl FederatedTokenExchangeProvider {
     fn validate_aws(&self) -> Result<(), FieldError> {
         match &self.role_arn {
             Some(arn) if arn.starts_with("arn:") && !arn.contains(char::is_whitespace) => {}
-            Some(arn) => return Err(FieldError::new("role_arn", arn, "must be an ARN such as arn:aws:iam::123456789012:role/reports")),
-            None => return Err(FieldError::new("role_arn", "", "is required with exchange: aws_sts")),
+            Some(arn) => {
+                return Err(FieldError::new(
+                    "role_arn",
+                    arn,
+                    "must be an ARN such as arn:aws:iam::123456789012:role/reports",
+                ));
+            }
+            None => {
+                return Err(FieldError::new(
+                    "role_arn",
+                    "",
+                    "is required with exchange: aws_sts",
+                ));
+            }
         }
         if let Some(name) = &self.session_name
             && !is_aws_session_name(name)
         {
-            return Err(FieldError::new("session_name", name, "must be 2 to 64 characters of letters, digits and +=,.@_-"));
+            return Err(FieldError::new(
+                "session_name",
+                name,
+                "must be 2 to 64 characters of letters, digits and +=,.@_-",
+            ));
         }
         let duration = self.aws_duration();
         if duration < Seconds(900) || duration > Seconds(43_200) || duration > MAX_CREDENTIAL_TTL {
-            return Err(FieldError::new("duration", &duration.to_string(), "must be between 15m and 12h"));
+            return Err(FieldError::new(
+                "duration",
+                &duration.to_string(),
+                "must be between 15m and 12h",
+            ));
         }
-        if !self.scopes.is_empty() || self.audience.is_some() || self.resource.is_some() || !self.extra_params.is_empty() {
-            return Err(FieldError::new("scopes", "", "scopes, audience, resource and extra_params do not apply to exchange: aws_sts"));
+        if !self.scopes.is_empty()
+            || self.audience.is_some()
+            || self.resource.is_some()
+            || !self.extra_params.is_empty()
+        {
+            return Err(FieldError::new(
+                "scopes",
+                "",
+                "scopes, audience, resource and extra_params do not apply to exchange: aws_sts",
+            ));
         }
         Ok(())
     }
@@ -174,7 +239,10 @@ impl FederatedTokenExchangeProvider {
 
 /// Checks AWS's role session name rule: 2 to 64 characters of `[\w+=,.@-]`.
 pub fn is_aws_session_name(name: &str) -> bool {
-    (2..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
+    (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
 }
 
 #[cfg(test)]
@@ -192,24 +260,39 @@ mod tests {
 
     #[test]
     fn aws_sts_needs_role_arn() {
-        assert_eq!(validate(&format!("{BASE}, exchange: aws_sts}}")), Err("role_arn".to_string()));
-        assert_eq!(validate(&format!("{BASE}, exchange: aws_sts, role_arn: \"arn:aws:iam::1:role/r\"}}")), Ok(()));
+        assert_eq!(
+            validate(&format!("{BASE}, exchange: aws_sts}}")),
+            Err("role_arn".to_string())
+        );
+        assert_eq!(
+            validate(&format!(
+                "{BASE}, exchange: aws_sts, role_arn: \"arn:aws:iam::1:role/r\"}}"
+            )),
+            Ok(())
+        );
     }
 
     #[test]
     fn aws_sts_duration_is_bounded() {
-        let yaml = format!("{BASE}, exchange: aws_sts, role_arn: \"arn:aws:iam::1:role/r\", duration: 5m}}");
+        let yaml = format!(
+            "{BASE}, exchange: aws_sts, role_arn: \"arn:aws:iam::1:role/r\", duration: 5m}}"
+        );
         assert_eq!(validate(&yaml), Err("duration".to_string()));
     }
 
     #[test]
     fn client_assertion_needs_client_id() {
-        assert_eq!(validate(&format!("{BASE}, exchange: client_assertion}}")), Err("client_id".to_string()));
+        assert_eq!(
+            validate(&format!("{BASE}, exchange: client_assertion}}")),
+            Err("client_id".to_string())
+        );
     }
 
     #[test]
     fn invalid_session_name_is_rejected() {
-        let yaml = format!("{BASE}, exchange: aws_sts, role_arn: \"arn:aws:iam::1:role/r\", session_name: \"a b\"}}");
+        let yaml = format!(
+            "{BASE}, exchange: aws_sts, role_arn: \"arn:aws:iam::1:role/r\", session_name: \"a b\"}}"
+        );
         assert_eq!(validate(&yaml), Err("session_name".to_string()));
     }
 }

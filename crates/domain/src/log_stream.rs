@@ -98,9 +98,15 @@ impl StreamFilter {
     pub fn matches(&self, event: &AuditEvent) -> bool {
         let event = &event.event;
         let kind_ok = self.kinds.is_empty() || self.kinds.contains(&event.kind);
-        let outcome_ok = self.outcomes.is_empty() || event.outcome.is_some_and(|outcome| self.outcomes.contains(&outcome));
+        let outcome_ok = self.outcomes.is_empty()
+            || event
+                .outcome
+                .is_some_and(|outcome| self.outcomes.contains(&outcome));
         let workload_ok = self.server_workloads.is_empty()
-            || event.server_workload.as_ref().is_some_and(|name| self.server_workloads.contains(name));
+            || event
+                .server_workload
+                .as_ref()
+                .is_some_and(|name| self.server_workloads.contains(name));
         kind_ok && outcome_ok && workload_ok
     }
 }
@@ -152,7 +158,11 @@ pub struct LogStream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Seconds>,
     /// Maximum number of events per send, 100 by default.
-    #[serde(default, deserialize_with = "crate::scalar::option_u32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::option_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub batch_size: Option<u32>,
 }
 
@@ -225,7 +235,11 @@ impl LogStream {
         ];
         for (field, is_set) in set {
             if is_set && !used.contains(&field) {
-                return Err(FieldError::new(field, "", &format!("is not used by a {} log stream", self.kind.as_str())));
+                return Err(FieldError::new(
+                    field,
+                    "",
+                    &format!("is not used by a {} log stream", self.kind.as_str()),
+                ));
             }
         }
 
@@ -237,9 +251,19 @@ impl LogStream {
                 let auth = self.auth.unwrap_or_default();
                 match (auth, self.header.as_deref()) {
                     (WebhookAuth::Header, Some(header)) => validate_header_name(header)?,
-                    (WebhookAuth::Header, None) => return Err(FieldError::new("header", "", "is required with auth: header")),
+                    (WebhookAuth::Header, None) => {
+                        return Err(FieldError::new(
+                            "header",
+                            "",
+                            "is required with auth: header",
+                        ));
+                    }
                     (WebhookAuth::Bearer, Some(_)) => {
-                        return Err(FieldError::new("header", "", "is only used with auth: header"));
+                        return Err(FieldError::new(
+                            "header",
+                            "",
+                            "is only used with auth: header",
+                        ));
                     }
                     (WebhookAuth::Bearer, None) => {}
                 }
@@ -252,8 +276,16 @@ impl LogStream {
                 validate_address("address", self.address.as_deref())?;
                 let tls = self.transport == Some(SyslogTransport::Tls);
                 if !tls && (self.ca_file.is_some() || self.server_name.is_some()) {
-                    let field = if self.ca_file.is_some() { "ca_file" } else { "server_name" };
-                    return Err(FieldError::new(field, "", "is only used with transport: tls"));
+                    let field = if self.ca_file.is_some() {
+                        "ca_file"
+                    } else {
+                        "server_name"
+                    };
+                    return Err(FieldError::new(
+                        field,
+                        "",
+                        "is only used with transport: tls",
+                    ));
                 }
                 if tls {
                     require_text("ca_file", self.ca_file.as_deref())?;
@@ -266,19 +298,37 @@ impl LogStream {
                     && subject.split('.').all(|token| !token.is_empty())
                     && !subject.contains(|c: char| c.is_whitespace() || c == '*' || c == '>');
                 if !valid {
-                    return Err(FieldError::new("subject", subject, "must be a NATS subject without wildcards, such as mayfly.audit"));
+                    return Err(FieldError::new(
+                        "subject",
+                        subject,
+                        "must be a NATS subject without wildcards, such as mayfly.audit",
+                    ));
                 }
             }
         }
 
-        if self.timeout.is_some_and(|timeout| timeout.as_secs() == 0 || timeout.as_secs() > 300) {
-            let text = self.timeout.map(|timeout| timeout.to_string()).unwrap_or_default();
-            return Err(FieldError::new("timeout", &text, "must be between 1s and 5m"));
+        if self
+            .timeout
+            .is_some_and(|timeout| timeout.as_secs() == 0 || timeout.as_secs() > 300)
+        {
+            let text = self
+                .timeout
+                .map(|timeout| timeout.to_string())
+                .unwrap_or_default();
+            return Err(FieldError::new(
+                "timeout",
+                &text,
+                "must be between 1s and 5m",
+            ));
         }
         if let Some(size) = self.batch_size
             && (size == 0 || size > MAX_BATCH_SIZE)
         {
-            return Err(FieldError::new("batch_size", &size.to_string(), "must be between 1 and 1000"));
+            return Err(FieldError::new(
+                "batch_size",
+                &size.to_string(),
+                "must be between 1 and 1000",
+            ));
         }
         for (index, name) in self.filter.server_workloads.iter().enumerate() {
             validate_name(&format!("filter.server_workloads[{index}]"), name)?;
@@ -290,15 +340,25 @@ impl LogStream {
 fn require_text(field: &str, value: Option<&str>) -> Result<(), FieldError> {
     match value {
         Some(text) if !text.trim().is_empty() => Ok(()),
-        _ => Err(FieldError::new(field, "", "is required and must not be empty")),
+        _ => Err(FieldError::new(
+            field,
+            "",
+            "is required and must not be empty",
+        )),
     }
 }
 
 pub(crate) fn validate_http_url(field: &str, value: Option<&str>) -> Result<(), FieldError> {
     let text = value.unwrap_or_default();
-    let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !text.contains(char::is_whitespace) => {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !text.contains(char::is_whitespace) =>
+        {
             // The authority ends at the first `/`, `?` or `#`. An `@` in it separates user
             // information, which would be shown wherever the URL is, and sent instead of the secret.
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -312,7 +372,11 @@ pub(crate) fn validate_http_url(field: &str, value: Option<&str>) -> Result<(), 
             }
             Ok(())
         }
-        _ => Err(FieldError::new(field, text, "must be an http:// or https:// URL")),
+        _ => Err(FieldError::new(
+            field,
+            text,
+            "must be an http:// or https:// URL",
+        )),
     }
 }
 
@@ -334,19 +398,30 @@ const RESERVED_HEADERS: [&str; 11] = [
 
 fn validate_address(field: &str, value: Option<&str>) -> Result<(), FieldError> {
     let text = value.unwrap_or_default();
-    let valid = text
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0));
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+    });
     if !valid {
-        return Err(FieldError::new(field, text, "must be host:port, such as 127.0.0.1:6514"));
+        return Err(FieldError::new(
+            field,
+            text,
+            "must be host:port, such as 127.0.0.1:6514",
+        ));
     }
     Ok(())
 }
 
 pub(crate) fn validate_header_name(header: &str) -> Result<(), FieldError> {
-    let valid = !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let valid = !header.is_empty()
+        && header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid {
-        return Err(FieldError::new("header", header, "must be a valid HTTP header name"));
+        return Err(FieldError::new(
+            "header",
+            header,
+            "must be a valid HTTP header name",
+        ));
     }
     if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
         return Err(FieldError::new(
@@ -385,7 +460,9 @@ mod tests {
 
     #[test]
     fn issue_example_is_valid() {
-        let parsed = stream("{name: siem, kind: syslog, address: 127.0.0.1:1514, transport: tcp, format: ocsf}");
+        let parsed = stream(
+            "{name: siem, kind: syslog, address: 127.0.0.1:1514, transport: tcp, format: ocsf}",
+        );
         assert_eq!(parsed.validate(), Ok(()));
         assert_eq!(parsed.format, StreamFormat::Ocsf);
     }
@@ -393,39 +470,67 @@ mod tests {
     #[test]
     fn field_of_other_kind_is_rejected() {
         let parsed = stream("{name: f, kind: file, path: /tmp/x, url: http://a.example}");
-        assert_eq!(parsed.validate().map_err(|error| error.field), Err("url".to_string()));
+        assert_eq!(
+            parsed.validate().map_err(|error| error.field),
+            Err("url".to_string())
+        );
     }
 
     #[test]
     fn webhook_needs_secret_and_header_name() {
         let missing = stream("{name: w, kind: webhook, url: http://127.0.0.1:9/x}");
-        assert_eq!(missing.validate().map_err(|error| error.field), Err("secret".to_string()));
-        let no_header = stream("{name: w, kind: webhook, url: http://127.0.0.1:9/x, secret: s, auth: header}");
-        assert_eq!(no_header.validate().map_err(|error| error.field), Err("header".to_string()));
-        let good = stream("{name: w, kind: webhook, url: http://127.0.0.1:9/x, secret: s, auth: header, header: X-Key}");
+        assert_eq!(
+            missing.validate().map_err(|error| error.field),
+            Err("secret".to_string())
+        );
+        let no_header =
+            stream("{name: w, kind: webhook, url: http://127.0.0.1:9/x, secret: s, auth: header}");
+        assert_eq!(
+            no_header.validate().map_err(|error| error.field),
+            Err("header".to_string())
+        );
+        let good = stream(
+            "{name: w, kind: webhook, url: http://127.0.0.1:9/x, secret: s, auth: header, header: X-Key}",
+        );
         assert_eq!(good.validate(), Ok(()));
     }
 
     #[test]
     fn limits_are_checked() {
         let batch = stream("{name: f, kind: file, path: /tmp/x, batch_size: 5000}");
-        assert_eq!(batch.validate().map_err(|error| error.field), Err("batch_size".to_string()));
+        assert_eq!(
+            batch.validate().map_err(|error| error.field),
+            Err("batch_size".to_string())
+        );
         let timeout = stream("{name: f, kind: file, path: /tmp/x, timeout: 1h}");
-        assert_eq!(timeout.validate().map_err(|error| error.field), Err("timeout".to_string()));
+        assert_eq!(
+            timeout.validate().map_err(|error| error.field),
+            Err("timeout".to_string())
+        );
         let subject = stream("{name: n, kind: nats, address: 127.0.0.1:4222, subject: audit.>}");
-        assert_eq!(subject.validate().map_err(|error| error.field), Err("subject".to_string()));
+        assert_eq!(
+            subject.validate().map_err(|error| error.field),
+            Err("subject".to_string())
+        );
     }
 
     #[test]
     fn tls_syslog_needs_ca_file() {
         let parsed = stream("{name: s, kind: syslog, address: 127.0.0.1:6514, transport: tls}");
-        assert_eq!(parsed.validate().map_err(|error| error.field), Err("ca_file".to_string()));
+        assert_eq!(
+            parsed.validate().map_err(|error| error.field),
+            Err("ca_file".to_string())
+        );
     }
 
     #[test]
     fn debug_hides_secret() {
-        let parsed = stream("{name: w, kind: http_hec, url: http://127.0.0.1:9/x, secret: hec-token-value}");
-        assert_eq!(parsed.secret.as_ref().map(StreamSecret::expose), Some("hec-token-value"));
+        let parsed =
+            stream("{name: w, kind: http_hec, url: http://127.0.0.1:9/x, secret: hec-token-value}");
+        assert_eq!(
+            parsed.secret.as_ref().map(StreamSecret::expose),
+            Some("hec-token-value")
+        );
         assert!(!format!("{parsed:?}").contains("hec-token-value"));
     }
 

@@ -100,7 +100,9 @@ impl OauthClientCredentialsProvider {
 
     /// Returns the `aud` claim of a `private_key_jwt` assertion.
     pub fn assertion_audience(&self) -> &str {
-        self.assertion_audience.as_deref().unwrap_or(&self.token_url)
+        self.assertion_audience
+            .as_deref()
+            .unwrap_or(&self.token_url)
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -108,8 +110,16 @@ impl OauthClientCredentialsProvider {
         if self.client_id.is_empty() {
             return Err(FieldError::new("client_id", "", "must not be empty"));
         }
-        if let Some(scope) = self.scopes.iter().find(|scope| scope.is_empty() || scope.contains(char::is_whitespace)) {
-            return Err(FieldError::new("scopes", scope, "each scope must be non-empty and without spaces"));
+        if let Some(scope) = self
+            .scopes
+            .iter()
+            .find(|scope| scope.is_empty() || scope.contains(char::is_whitespace))
+        {
+            return Err(FieldError::new(
+                "scopes",
+                scope,
+                "each scope must be non-empty and without spaces",
+            ));
         }
         if !self.client_auth.uses_secret() && self.client_secret.is_some() {
             return Err(FieldError::new(
@@ -123,7 +133,11 @@ impl OauthClientCredentialsProvider {
         {
             return Err(FieldError::new("client_secret", "", "must not be empty"));
         }
-        if let Some(name) = self.extra_params.keys().find(|name| RESERVED_PARAMS.contains(&name.as_str())) {
+        if let Some(name) = self
+            .extra_params
+            .keys()
+            .find(|name| RESERVED_PARAMS.contains(&name.as_str()))
+        {
             return Err(FieldError::new(
                 &format!("extra_params.{name}"),
                 name,
@@ -133,10 +147,18 @@ impl OauthClientCredentialsProvider {
         if let Some(audience) = &self.assertion_audience
             && audience.is_empty()
         {
-            return Err(FieldError::new("assertion_audience", "", "must not be empty"));
+            return Err(FieldError::new(
+                "assertion_audience",
+                "",
+                "must not be empty",
+            ));
         }
         if self.timeout > MAX_TOKEN_TIMEOUT || self.timeout.as_secs() == 0 {
-            return Err(FieldError::new("timeout", &self.timeout.to_string(), "must be between 1s and 60s"));
+            return Err(FieldError::new(
+                "timeout",
+                &self.timeout.to_string(),
+                "must be between 1s and 60s",
+            ));
         }
         Ok(())
     }
@@ -156,40 +178,53 @@ mod tests {
 
     #[test]
     fn valid_provider_passes() {
-        let provider = parse(&format!("{BASE}, client_auth: private_key_jwt, scopes: [\"reports:read\"]}}"));
+        let provider = parse(&format!(
+            "{BASE}, client_auth: private_key_jwt, scopes: [\"reports:read\"]}}"
+        ));
         assert_eq!(provider.validate(), Ok(()));
         assert_eq!(provider.credential_type(), "access_token");
     }
 
     #[test]
     fn client_secret_with_private_key_jwt_is_rejected() {
-        let provider = parse(&format!("{BASE}, client_auth: private_key_jwt, client_secret: s3cret}}"));
+        let provider = parse(&format!(
+            "{BASE}, client_auth: private_key_jwt, client_secret: s3cret}}"
+        ));
         assert_eq!(provider.validate().unwrap_err().field, "client_secret");
     }
 
     #[test]
     fn extra_params_cannot_override_the_grant() {
-        let provider = parse(&format!("{BASE}, client_auth: client_secret_post, extra_params: {{grant_type: password}}}}"));
-        assert_eq!(provider.validate().unwrap_err().field, "extra_params.grant_type");
+        let provider = parse(&format!(
+            "{BASE}, client_auth: client_secret_post, extra_params: {{grant_type: password}}}}"
+        ));
+        assert_eq!(
+            provider.validate().unwrap_err().field,
+            "extra_params.grant_type"
+        );
     }
 
     #[test]
     fn scope_with_space_is_rejected() {
-        let provider = parse(&format!("{BASE}, client_auth: client_secret_basic, scopes: [\"a b\"]}}"));
+        let provider = parse(&format!(
+            "{BASE}, client_auth: client_secret_basic, scopes: [\"a b\"]}}"
+        ));
         assert_eq!(provider.validate().unwrap_err().field, "scopes");
     }
 
     #[test]
     fn token_url_must_be_http() {
-        let provider = parse("{name: r, kind: oauth_client_credentials, token_url: \"ftp://x\", client_id: r, client_auth: client_secret_basic}");
+        let provider = parse(
+            "{name: r, kind: oauth_client_credentials, token_url: \"ftp://x\", client_id: r, client_auth: client_secret_basic}",
+        );
         assert_eq!(provider.validate().unwrap_err().field, "token_url");
     }
 
     #[test]
     fn scope_set_is_sorted_and_deduplicated() {
-        let CredentialProvider::OauthClientCredentials(provider) =
-            parse(&format!("{BASE}, client_auth: private_key_jwt, scopes: [b, a, b]}}"))
-        else {
+        let CredentialProvider::OauthClientCredentials(provider) = parse(&format!(
+            "{BASE}, client_auth: private_key_jwt, scopes: [b, a, b]}}"
+        )) else {
             panic!("not an oauth provider");
         };
         assert_eq!(provider.scope_set(), vec!["a", "b"]);

@@ -10,14 +10,14 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::alerts::AlertRule;
 use crate::duration::Seconds;
 use crate::error::FieldError;
-use crate::alerts::AlertRule;
+pub use crate::federation::FederatedTokenExchangeProvider;
 use crate::log_stream::LogStream;
 use crate::notification::NotificationTarget;
-use crate::spiffe::SpiffeId;
-pub use crate::federation::FederatedTokenExchangeProvider;
 pub use crate::oauth::OauthClientCredentialsProvider;
+use crate::spiffe::SpiffeId;
 pub use crate::static_secret::StaticSecretProvider;
 
 /// Longest credential lifetime a provider may configure: 24 hours. It also bounds how long a
@@ -105,9 +105,9 @@ impl ResourceKind {
     /// Accepts any of the three spellings and the singular kebab form (`trust-provider`).
     pub fn parse(text: &str) -> Option<ResourceKind> {
         let normalized = text.replace('-', "_");
-        ResourceKind::ALL.into_iter().find(|kind| {
-            normalized == kind.as_str() || normalized == kind.file_key()
-        })
+        ResourceKind::ALL
+            .into_iter()
+            .find(|kind| normalized == kind.as_str() || normalized == kind.file_key())
     }
 }
 
@@ -129,7 +129,9 @@ pub struct Reference {
 /// Checks a resource name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting and ending with a
 /// letter or digit.
 pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
-    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let valid_ends = !name.starts_with('-') && !name.ends_with('-');
     if name.is_empty() || name.len() > 63 || !valid_chars || !valid_ends {
         return Err(FieldError::new(
@@ -197,7 +199,11 @@ pub struct OidcTrustProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// Find `jwks_uri` through `<issuer>/.well-known/openid-configuration`.
-    #[serde(default, deserialize_with = "crate::scalar::boolean", skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::boolean",
+        skip_serializing_if = "is_false"
+    )]
     pub discovery: bool,
     /// Claims every accepted token must carry with these values, whichever client workload it
     /// identifies (for example `repository_owner: acme`).
@@ -234,7 +240,15 @@ pub struct UnixTrustProvider {
 /// agent's credential, never from what the agent sends, and leaves it out for processes on the
 /// server's own socket. A rule with `agent` matches only processes attested by a matching agent,
 /// and a rule without it matches only processes on the server's own socket.
-pub const UNIX_ATTRIBUTES: [&str; 7] = ["uid", "gid", "groups", "pid", "path", "sha256", UNIX_AGENT_ATTRIBUTE];
+pub const UNIX_ATTRIBUTES: [&str; 7] = [
+    "uid",
+    "gid",
+    "groups",
+    "pid",
+    "path",
+    "sha256",
+    UNIX_AGENT_ATTRIBUTE,
+];
 
 /// The attribute naming the agent that attested a process.
 pub const UNIX_AGENT_ATTRIBUTE: &str = "agent";
@@ -276,13 +290,21 @@ impl TrustProvider {
         if let Some(jwks) = &provider.jwks {
             let has_keys = jwks.get("keys").and_then(|keys| keys.as_array()).is_some();
             if !has_keys {
-                return Err(FieldError::new("jwks", "", "must be a JWK set: an object with a \"keys\" array"));
+                return Err(FieldError::new(
+                    "jwks",
+                    "",
+                    "must be a JWK set: an object with a \"keys\" array",
+                ));
             }
         }
         if let Some(leeway) = provider.leeway
             && leeway.as_secs() > 300
         {
-            return Err(FieldError::new("leeway", &leeway.to_string(), "must be at most 5m"));
+            return Err(FieldError::new(
+                "leeway",
+                &leeway.to_string(),
+                "must be at most 5m",
+            ));
         }
         Ok(())
     }
@@ -318,7 +340,11 @@ impl ClientWorkload {
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("name", &self.name)?;
         if self.identities.is_empty() {
-            return Err(FieldError::new("identities", "", "must list at least one identity"));
+            return Err(FieldError::new(
+                "identities",
+                "",
+                "must list at least one identity",
+            ));
         }
         for (index, identity) in self.identities.iter().enumerate() {
             if identity.match_rules.is_empty() {
@@ -329,7 +355,11 @@ impl ClientWorkload {
                 ));
             }
             // `*` matches any value, so a rule made only of `*` values matches every caller.
-            if identity.match_rules.values().all(|value| !value.0.is_empty() && value.0.bytes().all(|b| b == b'*')) {
+            if identity
+                .match_rules
+                .values()
+                .all(|value| !value.0.is_empty() && value.0.bytes().all(|b| b == b'*'))
+            {
                 return Err(FieldError::new(
                     &format!("identities[{index}].match"),
                     "",
@@ -393,13 +423,23 @@ impl ServerWorkload {
         match &self.authentication {
             Authentication::Header { header } => {
                 let valid = !header.is_empty()
-                    && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    && header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
                 if !valid {
-                    return Err(FieldError::new("authentication.header", header, "must be a valid HTTP header name"));
+                    return Err(FieldError::new(
+                        "authentication.header",
+                        header,
+                        "must be a valid HTTP header name",
+                    ));
                 }
             }
             Authentication::Query { parameter } if parameter.is_empty() => {
-                return Err(FieldError::new("authentication.parameter", parameter, "must not be empty"));
+                return Err(FieldError::new(
+                    "authentication.parameter",
+                    parameter,
+                    "must not be empty",
+                ));
             }
             _ => {}
         }
@@ -423,7 +463,9 @@ pub fn normalize_host(host: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Credential providers
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 pub enum SigningAlgorithm {
     #[default]
     ES256,
@@ -525,12 +567,15 @@ impl CredentialProvider {
 
     pub fn typical_lifetime(&self) -> TypicalLifetime {
         match self {
-            CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
-            CredentialProvider::X509Svid(provider) => TypicalLifetime::Fixed { seconds: provider.ttl.as_secs() },
+            CredentialProvider::JwtSvid(provider) => TypicalLifetime::Fixed {
+                seconds: provider.ttl.as_secs(),
+            },
+            CredentialProvider::X509Svid(provider) => TypicalLifetime::Fixed {
+                seconds: provider.ttl.as_secs(),
+            },
             CredentialProvider::StaticSecret(_) => TypicalLifetime::UntilRotated,
-            CredentialProvider::OauthClientCredentials(_) | CredentialProvider::FederatedTokenExchange(_) => {
-                TypicalLifetime::SetByTarget
-            }
+            CredentialProvider::OauthClientCredentials(_)
+            | CredentialProvider::FederatedTokenExchange(_) => TypicalLifetime::SetByTarget,
         }
     }
 
@@ -554,10 +599,22 @@ impl CredentialProvider {
             CredentialProvider::X509Svid(provider) => return validate_ttl(provider.ttl),
         };
         if provider.audience.is_empty() {
-            return Err(FieldError::new("audience", "[]", "must list at least one audience"));
+            return Err(FieldError::new(
+                "audience",
+                "[]",
+                "must list at least one audience",
+            ));
         }
-        if let Some(empty) = provider.audience.iter().find(|value| value.trim().is_empty()) {
-            return Err(FieldError::new("audience", empty, "audience values must not be empty"));
+        if let Some(empty) = provider
+            .audience
+            .iter()
+            .find(|value| value.trim().is_empty())
+        {
+            return Err(FieldError::new(
+                "audience",
+                empty,
+                "audience values must not be empty",
+            ));
         }
         validate_ttl(provider.ttl)
     }
@@ -565,7 +622,11 @@ impl CredentialProvider {
 
 fn validate_ttl(ttl: Seconds) -> Result<(), FieldError> {
     if ttl > MAX_CREDENTIAL_TTL || ttl < MIN_CREDENTIAL_TTL {
-        return Err(FieldError::new("ttl", &ttl.to_string(), "must be between 10s and 24h"));
+        return Err(FieldError::new(
+            "ttl",
+            &ttl.to_string(),
+            "must be between 10s and 24h",
+        ));
     }
     Ok(())
 }
@@ -679,10 +740,12 @@ impl AccessCondition {
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("name", self.name())?;
         match self {
-            AccessCondition::TimeWindow(condition) => crate::conditions::validate_time_window(condition),
-            AccessCondition::SourceIp(condition) if condition.allow.is_empty() => {
-                Err(FieldError::new("allow", "[]", "must list at least one network"))
+            AccessCondition::TimeWindow(condition) => {
+                crate::conditions::validate_time_window(condition)
             }
+            AccessCondition::SourceIp(condition) if condition.allow.is_empty() => Err(
+                FieldError::new("allow", "[]", "must list at least one network"),
+            ),
             AccessCondition::SourceIp(_) => Ok(()),
             AccessCondition::Geo(condition) => crate::conditions::validate_geo(condition),
         }
@@ -710,7 +773,11 @@ impl AccessPolicy {
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_name("name", &self.name)?;
         if self.trust_providers.is_empty() {
-            return Err(FieldError::new("trust_providers", "[]", "must list at least one trust provider"));
+            return Err(FieldError::new(
+                "trust_providers",
+                "[]",
+                "must list at least one trust provider",
+            ));
         }
         Ok(())
     }
@@ -763,16 +830,29 @@ impl Resource {
     }
 
     /// Parses a resource of `kind` from its JSON form.
-    pub fn from_json(kind: ResourceKind, value: serde_json::Value) -> Result<Resource, serde_json::Error> {
+    pub fn from_json(
+        kind: ResourceKind,
+        value: serde_json::Value,
+    ) -> Result<Resource, serde_json::Error> {
         Ok(match kind {
             ResourceKind::TrustProvider => Resource::TrustProvider(serde_json::from_value(value)?),
-            ResourceKind::ClientWorkload => Resource::ClientWorkload(serde_json::from_value(value)?),
-            ResourceKind::ServerWorkload => Resource::ServerWorkload(serde_json::from_value(value)?),
-            ResourceKind::CredentialProvider => Resource::CredentialProvider(serde_json::from_value(value)?),
-            ResourceKind::AccessCondition => Resource::AccessCondition(serde_json::from_value(value)?),
+            ResourceKind::ClientWorkload => {
+                Resource::ClientWorkload(serde_json::from_value(value)?)
+            }
+            ResourceKind::ServerWorkload => {
+                Resource::ServerWorkload(serde_json::from_value(value)?)
+            }
+            ResourceKind::CredentialProvider => {
+                Resource::CredentialProvider(serde_json::from_value(value)?)
+            }
+            ResourceKind::AccessCondition => {
+                Resource::AccessCondition(serde_json::from_value(value)?)
+            }
             ResourceKind::AccessPolicy => Resource::AccessPolicy(serde_json::from_value(value)?),
             ResourceKind::LogStream => Resource::LogStream(serde_json::from_value(value)?),
-            ResourceKind::NotificationTarget => Resource::NotificationTarget(serde_json::from_value(value)?),
+            ResourceKind::NotificationTarget => {
+                Resource::NotificationTarget(serde_json::from_value(value)?)
+            }
             ResourceKind::AlertRule => Resource::AlertRule(serde_json::from_value(value)?),
         })
     }
@@ -820,32 +900,65 @@ impl Resource {
 
     /// Lists the resources this one refers to.
     pub fn references(&self) -> Vec<Reference> {
-        let reference = |kind, name: &str, field| Reference { kind, name: name.to_string(), field };
+        let reference = |kind, name: &str, field| Reference {
+            kind,
+            name: name.to_string(),
+            field,
+        };
         match self {
             Resource::ClientWorkload(workload) => workload
                 .identities
                 .iter()
-                .map(|identity| reference(ResourceKind::TrustProvider, &identity.trust_provider, "identities.trust_provider"))
+                .map(|identity| {
+                    reference(
+                        ResourceKind::TrustProvider,
+                        &identity.trust_provider,
+                        "identities.trust_provider",
+                    )
+                })
                 .collect(),
             Resource::AccessPolicy(policy) => {
                 let mut references = vec![
-                    reference(ResourceKind::ClientWorkload, &policy.client_workload, "client_workload"),
-                    reference(ResourceKind::ServerWorkload, &policy.server_workload, "server_workload"),
-                    reference(ResourceKind::CredentialProvider, &policy.credential_provider, "credential_provider"),
+                    reference(
+                        ResourceKind::ClientWorkload,
+                        &policy.client_workload,
+                        "client_workload",
+                    ),
+                    reference(
+                        ResourceKind::ServerWorkload,
+                        &policy.server_workload,
+                        "server_workload",
+                    ),
+                    reference(
+                        ResourceKind::CredentialProvider,
+                        &policy.credential_provider,
+                        "credential_provider",
+                    ),
                 ];
                 for name in &policy.trust_providers {
-                    references.push(reference(ResourceKind::TrustProvider, name, "trust_providers"));
+                    references.push(reference(
+                        ResourceKind::TrustProvider,
+                        name,
+                        "trust_providers",
+                    ));
                 }
                 for name in &policy.access_conditions {
-                    references.push(reference(ResourceKind::AccessCondition, name, "access_conditions"));
+                    references.push(reference(
+                        ResourceKind::AccessCondition,
+                        name,
+                        "access_conditions",
+                    ));
                 }
                 references.sort();
                 references.dedup_by(|a, b| a.kind == b.kind && a.name == b.name);
                 references
             }
             Resource::AlertRule(rule) => {
-                let mut references: Vec<Reference> =
-                    rule.notify.iter().map(|name| reference(ResourceKind::NotificationTarget, name, "notify")).collect();
+                let mut references: Vec<Reference> = rule
+                    .notify
+                    .iter()
+                    .map(|name| reference(ResourceKind::NotificationTarget, name, "notify"))
+                    .collect();
                 references.sort();
                 references.dedup_by(|a, b| a.kind == b.kind && a.name == b.name);
                 references
@@ -871,12 +984,20 @@ impl<'de> Deserialize<'de> for TrustProvider {
 
 impl<'de> Deserialize<'de> for CredentialProvider {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let kinds = ["jwt_svid", "static_secret", "oauth_client_credentials", "federated_token_exchange", "x509_svid"];
+        let kinds = [
+            "jwt_svid",
+            "static_secret",
+            "oauth_client_credentials",
+            "federated_token_exchange",
+            "x509_svid",
+        ];
         let (kind, body) = split_kind(deserializer, "credential provider", &kinds)?;
         match kind.as_str() {
             "jwt_svid" => parse_variant(body).map(CredentialProvider::JwtSvid),
             "static_secret" => parse_variant(body).map(CredentialProvider::StaticSecret),
-            "oauth_client_credentials" => parse_variant(body).map(CredentialProvider::OauthClientCredentials),
+            "oauth_client_credentials" => {
+                parse_variant(body).map(CredentialProvider::OauthClientCredentials)
+            }
             "x509_svid" => parse_variant(body).map(CredentialProvider::X509Svid),
             _ => parse_variant(body).map(CredentialProvider::FederatedTokenExchange),
         }
@@ -885,7 +1006,11 @@ impl<'de> Deserialize<'de> for CredentialProvider {
 
 impl<'de> Deserialize<'de> for AccessCondition {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (kind, body) = split_kind(deserializer, "access condition", &["time_window", "source_ip", "geo"])?;
+        let (kind, body) = split_kind(
+            deserializer,
+            "access condition",
+            &["time_window", "source_ip", "geo"],
+        )?;
         match kind.as_str() {
             "time_window" => parse_variant(body).map(AccessCondition::TimeWindow),
             "geo" => parse_variant(body).map(AccessCondition::Geo),
@@ -902,23 +1027,35 @@ fn split_kind<'de, D: Deserializer<'de>>(
 ) -> Result<(String, serde_json::Value), D::Error> {
     let mut value = serde_json::Value::deserialize(deserializer)?;
     let Some(object) = value.as_object_mut() else {
-        return Err(serde::de::Error::custom(format!("a {what} must be a mapping of fields")));
+        return Err(serde::de::Error::custom(format!(
+            "a {what} must be a mapping of fields"
+        )));
     };
     let kind = match object.remove("kind") {
         Some(serde_json::Value::String(kind)) => kind,
         Some(other) => {
-            return Err(serde::de::Error::custom(format!("kind: expected one of {kinds:?}, found {other}")));
+            return Err(serde::de::Error::custom(format!(
+                "kind: expected one of {kinds:?}, found {other}"
+            )));
         }
-        None => return Err(serde::de::Error::custom(format!("kind: missing; a {what} needs one of {kinds:?}"))),
+        None => {
+            return Err(serde::de::Error::custom(format!(
+                "kind: missing; a {what} needs one of {kinds:?}"
+            )));
+        }
     };
     if !kinds.contains(&kind.as_str()) {
-        return Err(serde::de::Error::custom(format!("kind: unknown {what} kind {kind:?}, expected one of {kinds:?}")));
+        return Err(serde::de::Error::custom(format!(
+            "kind: unknown {what} kind {kind:?}, expected one of {kinds:?}"
+        )));
     }
     Ok((kind, value))
 }
 
 /// Deserializes a variant's struct, prefixing errors with the path of the field at fault.
-fn parse_variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(body: serde_json::Value) -> Result<T, E> {
+fn parse_variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    body: serde_json::Value,
+) -> Result<T, E> {
     serde_path_to_error::deserialize(body).map_err(|error| {
         let path = error.path().to_string();
         if path == "." {
@@ -934,21 +1071,39 @@ fn is_false(value: &bool) -> bool {
 }
 
 pub(crate) fn validate_url(field: &str, value: &str) -> Result<(), FieldError> {
-    let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !value.contains(char::is_whitespace) => Ok(()),
-        _ => Err(FieldError::new(field, value, "must be an http:// or https:// URL")),
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !value.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(FieldError::new(
+            field,
+            value,
+            "must be an http:// or https:// URL",
+        )),
     }
 }
 
 fn validate_host(field: &str, host: &str) -> Result<(), FieldError> {
     let valid = !host.is_empty()
         && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
         && !host.starts_with('.')
         && !host.contains("..");
     if !valid {
-        return Err(FieldError::new(field, host, "must be a DNS name or an IP address"));
+        return Err(FieldError::new(
+            field,
+            host,
+            "must be a DNS name or an IP address",
+        ));
     }
     Ok(())
 }

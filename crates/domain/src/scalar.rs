@@ -26,7 +26,9 @@ fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::E
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<i128, E> {
-            text.trim().parse::<i128>().map_err(|_| E::custom(format!("invalid value {text:?}: expected a whole number")))
+            text.trim()
+                .parse::<i128>()
+                .map_err(|_| E::custom(format!("invalid value {text:?}: expected a whole number")))
         }
     }
 
@@ -45,9 +47,12 @@ pub fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error>
 /// Reads an optional `u32` given as a number or as text; use with `#[serde(default)]`.
 pub fn option_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     let value = whole_number(deserializer)?;
-    u32::try_from(value)
-        .map(Some)
-        .map_err(|_| de::Error::custom(format!("invalid value {value}: expected a whole number from 0 to {}", u32::MAX)))
+    u32::try_from(value).map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "invalid value {value}: expected a whole number from 0 to {}",
+            u32::MAX
+        ))
+    })
 }
 
 /// Reads a boolean given as `true`/`false` or as that text.
@@ -69,7 +74,9 @@ pub fn boolean<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Er
             match text.trim() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(E::custom(format!("invalid value {text:?}: expected true or false"))),
+                _ => Err(E::custom(format!(
+                    "invalid value {text:?}: expected true or false"
+                ))),
             }
         }
     }

@@ -25,7 +25,9 @@ pub enum SpiffeIdError {
     #[error("invalid SPIFFE ID {0:?}: the trust domain is empty")]
     EmptyTrustDomain(String),
     /// The trust domain has a character outside `[a-z0-9._-]` (this covers ports and userinfo).
-    #[error("invalid trust domain {value:?}: character {character:?} is not allowed (only a-z, 0-9, '.', '-', '_')")]
+    #[error(
+        "invalid trust domain {value:?}: character {character:?} is not allowed (only a-z, 0-9, '.', '-', '_')"
+    )]
     TrustDomainCharacter { value: String, character: char },
     /// The trust domain is longer than 255 bytes.
     #[error("invalid trust domain: {0} bytes is longer than the maximum of 255")]
@@ -40,7 +42,9 @@ pub enum SpiffeIdError {
     #[error("invalid SPIFFE ID {0:?}: the path may not contain '.' or '..' segments")]
     DotSegment(String),
     /// A path segment has a character outside `[a-zA-Z0-9._-]` (this covers `%`, `?` and `#`).
-    #[error("invalid SPIFFE ID {value:?}: character {character:?} is not allowed in the path (only a-z, A-Z, 0-9, '.', '-', '_')")]
+    #[error(
+        "invalid SPIFFE ID {value:?}: character {character:?} is not allowed in the path (only a-z, A-Z, 0-9, '.', '-', '_')"
+    )]
     PathCharacter { value: String, character: char },
 }
 
@@ -59,7 +63,10 @@ impl TrustDomain {
             return Err(SpiffeIdError::TrustDomainTooLong(lower.len()));
         }
         if let Some(character) = lower.chars().find(|c| !is_trust_domain_char(*c)) {
-            return Err(SpiffeIdError::TrustDomainCharacter { value: value.to_string(), character });
+            return Err(SpiffeIdError::TrustDomainCharacter {
+                value: value.to_string(),
+                character,
+            });
         }
         Ok(TrustDomain(lower))
     }
@@ -111,7 +118,10 @@ impl SpiffeId {
         validate_path(value, path)?;
 
         let normalized = format!("{SCHEME}{}{path}", trust_domain.as_str());
-        Ok(SpiffeId { trust_domain_end: SCHEME.len() + trust_domain.as_str().len(), value: normalized })
+        Ok(SpiffeId {
+            trust_domain_end: SCHEME.len() + trust_domain.as_str().len(),
+            value: normalized,
+        })
     }
 
     /// Builds `spiffe://<trust domain>/<path segment>` for a resource name.
@@ -172,7 +182,10 @@ fn validate_path(value: &str, path: &str) -> Result<(), SpiffeIdError> {
             return Err(SpiffeIdError::DotSegment(value.to_string()));
         }
         if let Some(character) = segment.chars().find(|c| !is_path_char(*c)) {
-            return Err(SpiffeIdError::PathCharacter { value: value.to_string(), character });
+            return Err(SpiffeIdError::PathCharacter {
+                value: value.to_string(),
+                character,
+            });
         }
     }
     Ok(())
@@ -184,7 +197,12 @@ mod tests {
 
     #[test]
     fn accepts_valid_ids() {
-        for text in ["spiffe://td", "spiffe://td/a", "spiffe://prod.example.com/ns/billing", "spiffe://t-d_1/A.b-c_9"] {
+        for text in [
+            "spiffe://td",
+            "spiffe://td/a",
+            "spiffe://prod.example.com/ns/billing",
+            "spiffe://t-d_1/A.b-c_9",
+        ] {
             let id = SpiffeId::parse(text);
             assert!(id.is_ok(), "{text}: {id:?}");
         }
@@ -217,7 +235,10 @@ mod tests {
     #[test]
     fn lowercases_scheme_and_trust_domain_only() {
         let id = SpiffeId::parse("SPIFFE://Prod.Example.COM/Billing/API");
-        assert_eq!(id.map(|id| id.to_string()), Ok("spiffe://prod.example.com/Billing/API".to_string()));
+        assert_eq!(
+            id.map(|id| id.to_string()),
+            Ok("spiffe://prod.example.com/Billing/API".to_string())
+        );
     }
 
     #[test]
@@ -235,8 +256,14 @@ mod tests {
             Err(SpiffeIdError::TrustDomainTooLong(256))
         );
         let long_path = "a".repeat(2048);
-        assert!(matches!(SpiffeId::parse(&format!("spiffe://td/{long_path}")), Err(SpiffeIdError::TooLong(_))));
-        let fits = format!("spiffe://td/{}", "a".repeat(MAX_SPIFFE_ID_BYTES - "spiffe://td/".len()));
+        assert!(matches!(
+            SpiffeId::parse(&format!("spiffe://td/{long_path}")),
+            Err(SpiffeIdError::TooLong(_))
+        ));
+        let fits = format!(
+            "spiffe://td/{}",
+            "a".repeat(MAX_SPIFFE_ID_BYTES - "spiffe://td/".len())
+        );
         assert!(SpiffeId::parse(&fits).is_ok());
     }
 

@@ -25,19 +25,29 @@ pub struct StaticSecretProvider {
     pub sealed_value: Option<SealedSecret>,
     /// Return the value to workloads through `POST /v1/credentials`. Off by default, so only the
     /// agent's proxy injects it and the workload never receives it.
-    #[serde(default, deserialize_with = "crate::scalar::boolean", skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "crate::scalar::boolean",
+        skip_serializing_if = "is_false"
+    )]
     pub allow_workload_delivery: bool,
 }
 
 impl StaticSecretProvider {
     /// `password` with a username, `api_key` without one.
     pub fn credential_type(&self) -> &'static str {
-        if self.username.is_some() { "password" } else { "api_key" }
+        if self.username.is_some() {
+            "password"
+        } else {
+            "api_key"
+        }
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(username) = &self.username
-            && (username.is_empty() || username.contains(':') || username.chars().any(char::is_control))
+            && (username.is_empty()
+                || username.contains(':')
+                || username.chars().any(char::is_control))
         {
             return Err(FieldError::new(
                 "username",
@@ -53,11 +63,18 @@ impl StaticSecretProvider {
                 return Err(FieldError::new(
                     "value",
                     "",
-                    &format!("must be at most {MAX_SECRET_BYTES} bytes, got {}", value.expose().len()),
+                    &format!(
+                        "must be at most {MAX_SECRET_BYTES} bytes, got {}",
+                        value.expose().len()
+                    ),
                 ));
             }
             if value.expose().chars().any(|c| c == '\r' || c == '\n') {
-                return Err(FieldError::new("value", "", "must not contain line breaks (it goes into an HTTP header)"));
+                return Err(FieldError::new(
+                    "value",
+                    "",
+                    "must not contain line breaks (it goes into an HTTP header)",
+                ));
             }
         }
         Ok(())

@@ -18,19 +18,27 @@ use mayfly_server::settings::Settings;
 use serde_json::{Value, json};
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     let seconds = env_number("MAYFLY_BENCH_SECONDS", 10);
     let concurrency = env_number("MAYFLY_BENCH_CONCURRENCY", 64) as usize;
-    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
     println!("machine: {threads} cores; {seconds} s per case; {concurrency} requests in flight");
 
     // MAYFLY_BENCH_CASE=repeated, =fresh or =healthz runs only that case, for profiling.
     let only = std::env::var("MAYFLY_BENCH_CASE").ok();
     if let Some(case) = only.as_deref() {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let bench = BenchServer::start().await;
             let evidence = match case {
@@ -38,7 +46,10 @@ fn main() {
                 "healthz" => Evidence::Healthz,
                 _ => Evidence::Repeated,
             };
-            bench.run(evidence, Duration::from_secs(seconds), concurrency).await.print(case);
+            bench
+                .run(evidence, Duration::from_secs(seconds), concurrency)
+                .await
+                .print(case);
         });
         return;
     }
@@ -51,19 +62,35 @@ fn main() {
     let fresh_bound = 1.0 / (1.0 / sign_one + 1.0 / verify_one);
     println!("one verify + one sign, one core: {fresh_bound:>9.0} /s");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let bench = BenchServer::start().await;
         if std::env::var("MAYFLY_BENCH_HEALTHZ").is_ok() {
-            let healthz = bench.run(Evidence::Healthz, Duration::from_secs(seconds), concurrency).await;
+            let healthz = bench
+                .run(Evidence::Healthz, Duration::from_secs(seconds), concurrency)
+                .await;
             healthz.print("GET /healthz (HTTP stack and load generator only)");
         }
-        let repeated = bench.run(Evidence::Repeated, Duration::from_secs(seconds), concurrency).await;
+        let repeated = bench
+            .run(
+                Evidence::Repeated,
+                Duration::from_secs(seconds),
+                concurrency,
+            )
+            .await;
         repeated.print("repeated evidence (verified-evidence cache)");
         println!("  target: half of {sign_all:.0} = {:.0} /s", sign_all / 2.0);
-        let fresh = bench.run(Evidence::Fresh, Duration::from_secs(seconds), concurrency).await;
+        let fresh = bench
+            .run(Evidence::Fresh, Duration::from_secs(seconds), concurrency)
+            .await;
         fresh.print("fresh evidence (verify + sign per request)");
-        println!("  target: half of {fresh_bound:.0} = {:.0} /s", fresh_bound / 2.0);
+        println!(
+            "  target: half of {fresh_bound:.0} = {:.0} /s",
+            fresh_bound / 2.0
+        );
         bench.check_audit().await;
     });
 }
@@ -83,7 +110,9 @@ fn raw_rates(duration: Duration) -> (f64, f64) {
     let verifying: VerifyingKey = key.verifying_key().unwrap();
     let (message, signature) = token.rsplit_once('.').unwrap();
     use base64::Engine;
-    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .unwrap();
     let started = Instant::now();
     let mut verified = 0u64;
     while started.elapsed() < duration {
@@ -143,7 +172,12 @@ impl Outcome {
     fn print(&self, label: &str) {
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
-        let percentile = |p: f64| sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0);
+        let percentile = |p: f64| {
+            sorted
+                .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
         println!(
             "{label}: {:.0} credentials/s ({} granted, {} failed in {:.1} s); latency p50 {:.2} ms, p99 {:.2} ms",
             self.granted as f64 / self.seconds,
@@ -159,7 +193,12 @@ impl Outcome {
 impl BenchServer {
     async fn start() -> BenchServer {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings { dev: true, listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().join("data"), ..Settings::default() };
+        let settings = Settings {
+            dev: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            ..Settings::default()
+        };
         let server = mayfly_server::start(settings, None).await.unwrap();
         let issuer_key = Arc::new(SigningKey::generate(Algorithm::ES256, "bench-issuer").unwrap());
         let issuer = "https://ci.bench.example".to_string();
@@ -181,8 +220,18 @@ impl BenchServer {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
-        BenchServer { _dir: dir, server, issuer_key, issuer, url }
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        BenchServer {
+            _dir: dir,
+            server,
+            issuer_key,
+            issuer,
+            url,
+        }
     }
 
     fn evidence_token(&self, unique: u64) -> String {
@@ -197,9 +246,14 @@ impl BenchServer {
         let estimate = (duration.as_secs() as usize + 1) * 30_000;
         let tokens: Arc<Vec<String>> = Arc::new(match evidence {
             Evidence::Repeated | Evidence::Healthz => vec![self.evidence_token(0)],
-            Evidence::Fresh => (1..=estimate as u64).map(|i| self.evidence_token(i)).collect(),
+            Evidence::Fresh => (1..=estimate as u64)
+                .map(|i| self.evidence_token(i))
+                .collect(),
         });
-        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .unwrap();
         let url = format!("{}/v1/credentials", self.url);
         let healthz = format!("{}/healthz", self.url);
         let body = json!({"server_workload": "bench-api"}).to_string();
@@ -209,16 +263,29 @@ impl BenchServer {
 
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (client, url, healthz, body, tokens, next, stop) = (client.clone(), url.clone(), healthz.clone(), body.clone(), tokens.clone(), next.clone(), stop.clone());
+                let (client, url, healthz, body, tokens, next, stop) = (
+                    client.clone(),
+                    url.clone(),
+                    healthz.clone(),
+                    body.clone(),
+                    tokens.clone(),
+                    next.clone(),
+                    stop.clone(),
+                );
                 tokio::spawn(async move {
                     let (mut granted, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
                     while !stop.load(Ordering::Relaxed) {
                         let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(token) = tokens.get(if tokens.len() == 1 { 0 } else { index }) else {
+                        let Some(token) = tokens.get(if tokens.len() == 1 { 0 } else { index })
+                        else {
                             break;
                         };
                         let sent = Instant::now();
-                        let request = if evidence == Evidence::Healthz { client.get(&healthz) } else { client.post(&url) };
+                        let request = if evidence == Evidence::Healthz {
+                            client.get(&healthz)
+                        } else {
+                            client.post(&url)
+                        };
                         let response = request
                             .bearer_auth(token)
                             .header("content-type", "application/json")
@@ -241,7 +308,12 @@ impl BenchServer {
 
         tokio::time::sleep(duration).await;
         stop.store(true, Ordering::Relaxed);
-        let mut outcome = Outcome { granted: 0, failed: 0, seconds: 0.0, latencies_us: Vec::new() };
+        let mut outcome = Outcome {
+            granted: 0,
+            failed: 0,
+            seconds: 0.0,
+            latencies_us: Vec::new(),
+        };
         for worker in workers {
             let (granted, failed, latencies) = worker.await.unwrap();
             outcome.granted += granted;
@@ -254,8 +326,16 @@ impl BenchServer {
 
     /// Confirms that every granted credential has its audit event and the chain verifies.
     async fn check_audit(&self) {
-        let report = mayfly_server::audit_log::verify(self.server.state.store.as_ref(), &self.server.state.keys).await.unwrap();
+        let report = mayfly_server::audit_log::verify(
+            self.server.state.store.as_ref(),
+            &self.server.state.keys,
+        )
+        .await
+        .unwrap();
         let value: Value = serde_json::to_value(&report).unwrap();
-        println!("audit: {} events, chain ok: {}", value["events_checked"], value["ok"]);
+        println!(
+            "audit: {} events, chain ok: {}",
+            value["events_checked"], value["ok"]
+        );
     }
 }

@@ -52,13 +52,19 @@ pub async fn run(state: SharedState) {
 }
 
 /// Evaluates one batch of events; returns how many were read.
-async fn step(state: &Arc<crate::state::AppState>, engine: &mut AlertEngine) -> Result<usize, StoreError> {
+async fn step(
+    state: &Arc<crate::state::AppState>,
+    engine: &mut AlertEngine,
+) -> Result<usize, StoreError> {
     let delivered = match state.store.get_stream_cursor(CURSOR).await? {
         Some(cursor) => cursor.delivered_seq,
         None => {
             // A new evaluator starts at the chain head: rules judge what happens from now on.
             let head = state.store.audit_head().await?.map_or(0, |(seq, _)| seq);
-            state.store.advance_stream_cursor(CURSOR, head, 0, clock::now()).await?;
+            state
+                .store
+                .advance_stream_cursor(CURSOR, head, 0, clock::now())
+                .await?;
             head
         }
     };
@@ -73,7 +79,12 @@ async fn step(state: &Arc<crate::state::AppState>, engine: &mut AlertEngine) -> 
     let mut fired = Vec::new();
     for event in &events {
         for alert in engine.observe(&rules, event) {
-            let mut record = NewAuditEvent::new(clock::new_event_id(), clock::now(), AuditKind::Alert, alert.detail());
+            let mut record = NewAuditEvent::new(
+                clock::new_event_id(),
+                clock::now(),
+                AuditKind::Alert,
+                alert.detail(),
+            );
             record.client_workload = alert.client_workload.clone();
             record.server_workload = alert.server_workload.clone();
             tracing::warn!(rule = %alert.rule, key = %alert.key, message = %alert.message, "alert raised");
@@ -91,7 +102,10 @@ async fn step(state: &Arc<crate::state::AppState>, engine: &mut AlertEngine) -> 
     if !fired.is_empty() {
         state.store.append_audit(fired).await?;
     }
-    state.store.advance_stream_cursor(CURSOR, last_seq, 0, clock::now()).await?;
+    state
+        .store
+        .advance_stream_cursor(CURSOR, last_seq, 0, clock::now())
+        .await?;
     Ok(events.len())
 }
 
@@ -99,7 +113,10 @@ async fn step(state: &Arc<crate::state::AppState>, engine: &mut AlertEngine) -> 
 const MAX_STORED_ALERTS: u32 = 10_000;
 
 /// Returns the rule, key and trigger event of the alerts stored after `delivered`.
-async fn stored_alerts_after(state: &crate::state::AppState, delivered: i64) -> Result<BTreeSet<(String, String, String)>, StoreError> {
+async fn stored_alerts_after(
+    state: &crate::state::AppState,
+    delivered: i64,
+) -> Result<BTreeSet<(String, String, String)>, StoreError> {
     let filter = AuditFilter {
         kind: Some(AuditKind::Alert),
         after_seq: Some(delivered),
@@ -108,11 +125,20 @@ async fn stored_alerts_after(state: &crate::state::AppState, delivered: i64) -> 
         ..AuditFilter::default()
     };
     let alerts = state.store.list_audit(&filter).await?;
-    Ok(alerts.iter().map(|alert| alert_identity(&alert.event.detail)).collect())
+    Ok(alerts
+        .iter()
+        .map(|alert| alert_identity(&alert.event.detail))
+        .collect())
 }
 
 /// Identifies an alert by its rule, key and trigger event id.
 fn alert_identity(detail: &Value) -> (String, String, String) {
-    let text = |field: &str| detail.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |field: &str| {
+        detail
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (text("rule"), text("key"), text("trigger_id"))
 }

@@ -53,9 +53,14 @@ impl AuditWriter {
     /// Starts the writer on a thread of its own. On the shared runtime it would wait behind every
     /// runnable request task at each of its awaits, and since all waiting requests depend on it,
     /// that delay would set the pace of the whole server.
-    pub fn start(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>) -> std::io::Result<AuditWriter> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        checkpoints: Arc<Checkpointer>,
+    ) -> std::io::Result<AuditWriter> {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         std::thread::Builder::new()
             .name("mayfly-audit".to_string())
             .spawn(move || runtime.block_on(run_writer(store, checkpoints, receiver)))?;
@@ -65,12 +70,19 @@ impl AuditWriter {
     /// Appends one event and returns it once it is durable.
     pub async fn write(&self, event: NewAuditEvent) -> Result<AuditEvent, AuditWriteError> {
         let (reply, response) = oneshot::channel();
-        self.queue.send(Pending { event, reply }).await.map_err(|_| AuditWriteError::Stopped)?;
+        self.queue
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| AuditWriteError::Stopped)?;
         response.await.map_err(|_| AuditWriteError::Stopped)?
     }
 }
 
-async fn run_writer(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run_writer(
+    store: Arc<dyn Store>,
+    checkpoints: Arc<Checkpointer>,
+    mut receiver: mpsc::Receiver<Pending>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -81,7 +93,10 @@ async fn run_writer(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>, mut r
             }
         }
 
-        let events: Vec<NewAuditEvent> = batch.iter_mut().map(|pending| std::mem::replace(&mut pending.event, placeholder_event())).collect();
+        let events: Vec<NewAuditEvent> = batch
+            .iter_mut()
+            .map(|pending| std::mem::replace(&mut pending.event, placeholder_event()))
+            .collect();
         match store.append_audit(events).await {
             Ok(stored) => {
                 let appended = stored.len();
@@ -94,7 +109,11 @@ async fn run_writer(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>, mut r
                 tracing::error!(error = %error, events = batch.len(), "audit write failed; the credentials of this batch are withheld");
                 let message = error.to_string();
                 for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(AuditWriteError::Store(StoreError::Database(message.clone()))));
+                    let _ = pending
+                        .reply
+                        .send(Err(AuditWriteError::Store(StoreError::Database(
+                            message.clone(),
+                        ))));
                 }
             }
         }
@@ -103,7 +122,12 @@ async fn run_writer(store: Arc<dyn Store>, checkpoints: Arc<Checkpointer>, mut r
 
 /// Stands in for an event moved out of its `Pending` into the batch.
 fn placeholder_event() -> NewAuditEvent {
-    NewAuditEvent::new(String::new(), Timestamp::UNIX_EPOCH, mayfly_domain::audit::AuditKind::CredentialRequest, serde_json::Value::Null)
+    NewAuditEvent::new(
+        String::new(),
+        Timestamp::UNIX_EPOCH,
+        mayfly_domain::audit::AuditKind::CredentialRequest,
+        serde_json::Value::Null,
+    )
 }
 
 /// Writes signed checkpoints every N events or T seconds.
@@ -115,8 +139,17 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn new(store: Arc<dyn Store>, keys: Arc<KeyRing>, every_events: usize) -> Arc<Checkpointer> {
-        Arc::new(Checkpointer { store, keys, every_events, since_last: Mutex::new(0) })
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<KeyRing>,
+        every_events: usize,
+    ) -> Arc<Checkpointer> {
+        Arc::new(Checkpointer {
+            store,
+            keys,
+            every_events,
+            since_last: Mutex::new(0),
+        })
     }
 
     async fn note_appended(&self, count: usize) {
@@ -137,7 +170,10 @@ impl Checkpointer {
             return Ok(None);
         };
         let latest = self.store.latest_checkpoint().await?;
-        if latest.as_ref().is_some_and(|checkpoint| checkpoint.seq >= seq) {
+        if latest
+            .as_ref()
+            .is_some_and(|checkpoint| checkpoint.seq >= seq)
+        {
             *since_last = 0;
             return Ok(None);
         }
@@ -145,11 +181,20 @@ impl Checkpointer {
         let time = clock::now();
         let keys = self.keys.current();
         let Some(key) = keys.active(Algorithm::ES256) else {
-            return Err(StoreError::Database("no active ES256 key to sign the checkpoint".to_string()));
+            return Err(StoreError::Database(
+                "no active ES256 key to sign the checkpoint".to_string(),
+            ));
         };
-        let signature = sign_checkpoint(key, seq, &head_hash, &time.to_string())
-            .map_err(|error| StoreError::Database(format!("signing the checkpoint failed: {error}")))?;
-        let checkpoint = Checkpoint { seq, head_hash, time, signature };
+        let signature =
+            sign_checkpoint(key, seq, &head_hash, &time.to_string()).map_err(|error| {
+                StoreError::Database(format!("signing the checkpoint failed: {error}"))
+            })?;
+        let checkpoint = Checkpoint {
+            seq,
+            head_hash,
+            time,
+            signature,
+        };
         match self.store.insert_checkpoint(&checkpoint).await {
             Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(error) => return Err(error),
@@ -185,7 +230,10 @@ pub async fn run_purge(state: crate::state::SharedState, retention_days: u32) {
 
 /// Deletes events older than the retention, sparing every event that a log stream or a
 /// notification target has not handled yet.
-pub async fn purge_once(state: &crate::state::AppState, retention_days: u32) -> Result<mayfly_store::PurgeOutcome, StoreError> {
+pub async fn purge_once(
+    state: &crate::state::AppState,
+    retention_days: u32,
+) -> Result<mayfly_store::PurgeOutcome, StoreError> {
     let cutoff = retention_cutoff(clock::now(), retention_days);
     let config = state.config();
     let streams = state.streams.undelivered_from(&config.config).await?;
@@ -194,7 +242,10 @@ pub async fn purge_once(state: &crate::state::AppState, retention_days: u32) -> 
         (Some(stream), Some(target)) => Some(stream.min(target)),
         (stream, target) => stream.or(target),
     };
-    let outcome = state.store.purge_audit_before(cutoff, undelivered_from).await?;
+    let outcome = state
+        .store
+        .purge_audit_before(cutoff, undelivered_from)
+        .await?;
     if outcome.deleted > 0 {
         tracing::info!(deleted = outcome.deleted, kept_from_seq = ?outcome.kept_from_seq, ?undelivered_from, retention_days, "purged old audit events");
     }
@@ -260,7 +311,9 @@ pub async fn verify(store: &dyn Store, keys: &KeyRing) -> Result<VerifyReport, S
                 continue;
             }
             Err(StoreError::Corrupt(reason)) => {
-                let seq = previous.as_ref().map_or(1, |(seq, _)| seq.saturating_add(1));
+                let seq = previous
+                    .as_ref()
+                    .map_or(1, |(seq, _)| seq.saturating_add(1));
                 report.problems.push(Problem {
                     seq,
                     problem: format!("the stored event after event {} cannot be read, so verification stopped there: {reason}", seq - 1),
@@ -295,7 +348,10 @@ pub async fn verify(store: &dyn Store, keys: &KeyRing) -> Result<VerifyReport, S
         }
     }
 
-    report.last_anchored_seq = valid_checkpoints.iter().map(|checkpoint| checkpoint.seq).max();
+    report.last_anchored_seq = valid_checkpoints
+        .iter()
+        .map(|checkpoint| checkpoint.seq)
+        .max();
     if let Some(last) = report.last_seq {
         let anchored = report.last_anchored_seq.unwrap_or(0);
         report.unanchored = u64::try_from(last - anchored.min(last)).unwrap_or(0);
@@ -305,8 +361,18 @@ pub async fn verify(store: &dyn Store, keys: &KeyRing) -> Result<VerifyReport, S
     Ok(report)
 }
 
-fn check_event(event: &AuditEvent, previous: Option<&(i64, String)>, checkpoints: &[&Checkpoint], report: &mut VerifyReport) {
-    let problem = |report: &mut VerifyReport, text: String| report.problems.push(Problem { seq: event.seq, problem: text });
+fn check_event(
+    event: &AuditEvent,
+    previous: Option<&(i64, String)>,
+    checkpoints: &[&Checkpoint],
+    report: &mut VerifyReport,
+) {
+    let problem = |report: &mut VerifyReport, text: String| {
+        report.problems.push(Problem {
+            seq: event.seq,
+            problem: text,
+        })
+    };
 
     let expected_prev = match previous {
         Some((seq, hash)) => {
@@ -314,21 +380,36 @@ fn check_event(event: &AuditEvent, previous: Option<&(i64, String)>, checkpoints
                 let missing = if event.seq == seq + 2 {
                     format!("event {} is missing (deleted)", seq + 1)
                 } else {
-                    format!("events {} to {} are missing (deleted)", seq + 1, event.seq - 1)
+                    format!(
+                        "events {} to {} are missing (deleted)",
+                        seq + 1,
+                        event.seq - 1
+                    )
                 };
                 // Reported at the first missing sequence number, like a deletion from the end.
-                report.problems.push(Problem { seq: seq + 1, problem: missing });
+                report.problems.push(Problem {
+                    seq: seq + 1,
+                    problem: missing,
+                });
             }
             Some(hash.clone())
         }
         None if event.seq == 1 => Some(GENESIS_HASH.to_string()),
         None => {
             // The first remaining event after a purge: a signed checkpoint must anchor it.
-            let anchor = checkpoints.iter().find(|checkpoint| checkpoint.seq == event.seq - 1);
+            let anchor = checkpoints
+                .iter()
+                .find(|checkpoint| checkpoint.seq == event.seq - 1);
             match anchor {
                 Some(checkpoint) => Some(checkpoint.head_hash.clone()),
                 None => {
-                    problem(report, format!("events before {} are missing and no signed checkpoint anchors event {} (deleted)", event.seq, event.seq));
+                    problem(
+                        report,
+                        format!(
+                            "events before {} are missing and no signed checkpoint anchors event {} (deleted)",
+                            event.seq, event.seq
+                        ),
+                    );
                     None
                 }
             }
@@ -337,18 +418,38 @@ fn check_event(event: &AuditEvent, previous: Option<&(i64, String)>, checkpoints
 
     let recomputed = chain_hash(&event.prev_hash, event.seq, &event.event);
     if recomputed != event.hash {
-        problem(report, format!("event {}: its content does not match its hash (edited)", event.seq));
+        problem(
+            report,
+            format!(
+                "event {}: its content does not match its hash (edited)",
+                event.seq
+            ),
+        );
     } else if let Some(expected) = expected_prev
         && expected != event.prev_hash
         && previous.is_none_or(|(seq, _)| event.seq == seq + 1)
     {
-        problem(report, format!("event {}: prev_hash does not match the hash of the event before it (reordered or replaced)", event.seq));
+        problem(
+            report,
+            format!(
+                "event {}: prev_hash does not match the hash of the event before it (reordered or replaced)",
+                event.seq
+            ),
+        );
     }
 
-    if let Some(checkpoint) = checkpoints.iter().find(|checkpoint| checkpoint.seq == event.seq)
+    if let Some(checkpoint) = checkpoints
+        .iter()
+        .find(|checkpoint| checkpoint.seq == event.seq)
         && checkpoint.head_hash != event.hash
     {
-        problem(report, format!("event {}: its hash differs from the one its signed checkpoint recorded (edited or replaced)", event.seq));
+        problem(
+            report,
+            format!(
+                "event {}: its hash differs from the one its signed checkpoint recorded (edited or replaced)",
+                event.seq
+            ),
+        );
     }
 }
 

@@ -65,18 +65,31 @@ impl Admin {
 impl FromRequestParts<SharedState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization header: send Authorization: Bearer <admin token>".to_string()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing Authorization header: send Authorization: Bearer <admin token>"
+                    .to_string(),
+            )
+        })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be Bearer <admin token>".to_string()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "the Authorization header must be Bearer <admin token>".to_string(),
+                )
+            })?;
 
         let record = state
             .store
@@ -84,9 +97,14 @@ impl FromRequestParts<SharedState> for Admin {
             .await
             .map_err(|error| ApiError::from_store(error, "admin token lookup"))?;
         let Some(record) = record.filter(|record| record.revoked_at.is_none()) else {
-            return Err(ApiError::Unauthorized("the admin token is unknown or revoked".to_string()));
+            return Err(ApiError::Unauthorized(
+                "the admin token is unknown or revoked".to_string(),
+            ));
         };
         let role = Role::parse(&record.role).unwrap_or(Role::Auditor);
-        Ok(Admin { name: record.name, role })
+        Ok(Admin {
+            name: record.name,
+            role,
+        })
     }
 }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::secrets;
 use crate::problem::ApiError;
+use crate::secrets;
 use crate::state::AppState;
 
 /// What happened to one resource.
@@ -61,9 +61,16 @@ pub struct Request {
 }
 
 /// Validates and stores a configuration write; returns one entry per resource touched.
-pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request) -> Result<Vec<Change>, ApiError> {
+pub async fn commit_changes(
+    state: &AppState,
+    actor: &str,
+    mut request: Request,
+) -> Result<Vec<Change>, ApiError> {
     let _writer = state.admin_writes.lock().await;
-    state.reload_config().await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
+    state
+        .reload_config()
+        .await
+        .map_err(|error| ApiError::from_store(error, "configuration change"))?;
     let snapshot = state.config();
     let current = &snapshot.config;
     let now = clock::now();
@@ -103,7 +110,8 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
 
     let mut deletes = request.deletes.clone();
     if request.prune {
-        let kept: BTreeSet<(ResourceKind, &str)> = request.puts.iter().map(|r| (r.kind(), r.name())).collect();
+        let kept: BTreeSet<(ResourceKind, &str)> =
+            request.puts.iter().map(|r| (r.kind(), r.name())).collect();
         for resource in current.resources() {
             if !kept.contains(&(resource.kind(), resource.name())) {
                 deletes.push((resource.kind(), resource.name().to_string()));
@@ -122,49 +130,104 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
             Some(existing) if existing == resource => Action::Unchanged,
             Some(_) => Action::Update,
         };
-        changes.push(Change { action, kind: resource.kind(), name: resource.name().to_string() });
+        changes.push(Change {
+            action,
+            kind: resource.kind(),
+            name: resource.name().to_string(),
+        });
         if action == Action::Unchanged {
             continue;
         }
         next.insert(resource.clone());
         let mut spec = resource.to_json();
         if resource.kind() == ResourceKind::LogStream {
-            crate::log_streams::secrets::seal_spec(state.keys.kek(), resource.name(), &mut spec).map_err(|error| {
-                tracing::error!(error = %error, "sealing a log stream secret failed");
-                ApiError::from_store(StoreError::Database("sealing a log stream secret failed".to_string()), "configuration change")
-            })?;
+            crate::log_streams::secrets::seal_spec(state.keys.kek(), resource.name(), &mut spec)
+                .map_err(|error| {
+                    tracing::error!(error = %error, "sealing a log stream secret failed");
+                    ApiError::from_store(
+                        StoreError::Database("sealing a log stream secret failed".to_string()),
+                        "configuration change",
+                    )
+                })?;
         }
         change_set.puts.push(ResourcePut {
             kind: resource.kind().as_str().to_string(),
             name: resource.name().to_string(),
             spec,
-            refs: resource.references().into_iter().map(|r| ResourceRef::new(r.kind.as_str(), r.name)).collect(),
+            refs: resource
+                .references()
+                .into_iter()
+                .map(|r| ResourceRef::new(r.kind.as_str(), r.name))
+                .collect(),
         });
-        change_set.audit.push(change_event(now, actor, action, resource.kind(), resource.name(), before.as_ref(), Some(resource)));
+        change_set.audit.push(change_event(
+            now,
+            actor,
+            action,
+            resource.kind(),
+            resource.name(),
+            before.as_ref(),
+            Some(resource),
+        ));
     }
 
     for (kind, name) in &deletes {
         let Some(before) = current.get(*kind, name) else {
-            return Err(ApiError::NotFound { kind: kind.as_str().to_string(), name: name.clone() });
+            return Err(ApiError::NotFound {
+                kind: kind.as_str().to_string(),
+                name: name.clone(),
+            });
         };
         next.remove(*kind, name);
-        changes.push(Change { action: Action::Delete, kind: *kind, name: name.clone() });
-        change_set.deletes.push(ResourceRef::new(kind.as_str(), name.clone()));
-        change_set.audit.push(change_event(now, actor, Action::Delete, *kind, name, Some(&before), None));
+        changes.push(Change {
+            action: Action::Delete,
+            kind: *kind,
+            name: name.clone(),
+        });
+        change_set
+            .deletes
+            .push(ResourceRef::new(kind.as_str(), name.clone()));
+        change_set.audit.push(change_event(
+            now,
+            actor,
+            Action::Delete,
+            *kind,
+            name,
+            Some(&before),
+            None,
+        ));
     }
 
     for (name, enabled) in &request.set_enabled {
         if !current.server_workloads.contains_key(name) {
-            return Err(ApiError::NotFound { kind: ResourceKind::ServerWorkload.as_str().to_string(), name: name.clone() });
+            return Err(ApiError::NotFound {
+                kind: ResourceKind::ServerWorkload.as_str().to_string(),
+                name: name.clone(),
+            });
         }
         let was = current.is_enabled(name);
-        let action = if *enabled { Action::Enable } else { Action::Disable };
+        let action = if *enabled {
+            Action::Enable
+        } else {
+            Action::Disable
+        };
         if was == *enabled {
-            changes.push(Change { action: Action::Unchanged, kind: ResourceKind::ServerWorkload, name: name.clone() });
+            changes.push(Change {
+                action: Action::Unchanged,
+                kind: ResourceKind::ServerWorkload,
+                name: name.clone(),
+            });
             continue;
         }
-        changes.push(Change { action, kind: ResourceKind::ServerWorkload, name: name.clone() });
-        change_set.set_enabled.push((ResourceRef::new(ResourceKind::ServerWorkload.as_str(), name.clone()), *enabled));
+        changes.push(Change {
+            action,
+            kind: ResourceKind::ServerWorkload,
+            name: name.clone(),
+        });
+        change_set.set_enabled.push((
+            ResourceRef::new(ResourceKind::ServerWorkload.as_str(), name.clone()),
+            *enabled,
+        ));
         let mut event = NewAuditEvent::new(
             clock::new_event_id(),
             now,
@@ -187,8 +250,15 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     for (kind, name) in &deletes {
         let referrers = next.referrers(*kind, name);
         if !referrers.is_empty() {
-            let referrers = referrers.into_iter().map(|(kind, name)| ResourceRef::new(kind.as_str(), name)).collect();
-            let error = StoreError::ReferencedBy { kind: kind.as_str().to_string(), name: name.clone(), referrers };
+            let referrers = referrers
+                .into_iter()
+                .map(|(kind, name)| ResourceRef::new(kind.as_str(), name))
+                .collect();
+            let error = StoreError::ReferencedBy {
+                kind: kind.as_str().to_string(),
+                name: name.clone(),
+                referrers,
+            };
             return Err(ApiError::from_store(error, "configuration change"));
         }
     }
@@ -199,12 +269,19 @@ pub async fn commit_changes(state: &AppState, actor: &str, mut request: Request)
     if request.dry_run || !change_set.changes_resources() {
         return Ok(changes);
     }
-    let stored = state.store.commit(change_set).await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
+    let stored = state
+        .store
+        .commit(change_set)
+        .await
+        .map_err(|error| ApiError::from_store(error, "configuration change"))?;
     start_new_target_cursors(state, &stored).await;
     // Waits for the credential requests already decided on the previous configuration, so none
     // of them is still deciding or writing its audit event after this change returns.
     let _gate = state.issuance.write().await;
-    state.reload_config().await.map_err(|error| ApiError::from_store(error, "configuration change"))?;
+    state
+        .reload_config()
+        .await
+        .map_err(|error| ApiError::from_store(error, "configuration change"))?;
     Ok(changes)
 }
 
@@ -215,14 +292,23 @@ async fn start_new_target_cursors(state: &AppState, stored: &[mayfly_domain::aud
     for event in stored {
         let detail = &event.event.detail;
         let created = detail.get("action").and_then(Value::as_str) == Some(Action::Create.as_str())
-            && detail.get("resource_kind").and_then(Value::as_str) == Some(ResourceKind::NotificationTarget.as_str());
-        let Some(name) = detail.get("resource_name").and_then(Value::as_str).filter(|_| created) else {
+            && detail.get("resource_kind").and_then(Value::as_str)
+                == Some(ResourceKind::NotificationTarget.as_str());
+        let Some(name) = detail
+            .get("resource_name")
+            .and_then(Value::as_str)
+            .filter(|_| created)
+        else {
             continue;
         };
         // A cursor left by an earlier target of the same name is below this event, so the
         // cursor, which only moves forward, ends at the creation event either way.
         let cursor = crate::notifications::cursor_name(name);
-        if let Err(error) = state.store.advance_stream_cursor(&cursor, event.seq, 0, clock::now()).await {
+        if let Err(error) = state
+            .store
+            .advance_stream_cursor(&cursor, event.seq, 0, clock::now())
+            .await
+        {
             tracing::warn!(target_name = %name, error = %error, "setting the cursor of a new notification target failed");
         }
     }
@@ -235,7 +321,10 @@ fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), 
     for resource in puts {
         match resource {
             Resource::LogStream(stream) => {
-                let redacted = stream.secret.as_ref().is_some_and(|secret| secret.expose() == REDACTED);
+                let redacted = stream
+                    .secret
+                    .as_ref()
+                    .is_some_and(|secret| secret.expose() == REDACTED);
                 if !redacted {
                     continue;
                 }
@@ -245,7 +334,12 @@ fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), 
                 let Some(secret) = existing.secret.clone() else {
                     return Err(no_stored_secret("log_stream", &stream.name));
                 };
-                check_same_origin("log_stream", &stream.name, existing.url.as_deref(), stream.url.as_deref())?;
+                check_same_origin(
+                    "log_stream",
+                    &stream.name,
+                    existing.url.as_deref(),
+                    stream.url.as_deref(),
+                )?;
                 stream.secret = Some(secret);
             }
             Resource::NotificationTarget(target) => {
@@ -255,7 +349,12 @@ fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), 
                     && keeps_stored
                     && existing.sealed_secret.is_some()
                 {
-                    check_same_origin("notification_target", &target.name, Some(&existing.url), Some(&target.url))?;
+                    check_same_origin(
+                        "notification_target",
+                        &target.name,
+                        Some(&existing.url),
+                        Some(&target.url),
+                    )?;
                 }
             }
             _ => {}
@@ -265,13 +364,25 @@ fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), 
 }
 
 fn no_stored_secret(kind: &str, name: &str) -> ApiError {
-    ApiError::invalid("secret", REDACTED, &format!("{kind} {name:?} has no stored secret to keep: set the secret itself"))
+    ApiError::invalid(
+        "secret",
+        REDACTED,
+        &format!("{kind} {name:?} has no stored secret to keep: set the secret itself"),
+    )
 }
 
 /// Rejects keeping a stored secret when the destination's origin (scheme, host and port)
 /// changes, so a configuration write cannot send a stored secret to a new host.
-fn check_same_origin(kind: &str, name: &str, stored: Option<&str>, next: Option<&str>) -> Result<(), ApiError> {
-    let origin = |url: Option<&str>| url.and_then(|url| reqwest::Url::parse(url).ok()).map(|url| url.origin());
+fn check_same_origin(
+    kind: &str,
+    name: &str,
+    stored: Option<&str>,
+    next: Option<&str>,
+) -> Result<(), ApiError> {
+    let origin = |url: Option<&str>| {
+        url.and_then(|url| reqwest::Url::parse(url).ok())
+            .map(|url| url.origin())
+    };
     if origin(stored) == origin(next) {
         return Ok(());
     }
@@ -291,10 +402,16 @@ fn check_whole(config: &Config, state: &AppState) -> Result<(), ApiError> {
     }
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let value = errors.iter().find_map(|error| match error {
-        mayfly_domain::config::ConfigError::MissingReference { ref_name, .. } => Some(ref_name.clone()),
+        mayfly_domain::config::ConfigError::MissingReference { ref_name, .. } => {
+            Some(ref_name.clone())
+        }
         _ => None,
     });
-    Err(ApiError::Invalid { detail: messages.join("; "), field: None, value })
+    Err(ApiError::Invalid {
+        detail: messages.join("; "),
+        field: None,
+        value,
+    })
 }
 
 fn change_event(

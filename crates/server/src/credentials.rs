@@ -10,9 +10,12 @@ use jiff::Timestamp;
 use mayfly_domain::audit::{AuditKind, NewAuditEvent, Outcome};
 use mayfly_domain::conditions::RequestContext;
 use mayfly_domain::decide::{
-    Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences, decide_x509, server_workload_for,
+    Attestation, DecisionInput, Denial, Grant, Step, Target, decide, decide_audiences, decide_x509,
+    server_workload_for,
 };
-use mayfly_domain::resources::{Authentication, CredentialProvider, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES};
+use mayfly_domain::resources::{
+    Authentication, CredentialProvider, UNIX_AGENT_ATTRIBUTE, UNIX_ATTRIBUTES,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -48,7 +51,10 @@ pub enum Evidence {
     Unix(PeerAtAccept),
     /// Unix attributes of a process that the authenticated agent `agent` attested on its own
     /// socket.
-    Agent { agent: String, attributes: BTreeMap<String, Vec<String>> },
+    Agent {
+        agent: String,
+        attributes: BTreeMap<String, Vec<String>>,
+    },
     /// Nothing.
     None,
 }
@@ -64,7 +70,11 @@ pub struct Call {
 /// Runs the credential flow for an agent's proxy. The proxy injects the credential rather than
 /// hand it to the workload, so a `static_secret` provider without `allow_workload_delivery`
 /// serves it too.
-pub async fn handle_for_proxy(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
+pub async fn handle_for_proxy(
+    state: &AppState,
+    call: Call,
+    request: CredentialRequest,
+) -> Result<CredentialResponse, ApiError> {
     let target = parse_target(request)?;
     issue(state, call, Wanted::Target(target), Delivery::Proxy).await
 }
@@ -102,24 +112,46 @@ enum Wanted {
 }
 
 /// Runs the whole credential flow and writes its audit event before the response.
-pub async fn handle(state: &AppState, call: Call, request: CredentialRequest) -> Result<CredentialResponse, ApiError> {
+pub async fn handle(
+    state: &AppState,
+    call: Call,
+    request: CredentialRequest,
+) -> Result<CredentialResponse, ApiError> {
     let target = parse_target(request)?;
     issue(state, call, Wanted::Target(target), Delivery::Workload).await
 }
 
 /// Runs the credential flow for a JWT-SVID requested by audience: it is granted only through an
 /// access policy whose `jwt_svid` credential provider names every audience in `audiences`.
-pub async fn handle_jwt_svid(state: &AppState, call: Call, audiences: Vec<String>) -> Result<CredentialResponse, ApiError> {
+pub async fn handle_jwt_svid(
+    state: &AppState,
+    call: Call,
+    audiences: Vec<String>,
+) -> Result<CredentialResponse, ApiError> {
     check_audiences(&audiences)?;
-    issue(state, call, Wanted::Audiences(audiences), Delivery::Workload).await
+    issue(
+        state,
+        call,
+        Wanted::Audiences(audiences),
+        Delivery::Workload,
+    )
+    .await
 }
 
 /// Runs the credential flow for an X.509-SVID: it is granted only through an access policy whose
 /// credential provider is an `x509_svid` provider. A CSR that is not DER, whose signature does not
 /// verify or whose key is not P-256 is rejected before the decision, naming the field `csr`.
-pub async fn handle_x509_svid(state: &AppState, call: Call, csr_der: Vec<u8>) -> Result<CredentialResponse, ApiError> {
+pub async fn handle_x509_svid(
+    state: &AppState,
+    call: Call,
+    csr_der: Vec<u8>,
+) -> Result<CredentialResponse, ApiError> {
     if let Err(error) = mayfly_crypto::x509::verify_csr(&csr_der, None) {
-        return Err(ApiError::invalid("csr", &format!("{} bytes", csr_der.len()), &error.to_string()));
+        return Err(ApiError::invalid(
+            "csr",
+            &format!("{} bytes", csr_der.len()),
+            &error.to_string(),
+        ));
     }
     issue(state, call, Wanted::X509Svid(csr_der), Delivery::Workload).await
 }
@@ -133,10 +165,17 @@ const MAX_AUDIENCE_BYTES: usize = 255;
 /// store arbitrary amounts of data.
 fn check_audiences(audiences: &[String]) -> Result<(), ApiError> {
     if audiences.is_empty() {
-        return Err(ApiError::invalid("audience", "", "must name at least one audience"));
+        return Err(ApiError::invalid(
+            "audience",
+            "",
+            "must name at least one audience",
+        ));
     }
     if audiences.len() > MAX_AUDIENCES {
-        let reason = format!("names {} audiences, more than the maximum of {MAX_AUDIENCES}", audiences.len());
+        let reason = format!(
+            "names {} audiences, more than the maximum of {MAX_AUDIENCES}",
+            audiences.len()
+        );
         return Err(ApiError::invalid("audience", "", &reason));
     }
     for (index, audience) in audiences.iter().enumerate() {
@@ -145,17 +184,29 @@ fn check_audiences(audiences: &[String]) -> Result<(), ApiError> {
             return Err(ApiError::invalid(&field, "", "must not be empty"));
         }
         if audience.len() > MAX_AUDIENCE_BYTES {
-            let reason = format!("is {} bytes, longer than the maximum of {MAX_AUDIENCE_BYTES}", audience.len());
+            let reason = format!(
+                "is {} bytes, longer than the maximum of {MAX_AUDIENCE_BYTES}",
+                audience.len()
+            );
             return Err(ApiError::invalid(&field, &shorten(audience), &reason));
         }
         if audience.chars().any(char::is_control) {
-            return Err(ApiError::invalid(&field, &shorten(audience), "must not contain control characters"));
+            return Err(ApiError::invalid(
+                &field,
+                &shorten(audience),
+                "must not contain control characters",
+            ));
         }
     }
     Ok(())
 }
 
-async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery) -> Result<CredentialResponse, ApiError> {
+async fn issue(
+    state: &AppState,
+    call: Call,
+    wanted: Wanted,
+    delivery: Delivery,
+) -> Result<CredentialResponse, ApiError> {
     let started = Instant::now();
     let now = clock::now();
     let evidence_snapshot = state.config();
@@ -163,7 +214,10 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     let mut detail = Map::new();
     detail.insert("request_id".into(), json!(call.request_id));
     detail.insert("source_ip".into(), json!(call.source_ip.to_string()));
-    let location = state.geoip.as_ref().and_then(|geoip| geoip.locate(call.source_ip));
+    let location = state
+        .geoip
+        .as_ref()
+        .and_then(|geoip| geoip.locate(call.source_ip));
     if let Some(location) = &location {
         detail.insert("source_country".into(), json!(location.country));
         if !location.subdivisions.is_empty() {
@@ -180,14 +234,15 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
         Wanted::X509Svid(_) => detail.insert("requested".into(), json!("x509_svid")),
     };
 
-    let attestations = match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
-        Ok(attestations) => attestations,
-        Err(reason) => {
-            let mut denial = Denial::new(Step::Evidence, reason);
-            denial.server_workload = requested_server_workload(&evidence_snapshot, &wanted);
-            return deny(state, &call, now, denial, detail, started).await;
-        }
-    };
+    let attestations =
+        match collect_evidence(state, &evidence_snapshot, &call.evidence, now, &mut detail).await {
+            Ok(attestations) => attestations,
+            Err(reason) => {
+                let mut denial = Denial::new(Step::Evidence, reason);
+                denial.server_workload = requested_server_workload(&evidence_snapshot, &wanted);
+                return deny(state, &call, now, denial, detail, started).await;
+            }
+        };
 
     // Verifying evidence may wait on an issuer for seconds, so the decision reads the
     // configuration in force after it. The issuance gate stays locked for reading until the audit
@@ -196,20 +251,39 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     let _issuing = state.issuance.read().await;
     let snapshot = state.config();
     let config = &snapshot.config;
-    if snapshot.version != evidence_snapshot.version && config.trust_providers != evidence_snapshot.config.trust_providers {
-        let reason = "trust providers changed while the evidence was verified; send the request again".to_string();
+    if snapshot.version != evidence_snapshot.version
+        && config.trust_providers != evidence_snapshot.config.trust_providers
+    {
+        let reason =
+            "trust providers changed while the evidence was verified; send the request again"
+                .to_string();
         let mut denial = Denial::new(Step::Evidence, reason);
         denial.server_workload = requested_server_workload(&snapshot, &wanted);
         return deny(state, &call, now, denial, detail, started).await;
     }
 
-    let context = RequestContext { now, source_ip: call.source_ip, location };
+    let context = RequestContext {
+        now,
+        source_ip: call.source_ip,
+        location,
+    };
     let decision = match &wanted {
         Wanted::Target(target) => {
-            let input = DecisionInput { target, attestations: &attestations, context, trust_domain: &state.trust_domain };
+            let input = DecisionInput {
+                target,
+                attestations: &attestations,
+                context,
+                trust_domain: &state.trust_domain,
+            };
             decide(config, &input)
         }
-        Wanted::Audiences(audiences) => decide_audiences(config, &attestations, context, &state.trust_domain, audiences),
+        Wanted::Audiences(audiences) => decide_audiences(
+            config,
+            &attestations,
+            context,
+            &state.trust_domain,
+            audiences,
+        ),
         Wanted::X509Svid(_) => decide_x509(config, &attestations, context, &state.trust_domain),
     };
     let grant = match decision {
@@ -220,7 +294,10 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     detail.insert("spiffe_id".into(), json!(grant.spiffe_id));
     detail.insert("policy".into(), json!(grant.policy.name));
     detail.insert("trust_provider".into(), json!(grant.trust_provider));
-    detail.insert("credential_provider".into(), json!(grant.credential_provider.name()));
+    detail.insert(
+        "credential_provider".into(),
+        json!(grant.credential_provider.name()),
+    );
 
     let audience_override = match &wanted {
         Wanted::Target(_) | Wanted::X509Svid(_) => None,
@@ -228,7 +305,8 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
     };
     let produced = match (&wanted, grant.credential_provider) {
         (Wanted::X509Svid(csr), CredentialProvider::X509Svid(provider)) => {
-            providers::x509_svid(state, &grant, provider, csr, now).map_err(providers::Failure::from)
+            providers::x509_svid(state, &grant, provider, csr, now)
+                .map_err(providers::Failure::from)
         }
         (_, CredentialProvider::X509Svid(provider)) => {
             let reason = format!(
@@ -238,18 +316,34 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
             detail.insert("step".into(), json!(Step::CredentialProvider.as_str()));
             detail.insert("reason".into(), json!(reason));
             detail.insert("policy".into(), json!(grant.policy.name));
-            let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::CredentialRequest, Value::Object(detail));
+            let mut event = NewAuditEvent::new(
+                clock::new_event_id(),
+                now,
+                AuditKind::CredentialRequest,
+                Value::Object(detail),
+            );
             event.outcome = Some(Outcome::Failure);
             event.client_workload = Some(grant.client_workload.name.clone());
             event.server_workload = Some(grant.server_workload.name.clone());
             if let Err(error) = state.audit.write(event).await {
                 tracing::error!(request_id = %call.request_id, error = %error, "audit write of a rejected request failed");
-                return Err(ApiError::Denied { step: Step::Audit, request_id: call.request_id });
+                return Err(ApiError::Denied {
+                    step: Step::Audit,
+                    request_id: call.request_id,
+                });
             }
-            record_denied(&grant.server_workload.name, Step::CredentialProvider, started);
+            record_denied(
+                &grant.server_workload.name,
+                Step::CredentialProvider,
+                started,
+            );
             // The response names no policy or provider: those stay in the audit event.
             let public_reason = "its credential is an X.509-SVID (credential provider kind x509_svid), which is issued only through an agent's SPIFFE Workload API (FetchX509SVID), because the request needs a CSR";
-            return Err(ApiError::invalid("server_workload", &grant.server_workload.name, public_reason));
+            return Err(ApiError::invalid(
+                "server_workload",
+                &grant.server_workload.name,
+                public_reason,
+            ));
         }
         _ => providers::produce(state, &grant, audience_override, delivery, now).await,
     };
@@ -270,10 +364,18 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
 
     detail.insert("credential_type".into(), json!(issued.credential_type));
     detail.insert("token_id".into(), json!(issued.token_id));
-    detail.insert("expires_at".into(), json!(issued.expires_at.map(|at| at.to_string())));
+    detail.insert(
+        "expires_at".into(),
+        json!(issued.expires_at.map(|at| at.to_string())),
+    );
     detail.extend(issued.audit.clone());
 
-    let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::CredentialRequest, Value::Object(detail));
+    let mut event = NewAuditEvent::new(
+        clock::new_event_id(),
+        now,
+        AuditKind::CredentialRequest,
+        Value::Object(detail),
+    );
     event.outcome = Some(Outcome::Success);
     event.client_workload = Some(grant.client_workload.name.clone());
     event.server_workload = Some(grant.server_workload.name.clone());
@@ -282,7 +384,10 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
         // Fail closed: without a durable audit event the credential never leaves.
         tracing::error!(request_id = %call.request_id, error = %error, "audit write failed; credential withheld");
         record_denied(&grant.server_workload.name, Step::Audit, started);
-        return Err(ApiError::Denied { step: Step::Audit, request_id: call.request_id });
+        return Err(ApiError::Denied {
+            step: Step::Audit,
+            request_id: call.request_id,
+        });
     }
 
     tracing::debug!(
@@ -294,7 +399,8 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
         "credential issued"
     );
     metrics::counter!("mayfly_credentials_issued_total", "server_workload" => grant.server_workload.name.clone(), "credential_type" => issued.credential_type).increment(1);
-    metrics::histogram!("mayfly_credential_issuance_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("mayfly_credential_issuance_seconds")
+        .record(started.elapsed().as_secs_f64());
 
     Ok(CredentialResponse {
         credential_type: issued.credential_type,
@@ -314,7 +420,9 @@ async fn issue(state: &AppState, call: Call, wanted: Wanted, delivery: Delivery)
 /// denial before the decision is still recorded against it.
 fn requested_server_workload(snapshot: &ConfigSnapshot, wanted: &Wanted) -> Option<String> {
     match wanted {
-        Wanted::Target(target) => server_workload_for(&snapshot.config, target).map(|server| server.name.clone()),
+        Wanted::Target(target) => {
+            server_workload_for(&snapshot.config, target).map(|server| server.name.clone())
+        }
         Wanted::Audiences(_) | Wanted::X509Svid(_) => None,
     }
 }
@@ -331,22 +439,37 @@ fn parse_target(request: CredentialRequest) -> Result<Target, ApiError> {
         (Some(name), None) if name.len() > MAX_NAME_BYTES => Err(ApiError::invalid(
             "server_workload",
             &shorten(&name),
-            &format!("is {} bytes, longer than the maximum of {MAX_NAME_BYTES}", name.len()),
+            &format!(
+                "is {} bytes, longer than the maximum of {MAX_NAME_BYTES}",
+                name.len()
+            ),
         )),
-        (Some(name), None) if name.chars().any(char::is_control) => {
-            Err(ApiError::invalid("server_workload", &shorten(&name), "must not contain control characters"))
-        }
+        (Some(name), None) if name.chars().any(char::is_control) => Err(ApiError::invalid(
+            "server_workload",
+            &shorten(&name),
+            "must not contain control characters",
+        )),
         (Some(name), None) if !name.is_empty() => Ok(Target::Name(name)),
         (None, Some(target)) if target.host.len() > MAX_HOST_BYTES => Err(ApiError::invalid(
             "target",
             &shorten(&target.host),
-            &format!("host is {} bytes, longer than the maximum of {MAX_HOST_BYTES}", target.host.len()),
+            &format!(
+                "host is {} bytes, longer than the maximum of {MAX_HOST_BYTES}",
+                target.host.len()
+            ),
         )),
         (None, Some(target)) if target.host.chars().any(char::is_control) => {
-            Err(ApiError::invalid("target", &shorten(&target.host), "host must not contain control characters"))
+            Err(ApiError::invalid(
+                "target",
+                &shorten(&target.host),
+                "host must not contain control characters",
+            ))
         }
         (None, Some(target)) if !target.host.is_empty() && target.port != 0 => {
-            Ok(Target::HostPort { host: target.host, port: target.port })
+            Ok(Target::HostPort {
+                host: target.host,
+                port: target.port,
+            })
         }
         (None, Some(target)) => Err(ApiError::invalid(
             "target",
@@ -431,19 +554,34 @@ const MAX_AGENT_GROUPS: usize = 65_536;
 /// Checks the attributes an agent sent and adds the agent's name. The name comes from the
 /// agent's credential: an `agent` attribute in the request is rejected, so an agent cannot
 /// pose as another.
-fn agent_attributes(agent: &str, sent: &BTreeMap<String, Vec<String>>) -> Result<BTreeMap<String, Vec<String>>, String> {
+fn agent_attributes(
+    agent: &str,
+    sent: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, Vec<String>>, String> {
     let mut attributes = BTreeMap::new();
     for (name, values) in sent {
         let known = UNIX_ATTRIBUTES.contains(&name.as_str()) && name != UNIX_AGENT_ATTRIBUTE;
         if !known {
             let name = shorten(name);
-            return Err(format!("agent {agent:?} sent attribute {name:?}, which is not a unix attribute an agent may attest"));
+            return Err(format!(
+                "agent {agent:?} sent attribute {name:?}, which is not a unix attribute an agent may attest"
+            ));
         }
-        let max_values = if name == "groups" { MAX_AGENT_GROUPS } else { 1 };
+        let max_values = if name == "groups" {
+            MAX_AGENT_GROUPS
+        } else {
+            1
+        };
         if values.is_empty() || values.len() > max_values {
-            return Err(format!("agent {agent:?} sent attribute {name:?} with {} values, expected 1 to {max_values}", values.len()));
+            return Err(format!(
+                "agent {agent:?} sent attribute {name:?} with {} values, expected 1 to {max_values}",
+                values.len()
+            ));
         }
-        if values.iter().any(|value| value.is_empty() || value.len() > MAX_AGENT_ATTRIBUTE_BYTES) {
+        if values
+            .iter()
+            .any(|value| value.is_empty() || value.len() > MAX_AGENT_ATTRIBUTE_BYTES)
+        {
             return Err(format!(
                 "agent {agent:?} sent attribute {name:?} with an empty value or one longer than {MAX_AGENT_ATTRIBUTE_BYTES} bytes"
             ));
@@ -462,7 +600,13 @@ fn evidence_summary(attestations: &[Attestation], cached: bool) -> Value {
     let providers: Vec<Value> = attestations
         .iter()
         .map(|attestation| {
-            let pick = |name: &str| attestation.attributes.get(name).and_then(|values| values.first()).cloned();
+            let pick = |name: &str| {
+                attestation
+                    .attributes
+                    .get(name)
+                    .and_then(|values| values.first())
+                    .cloned()
+            };
             json!({
                 "trust_provider": attestation.trust_provider,
                 "iss": pick("iss"),
@@ -481,7 +625,13 @@ fn presentation(grant: &Grant<'_>, issued: &Issued) -> Value {
     // AWS requests are signed with the credentials rather than carrying them, so AWS SDKs take
     // them from these environment variables.
     if issued.credential_type == "aws_credentials" {
-        let field = |name: &str| issued.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        let field = |name: &str| {
+            issued
+                .fields
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
         return json!({"environment": {
             "AWS_ACCESS_KEY_ID": field("access_key_id"),
             "AWS_SECRET_ACCESS_KEY": field("secret_access_key"),
@@ -498,7 +648,11 @@ fn presentation(grant: &Grant<'_>, issued: &Issued) -> Value {
             headers.insert(header.clone(), token.to_string());
         }
         Authentication::Basic { username } => {
-            let username = issued.username.clone().or_else(|| username.clone()).unwrap_or_else(|| grant.spiffe_id.clone());
+            let username = issued
+                .username
+                .clone()
+                .or_else(|| username.clone())
+                .unwrap_or_else(|| grant.spiffe_id.clone());
             let encoded = STANDARD.encode(format!("{username}:{token}"));
             headers.insert("Authorization".to_string(), format!("Basic {encoded}"));
         }
@@ -530,7 +684,12 @@ async fn deny(
         detail.insert("policy".into(), json!(policy));
     }
 
-    let mut event = NewAuditEvent::new(clock::new_event_id(), now, AuditKind::CredentialRequest, Value::Object(detail));
+    let mut event = NewAuditEvent::new(
+        clock::new_event_id(),
+        now,
+        AuditKind::CredentialRequest,
+        Value::Object(detail),
+    );
     event.outcome = Some(Outcome::Failure);
     event.client_workload = denial.client_workload.clone();
     event.server_workload = denial.server_workload.clone();
@@ -545,18 +704,28 @@ async fn deny(
         reason = %denial.reason,
         "credential denied"
     );
-    let server_workload = denial.server_workload.clone().unwrap_or_else(|| "-".to_string());
+    let server_workload = denial
+        .server_workload
+        .clone()
+        .unwrap_or_else(|| "-".to_string());
 
     if let Err(error) = state.audit.write(event).await {
         tracing::error!(request_id = %call.request_id, error = %error, "audit write of a denial failed");
         record_denied(&server_workload, Step::Audit, started);
-        return Err(ApiError::Denied { step: Step::Audit, request_id: call.request_id.clone() });
+        return Err(ApiError::Denied {
+            step: Step::Audit,
+            request_id: call.request_id.clone(),
+        });
     }
     record_denied(&server_workload, denial.step, started);
-    Err(ApiError::Denied { step: denial.step, request_id: call.request_id.clone() })
+    Err(ApiError::Denied {
+        step: denial.step,
+        request_id: call.request_id.clone(),
+    })
 }
 
 fn record_denied(server_workload: &str, step: Step, started: Instant) {
     metrics::counter!("mayfly_credentials_denied_total", "server_workload" => server_workload.to_string(), "reason" => step.as_str()).increment(1);
-    metrics::histogram!("mayfly_credential_issuance_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("mayfly_credential_issuance_seconds")
+        .record(started.elapsed().as_secs_f64());
 }

@@ -13,7 +13,10 @@ use mayfly_domain::conditions::{Location, canonical_ip};
 pub enum GeoIpError {
     /// The file is missing, unreadable or not a MaxMind DB file.
     #[error("cannot open geoip_database {path}: {source}")]
-    Open { path: PathBuf, source: MaxMindDbError },
+    Open {
+        path: PathBuf,
+        source: MaxMindDbError,
+    },
 }
 
 /// A GeoIP database loaded into memory at start.
@@ -34,8 +37,14 @@ impl fmt::Debug for GeoIp {
 impl GeoIp {
     /// Reads the whole database file and checks its metadata.
     pub fn open(path: &Path) -> Result<GeoIp, GeoIpError> {
-        let reader = Reader::open_readfile(path).map_err(|source| GeoIpError::Open { path: path.to_path_buf(), source })?;
-        Ok(GeoIp { reader, path: path.to_path_buf() })
+        let reader = Reader::open_readfile(path).map_err(|source| GeoIpError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(GeoIp {
+            reader,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Looks up the country and subdivisions of `address`. Returns `None` when the database has
@@ -47,7 +56,11 @@ impl GeoIp {
         if address.is_ipv6() && self.reader.metadata().ip_version == 4 {
             return None;
         }
-        let record = match self.reader.lookup(address).and_then(|result| result.decode::<geoip2::City>()) {
+        let record = match self
+            .reader
+            .lookup(address)
+            .and_then(|result| result.decode::<geoip2::City>())
+        {
             Ok(record) => record?,
             Err(error) => {
                 tracing::warn!(%address, path = %self.path.display(), error = %error, "geoip lookup failed");
@@ -61,6 +74,9 @@ impl GeoIp {
             .filter_map(|subdivision| subdivision.iso_code)
             .map(|code| format!("{country}-{}", code.to_ascii_uppercase()))
             .collect();
-        Some(Location { country: Some(country), subdivisions })
+        Some(Location {
+            country: Some(country),
+            subdivisions,
+        })
     }
 }

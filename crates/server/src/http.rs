@@ -41,7 +41,10 @@ pub enum ListenError {
     Tls(String),
     /// The socket could not be bound.
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 /// Loads a TLS acceptor from PEM files.
@@ -51,19 +54,35 @@ pub fn tls_acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ListenError> 
 
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert_file)
         .and_then(|iter| iter.collect())
-        .map_err(|error| ListenError::Tls(format!("reading certificates from {}: {error}", settings.cert_file.display())))?;
+        .map_err(|error| {
+            ListenError::Tls(format!(
+                "reading certificates from {}: {error}",
+                settings.cert_file.display()
+            ))
+        })?;
     if certs.is_empty() {
-        return Err(ListenError::Tls(format!("{} contains no certificate", settings.cert_file.display())));
+        return Err(ListenError::Tls(format!(
+            "{} contains no certificate",
+            settings.cert_file.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(&settings.key_file)
-        .map_err(|error| ListenError::Tls(format!("reading the private key from {}: {error}", settings.key_file.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|error| {
+        ListenError::Tls(format!(
+            "reading the private key from {}: {error}",
+            settings.key_file.display()
+        ))
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| ListenError::Tls(error.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|error| ListenError::Tls(format!("the certificate and key do not form a usable pair: {error}")))?;
+        .map_err(|error| {
+            ListenError::Tls(format!(
+                "the certificate and key do not form a usable pair: {error}"
+            ))
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -71,11 +90,16 @@ pub fn tls_acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ListenError> 
 /// Binds the workload socket, replacing a stale socket file, and lets every local user connect
 /// (callers are identified by attestation, not by file permissions).
 pub fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
-    let bind_error = |source| ListenError::Bind { address: path.display().to_string(), source };
+    let bind_error = |source| ListenError::Bind {
+        address: path.display().to_string(),
+        source,
+    };
     // Only a socket left behind by a stopped server is removed. Any other file at the path is
     // kept and the start fails, so a mistyped setting never deletes data.
     match std::fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.file_type().is_socket() => std::fs::remove_file(path).map_err(bind_error)?,
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(bind_error)?
+        }
         Ok(_) => {
             return Err(bind_error(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -91,7 +115,12 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
 }
 
 /// Serves the API until `shutdown` turns true, then drains in-flight requests.
-pub async fn serve_tcp(listener: TcpListener, tls: Option<TlsAcceptor>, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -113,7 +142,8 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<TlsAcceptor>, router: 
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
@@ -125,7 +155,8 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<TlsAcceptor>, router: 
                             return;
                         }
                     };
-                    let connection = builder().serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                    let connection = builder()
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(error = %error, "connection ended with an error");
                     }
@@ -137,7 +168,11 @@ pub async fn serve_tcp(listener: TcpListener, tls: Option<TlsAcceptor>, router: 
 }
 
 /// Serves the workload socket until `shutdown` turns true.
-pub async fn serve_unix(listener: UnixListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_unix(
+    listener: UnixListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -175,25 +210,40 @@ pub async fn serve_unix(listener: UnixListener, router: Router, mut shutdown: wa
     drain(graceful).await;
 }
 
-type BoxedService = tower::util::BoxCloneSyncService<hyper::Request<Incoming>, axum::response::Response, Infallible>;
+type BoxedService = tower::util::BoxCloneSyncService<
+    hyper::Request<Incoming>,
+    axum::response::Response,
+    Infallible,
+>;
 
 fn with_connect_info(router: Router, peer: SocketAddr) -> BoxedService {
-    BoxedService::new(tower::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(request)
-    }))
+    BoxedService::new(tower::service_fn(
+        move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request)
+        },
+    ))
 }
 
 fn builder() -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
     builder
 }
 
 fn serve_connection<I, S>(io: TokioIo<I>, service: S, graceful: &GracefulShutdown)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<hyper::Request<Incoming>, Response = axum::response::Response, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     let connection = builder().serve_connection(io, TowerToHyperService::new(service));
@@ -206,7 +256,13 @@ where
 }
 
 async fn drain(graceful: GracefulShutdown) {
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("some connections were still open after {}s and were closed", DRAIN_TIMEOUT.as_secs());
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some connections were still open after {}s and were closed",
+            DRAIN_TIMEOUT.as_secs()
+        );
     }
 }

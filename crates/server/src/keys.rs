@@ -56,7 +56,11 @@ pub enum KeyError {
     NotFound(String),
     /// The key is in a state that does not allow the operation.
     #[error("signing key {kid:?} is {state}: {reason}")]
-    WrongState { kid: String, state: String, reason: String },
+    WrongState {
+        kid: String,
+        state: String,
+        reason: String,
+    },
     /// No active key exists for the algorithm.
     #[error("no active signing key for {0}")]
     NoActiveKey(&'static str),
@@ -118,9 +122,25 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the keys and makes sure an ES256 key is active.
-    pub async fn load(store: Arc<dyn Store>, kek: KeyEncryptionKey, period: Duration, now: Timestamp) -> Result<Arc<KeyRing>, KeyError> {
-        let empty = KeySet { active: HashMap::new(), jwks_body: jwks_document(&[]).to_string(), all_public: Vec::new(), published: Vec::new() };
-        let ring = Arc::new(KeyRing { store, kek, period, current: RwLock::new(Arc::new(empty)), changes: Mutex::new(()) });
+    pub async fn load(
+        store: Arc<dyn Store>,
+        kek: KeyEncryptionKey,
+        period: Duration,
+        now: Timestamp,
+    ) -> Result<Arc<KeyRing>, KeyError> {
+        let empty = KeySet {
+            active: HashMap::new(),
+            jwks_body: jwks_document(&[]).to_string(),
+            all_public: Vec::new(),
+            published: Vec::new(),
+        };
+        let ring = Arc::new(KeyRing {
+            store,
+            kek,
+            period,
+            current: RwLock::new(Arc::new(empty)),
+            changes: Mutex::new(()),
+        });
         ring.tick(now, &[Algorithm::ES256]).await?;
         Ok(ring)
     }
@@ -140,7 +160,13 @@ impl KeyRing {
 
     /// Lists every key.
     pub async fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
-        Ok(self.store.list_signing_keys().await?.iter().map(KeyInfo::from).collect())
+        Ok(self
+            .store
+            .list_signing_keys()
+            .await?
+            .iter()
+            .map(KeyInfo::from)
+            .collect())
     }
 
     /// Runs one rotation step for each algorithm in use: activates a key when none is active,
@@ -156,8 +182,16 @@ impl KeyRing {
                 let mut removed = record.clone();
                 removed.state = state::REMOVED.to_string();
                 removed.encrypted_private_key = None;
-                let audit = key_event(now, "remove", record, "every token it signed has expired", SYSTEM_ACTOR);
-                self.store.update_signing_key(&removed, &record.state, vec![audit]).await?;
+                let audit = key_event(
+                    now,
+                    "remove",
+                    record,
+                    "every token it signed has expired",
+                    SYSTEM_ACTOR,
+                );
+                self.store
+                    .update_signing_key(&removed, &record.state, vec![audit])
+                    .await?;
             }
         }
 
@@ -168,15 +202,33 @@ impl KeyRing {
         self.publish().await
     }
 
-    async fn rotate_algorithm(&self, algorithm: Algorithm, records: &mut Vec<SigningKeyRecord>, now: Timestamp) -> Result<(), KeyError> {
+    async fn rotate_algorithm(
+        &self,
+        algorithm: Algorithm,
+        records: &mut Vec<SigningKeyRecord>,
+        now: Timestamp,
+    ) -> Result<(), KeyError> {
         let name = algorithm.as_str();
-        let active = records.iter().find(|r| r.algorithm == name && r.state == state::ACTIVE).cloned();
-        let prepared = records.iter().find(|r| r.algorithm == name && r.state == state::PREPARED).cloned();
+        let active = records
+            .iter()
+            .find(|r| r.algorithm == name && r.state == state::ACTIVE)
+            .cloned();
+        let prepared = records
+            .iter()
+            .find(|r| r.algorithm == name && r.state == state::PREPARED)
+            .cloned();
 
         if let Some(prepared) = &prepared
             && prepared.activates_at.is_none_or(|at| at <= now)
         {
-            self.activate(prepared, active.as_ref(), now, "its publication period is over", SYSTEM_ACTOR).await?;
+            self.activate(
+                prepared,
+                active.as_ref(),
+                now,
+                "its publication period is over",
+                SYSTEM_ACTOR,
+            )
+            .await?;
             *records = self.store.list_signing_keys().await?;
             return Ok(());
         }
@@ -184,7 +236,16 @@ impl KeyRing {
         let Some(active) = active else {
             // No key signs for this algorithm yet (first start, or a newly used algorithm):
             // nothing could have cached its kid, so it becomes active at once.
-            let key = self.generate(algorithm, state::ACTIVE, Some(now), now, "first key for this algorithm", SYSTEM_ACTOR).await?;
+            let key = self
+                .generate(
+                    algorithm,
+                    state::ACTIVE,
+                    Some(now),
+                    now,
+                    "first key for this algorithm",
+                    SYSTEM_ACTOR,
+                )
+                .await?;
             records.push(key);
             return Ok(());
         };
@@ -193,7 +254,16 @@ impl KeyRing {
         let due = add(activated, self.period);
         if prepared.is_none() && add(now, PUBLISH_AHEAD) >= due {
             let activates_at = std::cmp::max(due, add(now, PUBLISH_AHEAD));
-            let key = self.generate(algorithm, state::PREPARED, Some(activates_at), now, "scheduled rotation", SYSTEM_ACTOR).await?;
+            let key = self
+                .generate(
+                    algorithm,
+                    state::PREPARED,
+                    Some(activates_at),
+                    now,
+                    "scheduled rotation",
+                    SYSTEM_ACTOR,
+                )
+                .await?;
             records.push(key);
         }
         Ok(())
@@ -201,20 +271,40 @@ impl KeyRing {
 
     /// Prepares a new key for `algorithm` that starts signing an hour from now. Fails when one is
     /// already prepared.
-    pub async fn rotate(&self, algorithm: Algorithm, now: Timestamp, actor: &str) -> Result<KeyInfo, KeyError> {
+    pub async fn rotate(
+        &self,
+        algorithm: Algorithm,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<KeyInfo, KeyError> {
         let _guard = self.changes.lock().await;
         let records = self.store.list_signing_keys().await?;
-        if let Some(prepared) = records.iter().find(|r| r.algorithm == algorithm.as_str() && r.state == state::PREPARED) {
+        if let Some(prepared) = records
+            .iter()
+            .find(|r| r.algorithm == algorithm.as_str() && r.state == state::PREPARED)
+        {
             return Err(KeyError::WrongState {
                 kid: prepared.kid.clone(),
                 state: prepared.state.clone(),
                 reason: format!(
                     "a prepared key already exists and becomes active at {}; taint the active key to switch at once",
-                    prepared.activates_at.map(|t| t.to_string()).unwrap_or_default()
+                    prepared
+                        .activates_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
                 ),
             });
         }
-        let record = self.generate(algorithm, state::PREPARED, Some(add(now, PUBLISH_AHEAD)), now, "manual rotation", actor).await?;
+        let record = self
+            .generate(
+                algorithm,
+                state::PREPARED,
+                Some(add(now, PUBLISH_AHEAD)),
+                now,
+                "manual rotation",
+                actor,
+            )
+            .await?;
         self.publish().await?;
         Ok(KeyInfo::from(&record))
     }
@@ -222,23 +312,50 @@ impl KeyRing {
     /// Stops signing with a key at once but keeps publishing it until its tokens expire. When it
     /// was active, another key takes over immediately.
     pub async fn taint(&self, kid: &str, now: Timestamp, actor: &str) -> Result<KeyInfo, KeyError> {
-        self.withdraw(kid, now, state::TAINTED, Some(add(now, RETIRED_GRACE)), actor).await
+        self.withdraw(
+            kid,
+            now,
+            state::TAINTED,
+            Some(add(now, RETIRED_GRACE)),
+            actor,
+        )
+        .await
     }
 
     /// Removes a key from the JWKS at once: every token it signed stops validating at relying
     /// parties that refresh their keys. When it was active, another key takes over immediately.
-    pub async fn revoke(&self, kid: &str, now: Timestamp, actor: &str) -> Result<KeyInfo, KeyError> {
+    pub async fn revoke(
+        &self,
+        kid: &str,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<KeyInfo, KeyError> {
         self.withdraw(kid, now, state::REVOKED, None, actor).await
     }
 
-    async fn withdraw(&self, kid: &str, now: Timestamp, new_state: &str, remove_after: Option<Timestamp>, actor: &str) -> Result<KeyInfo, KeyError> {
+    async fn withdraw(
+        &self,
+        kid: &str,
+        now: Timestamp,
+        new_state: &str,
+        remove_after: Option<Timestamp>,
+        actor: &str,
+    ) -> Result<KeyInfo, KeyError> {
         let _guard = self.changes.lock().await;
         let records = self.store.list_signing_keys().await?;
-        let record = records.iter().find(|r| r.kid == kid).ok_or_else(|| KeyError::NotFound(kid.to_string()))?;
+        let record = records
+            .iter()
+            .find(|r| r.kid == kid)
+            .ok_or_else(|| KeyError::NotFound(kid.to_string()))?;
         let allowed: &[&str] = if new_state == state::TAINTED {
             &[state::PREPARED, state::ACTIVE, state::RETIRED]
         } else {
-            &[state::PREPARED, state::ACTIVE, state::RETIRED, state::TAINTED]
+            &[
+                state::PREPARED,
+                state::ACTIVE,
+                state::RETIRED,
+                state::TAINTED,
+            ]
         };
         if !allowed.contains(&record.state.as_str()) {
             return Err(KeyError::WrongState {
@@ -255,9 +372,15 @@ impl KeyRing {
         if new_state == state::REVOKED {
             updated.encrypted_private_key = None;
         }
-        let action = if new_state == state::TAINTED { "taint" } else { "revoke" };
+        let action = if new_state == state::TAINTED {
+            "taint"
+        } else {
+            "revoke"
+        };
         let audit = key_event(now, action, record, "requested by an admin", actor);
-        self.store.update_signing_key(&updated, &record.state, vec![audit]).await?;
+        self.store
+            .update_signing_key(&updated, &record.state, vec![audit])
+            .await?;
 
         if record.state == state::ACTIVE {
             let algorithm = Algorithm::parse(&record.algorithm).unwrap_or(Algorithm::ES256);
@@ -266,9 +389,20 @@ impl KeyRing {
                 .find(|r| r.algorithm == record.algorithm && r.state == state::PREPARED)
                 .cloned();
             match replacement {
-                Some(prepared) => self.activate(&prepared, None, now, "the active key was withdrawn", actor).await?,
+                Some(prepared) => {
+                    self.activate(&prepared, None, now, "the active key was withdrawn", actor)
+                        .await?
+                }
                 None => {
-                    self.generate(algorithm, state::ACTIVE, Some(now), now, "the active key was withdrawn", actor).await?;
+                    self.generate(
+                        algorithm,
+                        state::ACTIVE,
+                        Some(now),
+                        now,
+                        "the active key was withdrawn",
+                        actor,
+                    )
+                    .await?;
                 }
             }
         }
@@ -276,26 +410,51 @@ impl KeyRing {
         Ok(KeyInfo::from(&updated))
     }
 
-    async fn activate(&self, prepared: &SigningKeyRecord, active: Option<&SigningKeyRecord>, now: Timestamp, reason: &str, actor: &str) -> Result<(), KeyError> {
+    async fn activate(
+        &self,
+        prepared: &SigningKeyRecord,
+        active: Option<&SigningKeyRecord>,
+        now: Timestamp,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), KeyError> {
         if let Some(active) = active {
             let mut retired = active.clone();
             retired.state = state::RETIRED.to_string();
             retired.retired_at = Some(now);
             retired.remove_after = Some(add(now, RETIRED_GRACE));
             let audit = key_event(now, "retire", active, reason, actor);
-            self.store.update_signing_key(&retired, state::ACTIVE, vec![audit]).await?;
+            self.store
+                .update_signing_key(&retired, state::ACTIVE, vec![audit])
+                .await?;
         }
         let mut activated = prepared.clone();
         activated.state = state::ACTIVE.to_string();
         activated.activates_at = Some(now);
         let audit = key_event(now, "activate", prepared, reason, actor);
-        self.store.update_signing_key(&activated, state::PREPARED, vec![audit]).await?;
+        self.store
+            .update_signing_key(&activated, state::PREPARED, vec![audit])
+            .await?;
         Ok(())
     }
 
-    async fn generate(&self, algorithm: Algorithm, initial_state: &str, activates_at: Option<Timestamp>, now: Timestamp, reason: &str, actor: &str) -> Result<SigningKeyRecord, KeyError> {
-        let kid = generate_kid().map_err(|error| KeyError::Crypto { kid: "(new)".to_string(), reason: error.to_string() })?;
-        let crypto_error = |reason: String| KeyError::Crypto { kid: kid.clone(), reason };
+    async fn generate(
+        &self,
+        algorithm: Algorithm,
+        initial_state: &str,
+        activates_at: Option<Timestamp>,
+        now: Timestamp,
+        reason: &str,
+        actor: &str,
+    ) -> Result<SigningKeyRecord, KeyError> {
+        let kid = generate_kid().map_err(|error| KeyError::Crypto {
+            kid: "(new)".to_string(),
+            reason: error.to_string(),
+        })?;
+        let crypto_error = |reason: String| KeyError::Crypto {
+            kid: kid.clone(),
+            reason,
+        };
         // RSA key generation takes a noticeable moment: keep it off the async workers.
         let generated = tokio::task::spawn_blocking({
             let kid = kid.clone();
@@ -304,9 +463,15 @@ impl KeyRing {
         .await
         .map_err(|error| crypto_error(error.to_string()))?
         .map_err(|error| crypto_error(error.to_string()))?;
-        let pkcs8 = generated.to_pkcs8().map_err(|error| crypto_error(error.to_string()))?;
-        let sealed = self.kek.seal(&pkcs8, kid.as_bytes()).map_err(|error| crypto_error(error.to_string()))?;
-        let public_jwk = serde_json::to_value(generated.public_jwk()).map_err(|error| crypto_error(error.to_string()))?;
+        let pkcs8 = generated
+            .to_pkcs8()
+            .map_err(|error| crypto_error(error.to_string()))?;
+        let sealed = self
+            .kek
+            .seal(&pkcs8, kid.as_bytes())
+            .map_err(|error| crypto_error(error.to_string()))?;
+        let public_jwk = serde_json::to_value(generated.public_jwk())
+            .map_err(|error| crypto_error(error.to_string()))?;
 
         let record = SigningKeyRecord {
             kid: kid.clone(),
@@ -335,11 +500,16 @@ impl KeyRing {
 
         for record in &records {
             let jwk: Option<Jwk> = serde_json::from_value(record.public_jwk.clone()).ok();
-            let verifying = jwk.as_ref().and_then(|jwk| VerifyingKey::from_jwk(jwk).ok());
+            let verifying = jwk
+                .as_ref()
+                .and_then(|jwk| VerifyingKey::from_jwk(jwk).ok());
             if let Some(verifying) = &verifying {
                 all_public.push(verifying.clone());
             }
-            let is_published = matches!(record.state.as_str(), state::PREPARED | state::ACTIVE | state::RETIRED | state::TAINTED);
+            let is_published = matches!(
+                record.state.as_str(),
+                state::PREPARED | state::ACTIVE | state::RETIRED | state::TAINTED
+            );
             if is_published && let (Some(jwk), Some(verifying)) = (jwk, verifying) {
                 published_jwks.push(jwk);
                 published.push(verifying);
@@ -352,7 +522,12 @@ impl KeyRing {
             }
         }
 
-        let set = KeySet { active, jwks_body: jwks_document(&published_jwks).to_string(), all_public, published };
+        let set = KeySet {
+            active,
+            jwks_body: jwks_document(&published_jwks).to_string(),
+            all_public,
+            published,
+        };
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(set),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
@@ -361,11 +536,23 @@ impl KeyRing {
     }
 
     fn decrypt(&self, record: &SigningKeyRecord) -> Result<SigningKey, KeyError> {
-        let crypto_error = |reason: String| KeyError::Crypto { kid: record.kid.clone(), reason };
-        let sealed = record.encrypted_private_key.as_ref().ok_or_else(|| crypto_error("the private key is missing".to_string()))?;
-        let pkcs8 = self.kek.open(sealed, record.kid.as_bytes()).map_err(|error| crypto_error(error.to_string()))?;
-        let algorithm = Algorithm::parse(&record.algorithm).ok().ok_or_else(|| crypto_error(format!("unknown algorithm {}", record.algorithm)))?;
-        SigningKey::from_pkcs8(algorithm, &record.kid, &pkcs8).map_err(|error| crypto_error(error.to_string()))
+        let crypto_error = |reason: String| KeyError::Crypto {
+            kid: record.kid.clone(),
+            reason,
+        };
+        let sealed = record
+            .encrypted_private_key
+            .as_ref()
+            .ok_or_else(|| crypto_error("the private key is missing".to_string()))?;
+        let pkcs8 = self
+            .kek
+            .open(sealed, record.kid.as_bytes())
+            .map_err(|error| crypto_error(error.to_string()))?;
+        let algorithm = Algorithm::parse(&record.algorithm)
+            .ok()
+            .ok_or_else(|| crypto_error(format!("unknown algorithm {}", record.algorithm)))?;
+        SigningKey::from_pkcs8(algorithm, &record.kid, &pkcs8)
+            .map_err(|error| crypto_error(error.to_string()))
     }
 }
 
@@ -374,7 +561,13 @@ fn add(time: Timestamp, duration: Duration) -> Timestamp {
     time.checked_add(span).unwrap_or(time)
 }
 
-fn key_event(now: Timestamp, action: &str, record: &SigningKeyRecord, reason: &str, actor: &str) -> NewAuditEvent {
+fn key_event(
+    now: Timestamp,
+    action: &str,
+    record: &SigningKeyRecord,
+    reason: &str,
+    actor: &str,
+) -> NewAuditEvent {
     let detail = json!({
         "actor": actor,
         "action": action,

@@ -20,8 +20,8 @@ pub mod problem;
 pub mod providers;
 pub mod secrets;
 pub mod settings;
+mod startup;
 pub mod state;
 pub mod x509_ca;
-mod startup;
 
 pub use startup::{RunningServer, run, start};

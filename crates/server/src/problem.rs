@@ -16,7 +16,9 @@ tokio::task_local! {
 
 /// Returns the id of the request being served, or a new one outside a request.
 pub fn current_request_id() -> String {
-    CURRENT_REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| crate::clock::new_request_id())
+    CURRENT_REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| crate::clock::new_request_id())
 }
 
 /// Content type of problem documents.
@@ -27,7 +29,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     /// The request body or a parameter is malformed or fails validation.
     #[error("{detail}")]
-    Invalid { detail: String, field: Option<String>, value: Option<String> },
+    Invalid {
+        detail: String,
+        field: Option<String>,
+        value: Option<String>,
+    },
     /// Authentication is missing or wrong (admin API).
     #[error("{0}")]
     Unauthorized(String),
@@ -39,7 +45,10 @@ pub enum ApiError {
     NotFound { kind: String, name: String },
     /// The change conflicts with existing state.
     #[error("{detail}")]
-    Conflict { detail: String, referrers: Vec<(String, String)> },
+    Conflict {
+        detail: String,
+        referrers: Vec<(String, String)>,
+    },
     /// The body is larger than the configured limit.
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
@@ -56,12 +65,24 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &str, value: &str, reason: &str) -> ApiError {
-        let detail = if value.is_empty() { format!("{field}: {reason}") } else { format!("{field} {value:?}: {reason}") };
-        ApiError::Invalid { detail, field: Some(field.to_string()), value: Some(value.to_string()) }
+        let detail = if value.is_empty() {
+            format!("{field}: {reason}")
+        } else {
+            format!("{field} {value:?}: {reason}")
+        };
+        ApiError::Invalid {
+            detail,
+            field: Some(field.to_string()),
+            value: Some(value.to_string()),
+        }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
-        ApiError::Invalid { detail: detail.into(), field: None, value: None }
+        ApiError::Invalid {
+            detail: detail.into(),
+            field: None,
+            value: None,
+        }
     }
 
     /// Maps a store error, logging the detail of failures the client must not see. `context`
@@ -71,26 +92,46 @@ impl ApiError {
         let request_id = request_id.as_str();
         match error {
             StoreError::NotFound { kind, name } => ApiError::NotFound { kind, name },
-            StoreError::ReferencedBy { kind, name, mut referrers } => {
+            StoreError::ReferencedBy {
+                kind,
+                name,
+                mut referrers,
+            } => {
                 referrers.sort();
                 referrers.dedup();
-                let list: Vec<String> = referrers.iter().map(|r| format!("{} {:?}", r.kind, r.name)).collect();
+                let list: Vec<String> = referrers
+                    .iter()
+                    .map(|r| format!("{} {:?}", r.kind, r.name))
+                    .collect();
                 ApiError::Conflict {
-                    detail: format!("{kind} {name:?} is referenced by {}; change or delete those first", list.join(", ")),
+                    detail: format!(
+                        "{kind} {name:?} is referenced by {}; change or delete those first",
+                        list.join(", ")
+                    ),
                     referrers: referrers.into_iter().map(|r| (r.kind, r.name)).collect(),
                 }
             }
-            StoreError::DanglingReference { kind, name, ref_kind, ref_name } => ApiError::Invalid {
-                detail: format!("{kind} {name:?} refers to {ref_kind} {ref_name:?}, which does not exist"),
+            StoreError::DanglingReference {
+                kind,
+                name,
+                ref_kind,
+                ref_name,
+            } => ApiError::Invalid {
+                detail: format!(
+                    "{kind} {name:?} refers to {ref_kind} {ref_name:?}, which does not exist"
+                ),
                 field: None,
                 value: Some(ref_name),
             },
-            StoreError::AlreadyExists { kind, name } => {
-                ApiError::Conflict { detail: format!("{kind} {name:?} already exists"), referrers: Vec::new() }
-            }
+            StoreError::AlreadyExists { kind, name } => ApiError::Conflict {
+                detail: format!("{kind} {name:?} already exists"),
+                referrers: Vec::new(),
+            },
             other => {
                 tracing::error!(request_id, context, error = %other, "store operation failed");
-                ApiError::Unavailable { request_id: request_id.to_string() }
+                ApiError::Unavailable {
+                    request_id: request_id.to_string(),
+                }
             }
         }
     }
@@ -103,8 +144,13 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Denied { step: Step::Evidence, .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Denied { step: Step::Audit, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Denied {
+                step: Step::Evidence,
+                ..
+            } => StatusCode::UNAUTHORIZED,
+            ApiError::Denied {
+                step: Step::Audit, ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Denied { .. } => StatusCode::FORBIDDEN,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,7 +190,10 @@ impl ApiError {
                 }
             }
             ApiError::Conflict { referrers, .. } if !referrers.is_empty() => {
-                let list: Vec<Value> = referrers.iter().map(|(kind, name)| json!({"kind": kind, "name": name})).collect();
+                let list: Vec<Value> = referrers
+                    .iter()
+                    .map(|(kind, name)| json!({"kind": kind, "name": name}))
+                    .collect();
                 problem["referrers"] = Value::Array(list);
             }
             ApiError::Denied { step, request_id } => {
@@ -174,9 +223,13 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Some(rejected) = rejected {
             response.extensions_mut().insert(rejected);
@@ -187,24 +240,33 @@ impl IntoResponse for ApiError {
 
 /// Maps axum's JSON extractor rejections to problems that quote serde's message (which names
 /// the field and the line and column).
-pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection, limit: usize) -> ApiError {
+pub fn json_rejection(
+    rejection: axum::extract::rejection::JsonRejection,
+    limit: usize,
+) -> ApiError {
     use axum::extract::rejection::JsonRejection;
     match rejection {
         JsonRejection::BytesRejection(inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::TooLarge { limit }
         }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("the request body must be JSON with Content-Type: application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
+            "the request body must be JSON with Content-Type: application/json",
+        ),
         other => ApiError::bad_request(format!("invalid JSON body: {}", other.body_text())),
     }
 }
 
 /// Maps a raw body rejection to 413 when the body is over the limit, and to 400 otherwise.
-pub fn bytes_rejection(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> ApiError {
+pub fn bytes_rejection(
+    rejection: axum::extract::rejection::BytesRejection,
+    limit: usize,
+) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge { limit }
     } else {
-        ApiError::bad_request(format!("reading the request body failed: {}", rejection.body_text()))
+        ApiError::bad_request(format!(
+            "reading the request body failed: {}",
+            rejection.body_text()
+        ))
     }
 }

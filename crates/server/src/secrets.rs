@@ -65,10 +65,14 @@ impl SecretError {
     pub fn into_api(self, request_id: &str) -> ApiError {
         match self {
             SecretError::Missing { field, .. } => ApiError::invalid(field, "", &self.to_string()),
-            SecretError::ServerOwned { field, .. } => ApiError::invalid(field, "", &self.to_string()),
+            SecretError::ServerOwned { field, .. } => {
+                ApiError::invalid(field, "", &self.to_string())
+            }
             other => {
                 tracing::error!(request_id, error = %other, "sealing a secret failed");
-                ApiError::Internal { request_id: request_id.to_string() }
+                ApiError::Internal {
+                    request_id: request_id.to_string(),
+                }
             }
         }
     }
@@ -77,19 +81,38 @@ impl SecretError {
 /// Replaces the plaintext secrets of a resource being written with their sealed form. A value
 /// equal to the stored one keeps the stored form, so re-applying it changes nothing; a write
 /// without a value keeps the stored one.
-pub fn seal_resource(kek: &KeyEncryptionKey, current: &Config, resource: Resource, now: Timestamp) -> Result<Resource, SecretError> {
+pub fn seal_resource(
+    kek: &KeyEncryptionKey,
+    current: &Config,
+    resource: Resource,
+    now: Timestamp,
+) -> Result<Resource, SecretError> {
     let provider = match resource {
         Resource::CredentialProvider(provider) => provider,
         Resource::NotificationTarget(mut target) => {
             if target.sealed_secret.is_some() {
-                return Err(SecretError::ServerOwned { field: "sealed_secret", plain: "secret" });
+                return Err(SecretError::ServerOwned {
+                    field: "sealed_secret",
+                    plain: "secret",
+                });
             }
-            let stored = current.notification_targets.get(&target.name).and_then(|existing| existing.sealed_secret.clone());
+            let stored = current
+                .notification_targets
+                .get(&target.name)
+                .and_then(|existing| existing.sealed_secret.clone());
             // A target that sends no secret keeps none, not even one from before.
             if target.auth.uses_secret() {
                 let plain = target.secret.take();
                 let kind = ResourceKind::NotificationTarget;
-                target.sealed_secret = Some(seal_field_of(kek, kind, &target.name, "secret", plain, stored, now)?);
+                target.sealed_secret = Some(seal_field_of(
+                    kek,
+                    kind,
+                    &target.name,
+                    "secret",
+                    plain,
+                    stored,
+                    now,
+                )?);
             } else {
                 target.secret = None;
             }
@@ -101,27 +124,49 @@ pub fn seal_resource(kek: &KeyEncryptionKey, current: &Config, resource: Resourc
     let sealed = match provider {
         CredentialProvider::StaticSecret(mut provider) => {
             if provider.sealed_value.is_some() {
-                return Err(SecretError::ServerOwned { field: "sealed_value", plain: "value" });
+                return Err(SecretError::ServerOwned {
+                    field: "sealed_value",
+                    plain: "value",
+                });
             }
             let stored = match stored {
                 Some(CredentialProvider::StaticSecret(existing)) => existing.sealed_value.clone(),
                 _ => None,
             };
-            provider.sealed_value = Some(seal_field(kek, &provider.name, "value", provider.value.take(), stored, now)?);
+            provider.sealed_value = Some(seal_field(
+                kek,
+                &provider.name,
+                "value",
+                provider.value.take(),
+                stored,
+                now,
+            )?);
             CredentialProvider::StaticSecret(provider)
         }
         CredentialProvider::OauthClientCredentials(mut provider) => {
             if provider.sealed_client_secret.is_some() {
-                return Err(SecretError::ServerOwned { field: "sealed_client_secret", plain: "client_secret" });
+                return Err(SecretError::ServerOwned {
+                    field: "sealed_client_secret",
+                    plain: "client_secret",
+                });
             }
             let stored = match stored {
-                Some(CredentialProvider::OauthClientCredentials(existing)) => existing.sealed_client_secret.clone(),
+                Some(CredentialProvider::OauthClientCredentials(existing)) => {
+                    existing.sealed_client_secret.clone()
+                }
                 _ => None,
             };
             // A provider that signs assertions keeps no secret, not even one from before.
             if provider.client_auth.uses_secret() {
                 let plain = provider.client_secret.take();
-                provider.sealed_client_secret = Some(seal_field(kek, &provider.name, "client_secret", plain, stored, now)?);
+                provider.sealed_client_secret = Some(seal_field(
+                    kek,
+                    &provider.name,
+                    "client_secret",
+                    plain,
+                    stored,
+                    now,
+                )?);
             }
             CredentialProvider::OauthClientCredentials(provider)
         }
@@ -138,7 +183,15 @@ fn seal_field(
     stored: Option<SealedSecret>,
     now: Timestamp,
 ) -> Result<SealedSecret, SecretError> {
-    seal_field_of(kek, ResourceKind::CredentialProvider, provider, field, plain, stored, now)
+    seal_field_of(
+        kek,
+        ResourceKind::CredentialProvider,
+        provider,
+        field,
+        plain,
+        stored,
+        now,
+    )
 }
 
 fn seal_field_of(
@@ -151,7 +204,11 @@ fn seal_field_of(
     now: Timestamp,
 ) -> Result<SealedSecret, SecretError> {
     let Some(plain) = plain else {
-        return stored.ok_or_else(|| SecretError::Missing { kind, provider: provider.to_string(), field });
+        return stored.ok_or_else(|| SecretError::Missing {
+            kind,
+            provider: provider.to_string(),
+            field,
+        });
     };
     let fingerprint = kek.secret_fingerprint(plain.expose().as_bytes());
     if let Some(stored) = stored
@@ -160,14 +217,37 @@ fn seal_field_of(
         return Ok(stored);
     }
     let sealed = kek
-        .seal(plain.expose().as_bytes(), &associated_data(kind, provider, field))
-        .map_err(|source| SecretError::Crypto { kind, provider: provider.to_string(), field, source })?;
-    Ok(SealedSecret { ciphertext: STANDARD.encode(sealed), fingerprint, set_at: now })
+        .seal(
+            plain.expose().as_bytes(),
+            &associated_data(kind, provider, field),
+        )
+        .map_err(|source| SecretError::Crypto {
+            kind,
+            provider: provider.to_string(),
+            field,
+            source,
+        })?;
+    Ok(SealedSecret {
+        ciphertext: STANDARD.encode(sealed),
+        fingerprint,
+        set_at: now,
+    })
 }
 
 /// Decrypts a sealed secret of the credential provider `provider`.
-pub fn open(kek: &KeyEncryptionKey, provider: &str, field: &'static str, sealed: &SealedSecret) -> Result<Zeroizing<String>, SecretError> {
-    open_of(kek, ResourceKind::CredentialProvider, provider, field, sealed)
+pub fn open(
+    kek: &KeyEncryptionKey,
+    provider: &str,
+    field: &'static str,
+    sealed: &SealedSecret,
+) -> Result<Zeroizing<String>, SecretError> {
+    open_of(
+        kek,
+        ResourceKind::CredentialProvider,
+        provider,
+        field,
+        sealed,
+    )
 }
 
 /// Decrypts a sealed secret of the resource `kind`/`name`.
@@ -178,11 +258,20 @@ pub fn open_of(
     field: &'static str,
     sealed: &SealedSecret,
 ) -> Result<Zeroizing<String>, SecretError> {
-    let corrupt = || SecretError::Corrupt { kind, provider: name.to_string(), field };
+    let corrupt = || SecretError::Corrupt {
+        kind,
+        provider: name.to_string(),
+        field,
+    };
     let bytes = STANDARD.decode(&sealed.ciphertext).map_err(|_| corrupt())?;
     let plain = kek
         .open(&bytes, &associated_data(kind, name, field))
-        .map_err(|source| SecretError::Crypto { kind, provider: name.to_string(), field, source })?;
+        .map_err(|source| SecretError::Crypto {
+            kind,
+            provider: name.to_string(),
+            field,
+            source,
+        })?;
     let text = std::str::from_utf8(&plain).map_err(|_| corrupt())?;
     Ok(Zeroizing::new(text.to_string()))
 }
@@ -199,12 +288,21 @@ pub fn describe_sealed(mut spec: Value, now: Option<Timestamp>) -> Value {
     let Value::Object(map) = &mut spec else {
         return spec;
     };
-    let sealed_keys: Vec<String> = map.keys().filter(|key| key.starts_with("sealed_")).cloned().collect();
+    let sealed_keys: Vec<String> = map
+        .keys()
+        .filter(|key| key.starts_with("sealed_"))
+        .cloned()
+        .collect();
     for key in sealed_keys {
-        let Some(sealed) = map.remove(&key) else { continue };
+        let Some(sealed) = map.remove(&key) else {
+            continue;
+        };
         let field = key.trim_start_matches("sealed_").to_string();
-        let mut description = json!({"set": true, "fingerprint": sealed["fingerprint"], "set_at": sealed["set_at"]});
-        let set_at = sealed["set_at"].as_str().and_then(|text| text.parse::<Timestamp>().ok());
+        let mut description =
+            json!({"set": true, "fingerprint": sealed["fingerprint"], "set_at": sealed["set_at"]});
+        let set_at = sealed["set_at"]
+            .as_str()
+            .and_then(|text| text.parse::<Timestamp>().ok());
         if let (Some(now), Some(set_at)) = (now, set_at) {
             let seconds = now.as_second().saturating_sub(set_at.as_second()).max(0);
             description["age_seconds"] = json!(seconds);

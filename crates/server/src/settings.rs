@@ -17,13 +17,20 @@ pub const DEV_TRUST_DOMAIN: &str = "mayfly.local";
 pub enum SettingsError {
     /// The settings file could not be read.
     #[error("cannot read settings file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The settings file is not valid TOML or has an unknown or mistyped key.
     #[error("invalid settings file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     /// A setting has a value outside its allowed range.
     #[error("invalid setting {field} = {value:?}: {reason}")]
-    Invalid { field: &'static str, value: String, reason: String },
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Everything a server needs to start. Every field has a default suitable for `--dev`.
@@ -134,9 +141,14 @@ impl Default for Settings {
 impl Settings {
     /// Reads a TOML settings file.
     pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|error| SettingsError::Parse { path: path.to_path_buf(), message: error.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
     }
 
     /// Checks ranges that the types alone do not enforce.
@@ -238,6 +250,8 @@ impl Settings {
     }
 
     pub fn workload_socket_path(&self) -> PathBuf {
-        self.workload_socket.clone().unwrap_or_else(|| self.data_dir.join("workload.sock"))
+        self.workload_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("workload.sock"))
     }
 }

@@ -23,9 +23,9 @@ use crate::clock;
 use crate::geoip::GeoIp;
 use crate::http;
 use crate::keys::KeyRing;
-use crate::x509_ca::X509Ca;
 use crate::settings::{DEV_TRUST_DOMAIN, Settings};
 use crate::state::{AppState, SharedState, algorithms_in_use};
+use crate::x509_ca::X509Ca;
 
 /// Name of the database file in the data directory.
 const DATABASE_FILE: &str = "mayfly.db";
@@ -79,7 +79,10 @@ pub async fn run(settings: Settings, apply: Option<PathBuf>) -> anyhow::Result<(
     let server = start(settings, apply).await?;
     if let Some(token) = &server.first_admin_token {
         let path = server.state.settings.data_dir.join(ADMIN_TOKEN_FILE);
-        println!("Admin token (shown once, also saved to {} with mode 0600):\n\n    {token}\n", path.display());
+        println!(
+            "Admin token (shown once, also saved to {} with mode 0600):\n\n    {token}\n",
+            path.display()
+        );
     }
     wait_for_signal().await?;
     tracing::info!("shutting down");
@@ -89,7 +92,8 @@ pub async fn run(settings: Settings, apply: Option<PathBuf>) -> anyhow::Result<(
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::select! {
         _ = terminate.recv() => {}
@@ -99,10 +103,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 /// Starts a server and returns once it is ready to serve.
-pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Result<RunningServer> {
+pub async fn start(
+    mut settings: Settings,
+    apply: Option<PathBuf>,
+) -> anyhow::Result<RunningServer> {
     settings.validate()?;
     let trust_domain = trust_domain(&settings)?;
-    let geoip = settings.geoip_database.as_deref().map(GeoIp::open).transpose()?;
+    let geoip = settings
+        .geoip_database
+        .as_deref()
+        .map(GeoIp::open)
+        .transpose()?;
     create_private_dir(&settings.data_dir)?;
     let data_dir_lock = lock_data_dir(&settings.data_dir)?;
 
@@ -115,13 +126,20 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
 
     // Bound now, so a port in use fails the start early, but listening only once the admin
     // token file and the --apply file are in place: a client that connects finds both.
-    let tcp_socket = bind_tcp(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let tcp_socket = bind_tcp(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     settings.listen = tcp_socket.local_addr()?;
     let tls = settings.tls.as_ref().map(http::tls_acceptor).transpose()?;
     let socket_path = settings.workload_socket_path();
     let unix_listener = http::bind_unix(&socket_path)?;
 
-    let keys = KeyRing::load(store.clone(), kek, settings.key_rotation_period.as_duration(), clock::now()).await?;
+    let keys = KeyRing::load(
+        store.clone(),
+        kek,
+        settings.key_rotation_period.as_duration(),
+        clock::now(),
+    )
+    .await?;
     let x509 = X509Ca::load(
         store.clone(),
         keys.clone(),
@@ -131,17 +149,36 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
         clock::now(),
     )
     .await?;
-    let checkpoints = Checkpointer::new(store.clone(), keys.clone(), settings.checkpoint_every_events as usize);
-    let audit = AuditWriter::start(store.clone(), checkpoints.clone()).context("starting the audit writer thread")?;
-    let mut app_state =
-        AppState::new(settings.clone(), store.clone(), keys.clone(), x509, audit, checkpoints.clone(), trust_domain, metrics_handle());
+    let checkpoints = Checkpointer::new(
+        store.clone(),
+        keys.clone(),
+        settings.checkpoint_every_events as usize,
+    );
+    let audit = AuditWriter::start(store.clone(), checkpoints.clone())
+        .context("starting the audit writer thread")?;
+    let mut app_state = AppState::new(
+        settings.clone(),
+        store.clone(),
+        keys.clone(),
+        x509,
+        audit,
+        checkpoints.clone(),
+        trust_domain,
+        metrics_handle(),
+    );
     app_state.geoip = geoip;
     let state: SharedState = Arc::new(app_state);
     state.reload_config().await?;
     if state.geoip.is_none() {
         // Such resources were applied while a database was configured. They still fail closed:
         // geo conditions deny every request and location rules treat every country as unknown.
-        for resource in state.config().config.resources().iter().filter(|resource| resource.needs_location()) {
+        for resource in state
+            .config()
+            .config
+            .resources()
+            .iter()
+            .filter(|resource| resource.needs_location())
+        {
             tracing::warn!(
                 kind = %resource.kind(),
                 name = %resource.name(),
@@ -155,18 +192,35 @@ pub async fn start(mut settings: Settings, apply: Option<PathBuf>) -> anyhow::Re
         apply_file(&state, &path).await?;
     }
 
-    let listener = tcp_socket.listen(1024).with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener = tcp_socket
+        .listen(1024)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let (shutdown, shutdown_signal) = watch::channel(false);
     let listeners = vec![
-        tokio::spawn(http::serve_tcp(listener, tls, api::router(state.clone()), shutdown_signal.clone())),
-        tokio::spawn(http::serve_unix(unix_listener, api::workload_router(state.clone()), shutdown_signal)),
+        tokio::spawn(http::serve_tcp(
+            listener,
+            tls,
+            api::router(state.clone()),
+            shutdown_signal.clone(),
+        )),
+        tokio::spawn(http::serve_unix(
+            unix_listener,
+            api::workload_router(state.clone()),
+            shutdown_signal,
+        )),
     ];
     let background = vec![
         tokio::spawn(rotate_keys(state.clone())),
         tokio::spawn(rotate_x509_authorities(state.clone())),
         tokio::spawn(poll_config(state.clone())),
-        tokio::spawn(audit_log::run_checkpoint_timer(checkpoints, settings.checkpoint_interval.as_duration())),
-        tokio::spawn(audit_log::run_purge(state.clone(), settings.audit_retention_days)),
+        tokio::spawn(audit_log::run_checkpoint_timer(
+            checkpoints,
+            settings.checkpoint_interval.as_duration(),
+        )),
+        tokio::spawn(audit_log::run_purge(
+            state.clone(),
+            settings.audit_retention_days,
+        )),
         tokio::spawn(crate::alerts::run(state.clone())),
     ];
 
@@ -196,7 +250,9 @@ fn trust_domain(settings: &Settings) -> anyhow::Result<TrustDomain> {
     let name = match (&settings.trust_domain, settings.dev) {
         (Some(name), _) => name.clone(),
         (None, true) => DEV_TRUST_DOMAIN.to_string(),
-        (None, false) => bail!("trust_domain is not set: pass --trust-domain or set trust_domain in the settings file"),
+        (None, false) => bail!(
+            "trust_domain is not set: pass --trust-domain or set trust_domain in the settings file"
+        ),
     };
     TrustDomain::parse(&name).with_context(|| "invalid trust_domain setting")
 }
@@ -218,13 +274,17 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
             "the data directory {} is in use by another mayfly server; stop it or choose another --data-dir",
             data_dir.display()
         ),
-        Err(error) => Err(anyhow::anyhow!("locking {} failed: {error}", path.display())),
+        Err(error) => Err(anyhow::anyhow!(
+            "locking {} failed: {error}",
+            path.display()
+        )),
     }
 }
 
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     if !path.exists() {
-        std::fs::create_dir_all(path).with_context(|| format!("creating the data directory {}", path.display()))?;
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating the data directory {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
@@ -234,23 +294,31 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
 /// directory, and checks it against the one the data directory was created with.
 async fn load_kek(settings: &Settings, store: &dyn Store) -> anyhow::Result<KeyEncryptionKey> {
     let kek = if let Some(path) = &settings.kek_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the key-encryption key file {}", path.display()))?;
-        KeyEncryptionKey::parse(text.trim()).with_context(|| format!("invalid key-encryption key in {}", path.display()))?
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the key-encryption key file {}", path.display()))?;
+        KeyEncryptionKey::parse(text.trim())
+            .with_context(|| format!("invalid key-encryption key in {}", path.display()))?
     } else if let Some(variable) = &settings.kek_env {
-        let text = std::env::var(variable).with_context(|| format!("environment variable {variable} (kek_env) is not set"))?;
-        KeyEncryptionKey::parse(text.trim()).with_context(|| format!("invalid key-encryption key in {variable}"))?
+        let text = std::env::var(variable)
+            .with_context(|| format!("environment variable {variable} (kek_env) is not set"))?;
+        KeyEncryptionKey::parse(text.trim())
+            .with_context(|| format!("invalid key-encryption key in {variable}"))?
     } else if settings.dev {
         let path = settings.data_dir.join(DEV_KEK_FILE);
         if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            KeyEncryptionKey::parse(text.trim()).with_context(|| format!("invalid key-encryption key in {}", path.display()))?
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            KeyEncryptionKey::parse(text.trim())
+                .with_context(|| format!("invalid key-encryption key in {}", path.display()))?
         } else {
             let kek = KeyEncryptionKey::generate()?;
             write_private_file(&path, kek.to_base64().as_bytes())?;
             kek
         }
     } else {
-        bail!("no key-encryption key: set kek_file or kek_env (generate one with: head -c 32 /dev/urandom | base64)");
+        bail!(
+            "no key-encryption key: set kek_file or kek_env (generate one with: head -c 32 /dev/urandom | base64)"
+        );
     };
 
     let fingerprint = kek.fingerprint();
@@ -266,7 +334,11 @@ async fn load_kek(settings: &Settings, store: &dyn Store) -> anyhow::Result<KeyE
 
 /// Binds a TCP socket to `address` without listening yet.
 fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpSocket> {
-    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     Ok(socket)
@@ -277,7 +349,8 @@ async fn bootstrap_admin_token(state: &AppState) -> anyhow::Result<Option<String
     if !state.store.list_admin_tokens().await?.is_empty() {
         return Ok(None);
     }
-    let (record, token) = api::new_admin_token_for_bootstrap("bootstrap", Role::Admin).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let (record, token) = api::new_admin_token_for_bootstrap("bootstrap", Role::Admin)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     let audit = api::admin_token_event("system", "create", &record);
     state.store.insert_admin_token(&record, vec![audit]).await?;
     let path = state.settings.data_dir.join(ADMIN_TOKEN_FILE);
@@ -288,12 +361,21 @@ async fn bootstrap_admin_token(state: &AppState) -> anyhow::Result<Option<String
 async fn apply_file(state: &AppState, path: &Path) -> anyhow::Result<()> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
-    let config = mayfly_domain::config_file::parse_with_variables(&name, &text, |variable| std::env::var(variable).ok())?;
-    let body = api::ApplyBody { config, prune: false, dry_run: false };
+    let config = mayfly_domain::config_file::parse_with_variables(&name, &text, |variable| {
+        std::env::var(variable).ok()
+    })?;
+    let body = api::ApplyBody {
+        config,
+        prune: false,
+        dry_run: false,
+    };
     let changes = api::apply_config(state, &format!("server --apply {name}"), body)
         .await
         .map_err(|error| anyhow::anyhow!("applying {name} failed: {error}"))?;
-    let changed = changes.iter().filter(|change| change.action != crate::changes::Action::Unchanged).count();
+    let changed = changes
+        .iter()
+        .filter(|change| change.action != crate::changes::Action::Unchanged)
+        .count();
     tracing::info!(file = %name, changed, total = changes.len(), "applied configuration file");
     Ok(())
 }
@@ -319,8 +401,12 @@ fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full("mayfly_credential_issuance_seconds".to_string()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "mayfly_credential_issuance_seconds".to_string(),
+                    ),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
                 )
                 .map(|builder| builder.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());

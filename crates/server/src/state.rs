@@ -101,7 +101,10 @@ impl AppState {
             streams,
             notifications,
             geoip: None,
-            config: RwLock::new(Arc::new(ConfigSnapshot { config: Config::default(), version: -1 })),
+            config: RwLock::new(Arc::new(ConfigSnapshot {
+                config: Config::default(),
+                version: -1,
+            })),
             ready: AtomicBool::new(false),
         }
     }
@@ -140,7 +143,8 @@ impl AppState {
             };
             let mut spec = record.spec;
             if kind == ResourceKind::LogStream
-                && let Err(error) = crate::log_streams::secrets::open_spec(self.keys.kek(), &record.name, &mut spec)
+                && let Err(error) =
+                    crate::log_streams::secrets::open_spec(self.keys.kek(), &record.name, &mut spec)
             {
                 tracing::error!(name = %record.name, error = %error, "skipping a log stream whose secret cannot be opened");
                 continue;
@@ -196,10 +200,14 @@ pub fn algorithms_in_use(config: &Config) -> Vec<Algorithm> {
     for provider in config.credential_providers.values() {
         let algorithm = match provider {
             CredentialProvider::JwtSvid(jwt) => signing_algorithm(jwt.algorithm),
-            CredentialProvider::OauthClientCredentials(oauth) if !oauth.client_auth.uses_secret() => {
+            CredentialProvider::OauthClientCredentials(oauth)
+                if !oauth.client_auth.uses_secret() =>
+            {
                 signing_algorithm(oauth.algorithm)
             }
-            CredentialProvider::FederatedTokenExchange(federated) => signing_algorithm(federated.algorithm),
+            CredentialProvider::FederatedTokenExchange(federated) => {
+                signing_algorithm(federated.algorithm)
+            }
             _ => continue,
         };
         if !algorithms.contains(&algorithm) {

@@ -15,14 +15,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Creates an admin token through the API and returns its value.
 async fn create_token(server: &TestServer, name: &str, role: &str) -> String {
-    let (status, body) = server.post("/v1/admin-tokens", json!({"name": name, "role": role})).await;
+    let (status, body) = server
+        .post("/v1/admin-tokens", json!({"name": name, "role": role}))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["token"].as_str().unwrap().to_string()
 }
 
 /// Sends a request without going through the JSON helpers, so any body and header can be sent.
-async fn raw(server: &TestServer, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
-    let mut request = server.http.request(method, server.url(path)).header("content-type", "application/json").body(body);
+async fn raw(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Reply {
+    let mut request = server
+        .http
+        .request(method, server.url(path))
+        .header("content-type", "application/json")
+        .body(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -47,10 +59,20 @@ async fn unknown_admin_token_is_unauthorized() {
     let server = TestServer::start().await;
     let guessed = format!("mfy_admin_{}", "A".repeat(43));
 
-    let reply = Reply::from(server.http.get(server.url("/v1/server-workloads")).bearer_auth(&guessed)).await;
+    let reply = Reply::from(
+        server
+            .http
+            .get(server.url("/v1/server-workloads"))
+            .bearer_auth(&guessed),
+    )
+    .await;
 
     reply.assert_problem(401);
-    assert!(reply.detail().contains("unknown or revoked"), "{}", reply.body);
+    assert!(
+        reply.detail().contains("unknown or revoked"),
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]
@@ -58,7 +80,13 @@ async fn non_bearer_authorization_is_unauthorized() {
     let server = TestServer::start().await;
     let basic = format!("Basic {}", server.admin_token);
 
-    let reply = Reply::from(server.http.get(server.url("/v1/server-workloads")).header("authorization", basic)).await;
+    let reply = Reply::from(
+        server
+            .http
+            .get(server.url("/v1/server-workloads"))
+            .header("authorization", basic),
+    )
+    .await;
 
     reply.assert_problem(401);
 }
@@ -67,17 +95,33 @@ async fn non_bearer_authorization_is_unauthorized() {
 async fn revoked_admin_token_is_unauthorized() {
     let server = TestServer::start().await;
     let token = create_token(&server, "ops", "admin").await;
-    let (status, _) = server.admin_as(&token, Method::GET, "/v1/server-workloads", None).await;
+    let (status, _) = server
+        .admin_as(&token, Method::GET, "/v1/server-workloads", None)
+        .await;
     assert_eq!(status, 200);
 
-    let (status, body) = server.admin(Method::DELETE, "/v1/admin-tokens/ops", None).await;
+    let (status, body) = server
+        .admin(Method::DELETE, "/v1/admin-tokens/ops", None)
+        .await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"name": "ops", "revoked": true}));
-    let reply = Reply::from(server.http.get(server.url("/v1/server-workloads")).bearer_auth(&token)).await;
+    let reply = Reply::from(
+        server
+            .http
+            .get(server.url("/v1/server-workloads"))
+            .bearer_auth(&token),
+    )
+    .await;
     reply.assert_problem(401);
     let (_, body) = server.get("/v1/admin-tokens").await;
-    let ops = body["items"].as_array().unwrap().iter().find(|item| item["name"] == "ops").cloned().unwrap();
+    let ops = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == "ops")
+        .cloned()
+        .unwrap();
     assert!(ops["revoked_at"].is_string(), "{ops}");
 }
 
@@ -85,7 +129,9 @@ async fn revoked_admin_token_is_unauthorized() {
 async fn revoking_missing_admin_token_is_not_found() {
     let server = TestServer::start().await;
 
-    let reply = server.admin_reply(Method::DELETE, "/v1/admin-tokens/ghost", None).await;
+    let reply = server
+        .admin_reply(Method::DELETE, "/v1/admin-tokens/ghost", None)
+        .await;
 
     reply.assert_problem(404);
 }
@@ -96,7 +142,12 @@ async fn revoking_missing_admin_token_is_not_found() {
 async fn created_token_is_returned_once() {
     let server = TestServer::start().await;
 
-    let (status, body) = server.post("/v1/admin-tokens", json!({"name": "audit", "role": "auditor"})).await;
+    let (status, body) = server
+        .post(
+            "/v1/admin-tokens",
+            json!({"name": "audit", "role": "auditor"}),
+        )
+        .await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "audit");
@@ -105,7 +156,13 @@ async fn created_token_is_returned_once() {
     assert!(token.starts_with("mfy_admin_"), "{token}");
     let (_, list) = server.get("/v1/admin-tokens").await;
     assert!(!list.to_string().contains(token), "{list}");
-    let reply = server.admin_reply(Method::POST, "/v1/admin-tokens", Some(json!({"name": "audit", "role": "auditor"}))).await;
+    let reply = server
+        .admin_reply(
+            Method::POST,
+            "/v1/admin-tokens",
+            Some(json!({"name": "audit", "role": "auditor"})),
+        )
+        .await;
     reply.assert_problem(409);
     assert!(reply.body.get("token").is_none(), "{}", reply.body);
 }
@@ -114,7 +171,13 @@ async fn created_token_is_returned_once() {
 async fn admin_token_with_unknown_role_is_rejected() {
     let server = TestServer::start().await;
 
-    let reply = server.admin_reply(Method::POST, "/v1/admin-tokens", Some(json!({"name": "root", "role": "superuser"}))).await;
+    let reply = server
+        .admin_reply(
+            Method::POST,
+            "/v1/admin-tokens",
+            Some(json!({"name": "root", "role": "superuser"})),
+        )
+        .await;
 
     reply.assert_problem(400);
     assert_eq!(reply.body["field"], "role");
@@ -134,12 +197,26 @@ async fn token_list_never_shows_token_or_hash() {
         assert!(!text.contains(token.as_str()), "{text}");
         assert!(!text.contains(&hash_token(token)), "{text}");
     }
-    let names: Vec<&str> = body["items"].as_array().unwrap().iter().map(|item| item["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["bootstrap", "audit"]);
     for item in body["items"].as_array().unwrap() {
-        let mut fields: Vec<&str> = item.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         fields.sort_unstable();
-        assert_eq!(fields, vec!["created_at", "name", "revoked_at", "role"], "{item}");
+        assert_eq!(
+            fields,
+            vec!["created_at", "name", "revoked_at", "role"],
+            "{item}"
+        );
     }
 }
 
@@ -176,26 +253,65 @@ async fn auditor_cannot_write() {
     let events_before = server.audit_events("limit=1000").await.len();
 
     let writes = [
-        (Method::PUT, "/v1/server-workloads/ledger".to_string(), Some(json!({"host": "ledger.example", "port": 443}))),
-        (Method::DELETE, "/v1/access-policies/billing-payments".to_string(), None),
-        (Method::POST, "/v1/apply".to_string(), Some(json!({"config": {}, "prune": true}))),
-        (Method::POST, "/v1/server-workloads/payments/disable".to_string(), None),
-        (Method::POST, "/v1/server-workloads/payments/enable".to_string(), None),
+        (
+            Method::PUT,
+            "/v1/server-workloads/ledger".to_string(),
+            Some(json!({"host": "ledger.example", "port": 443})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/access-policies/billing-payments".to_string(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/apply".to_string(),
+            Some(json!({"config": {}, "prune": true})),
+        ),
+        (
+            Method::POST,
+            "/v1/server-workloads/payments/disable".to_string(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/server-workloads/payments/enable".to_string(),
+            None,
+        ),
         (Method::POST, "/v1/keys/rotate".to_string(), None),
         (Method::POST, format!("/v1/keys/{kid}/taint"), None),
         (Method::POST, format!("/v1/keys/{kid}/revoke"), None),
-        (Method::POST, "/v1/admin-tokens".to_string(), Some(json!({"name": "escalated", "role": "admin"}))),
-        (Method::DELETE, "/v1/admin-tokens/bootstrap".to_string(), None),
+        (
+            Method::POST,
+            "/v1/admin-tokens".to_string(),
+            Some(json!({"name": "escalated", "role": "admin"})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/admin-tokens/bootstrap".to_string(),
+            None,
+        ),
     ];
     for (method, path, body) in writes {
-        let mut request = server.http.request(method.clone(), server.url(&path)).bearer_auth(&auditor);
+        let mut request = server
+            .http
+            .request(method.clone(), server.url(&path))
+            .bearer_auth(&auditor);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let reply = Reply::from(request).await;
         assert_eq!(reply.status, 403, "{method} {path}: {}", reply.body);
-        assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{method} {path}");
-        assert!(reply.detail().contains("auditor"), "{method} {path}: {}", reply.body);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json"),
+            "{method} {path}"
+        );
+        assert!(
+            reply.detail().contains("auditor"),
+            "{method} {path}: {}",
+            reply.body
+        );
     }
 
     let (status, _) = server.get("/v1/server-workloads/ledger").await;
@@ -219,22 +335,35 @@ async fn admin_tokens_are_stored_only_as_hashes() {
     server.stop().await;
 
     let database = server.data_dir().join("mayfly.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&database).read_only(true);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&database)
+        .read_only(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM admin_tokens ORDER BY created_at_us").fetch_all(&pool).await.unwrap();
+    let hashes: Vec<String> =
+        sqlx::query_scalar("SELECT token_hash FROM admin_tokens ORDER BY created_at_us")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     assert_eq!(hashes, vec![hash_token(&bootstrap), hash_token(&auditor)]);
 
     let mut database_files = 0;
     for entry in std::fs::read_dir(server.data_dir()).unwrap() {
         let path = entry.unwrap().path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("mayfly.db") {
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("mayfly.db")
+        {
             continue;
         }
         database_files += 1;
         let bytes = std::fs::read(&path).unwrap();
         for token in [&bootstrap, &auditor] {
-            let found = bytes.windows(token.len()).any(|window| window == token.as_bytes());
+            let found = bytes
+                .windows(token.len())
+                .any(|window| window == token.as_bytes());
             assert!(!found, "{} contains an admin token", path.display());
         }
     }
@@ -249,7 +378,10 @@ async fn admin_token_file_mode_and_content() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
 
     assert_eq!(mode, 0o600, "mode {mode:o}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", server.admin_token));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", server.admin_token)
+    );
 }
 
 #[tokio::test]
@@ -262,8 +394,13 @@ async fn restart_creates_no_new_admin_token() {
     let second = TestServer::start_with(|settings| settings.data_dir = data_dir).await;
 
     assert!(second.running().first_admin_token.is_none());
-    assert_eq!(std::fs::read_to_string(first.data_dir().join("admin-token")).unwrap(), format!("{token}\n"));
-    let (status, body) = second.admin_as(&token, Method::GET, "/v1/admin-tokens", None).await;
+    assert_eq!(
+        std::fs::read_to_string(first.data_dir().join("admin-token")).unwrap(),
+        format!("{token}\n")
+    );
+    let (status, body) = second
+        .admin_as(&token, Method::GET, "/v1/admin-tokens", None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 1, "{body}");
 }
@@ -276,18 +413,53 @@ async fn oversized_body_is_rejected() {
     let padding = "a".repeat(4096);
     let token = server.admin_token.clone();
     let routes = [
-        (Method::PUT, "/v1/server-workloads/payments", json!({"host": padding, "port": 443})),
-        (Method::POST, "/v1/apply", json!({"config": {"server_workloads": [{"name": "payments", "host": padding, "port": 443}]}})),
-        (Method::POST, "/v1/admin-tokens", json!({"name": padding, "role": "admin"})),
-        (Method::POST, "/v1/keys/rotate", json!({"algorithm": padding})),
-        (Method::POST, "/v1/credentials", json!({"server_workload": padding})),
+        (
+            Method::PUT,
+            "/v1/server-workloads/payments",
+            json!({"host": padding, "port": 443}),
+        ),
+        (
+            Method::POST,
+            "/v1/apply",
+            json!({"config": {"server_workloads": [{"name": "payments", "host": padding, "port": 443}]}}),
+        ),
+        (
+            Method::POST,
+            "/v1/admin-tokens",
+            json!({"name": padding, "role": "admin"}),
+        ),
+        (
+            Method::POST,
+            "/v1/keys/rotate",
+            json!({"algorithm": padding}),
+        ),
+        (
+            Method::POST,
+            "/v1/credentials",
+            json!({"server_workload": padding}),
+        ),
     ];
 
     for (method, path, body) in routes {
-        let reply = raw(&server, method.clone(), path, Some(&token), body.to_string().into_bytes()).await;
+        let reply = raw(
+            &server,
+            method.clone(),
+            path,
+            Some(&token),
+            body.to_string().into_bytes(),
+        )
+        .await;
         assert_eq!(reply.status, 413, "{method} {path}: {}", reply.body);
-        assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{method} {path}");
-        assert!(reply.detail().contains("2048"), "{method} {path}: {}", reply.body);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json"),
+            "{method} {path}"
+        );
+        assert!(
+            reply.detail().contains("2048"),
+            "{method} {path}: {}",
+            reply.body
+        );
     }
     let (status, _) = server.get("/v1/server-workloads/payments").await;
     assert_eq!(status, 404);
@@ -306,9 +478,20 @@ async fn malformed_json_is_rejected() {
     ];
 
     for (method, path) in routes {
-        let reply = raw(&server, method.clone(), path, Some(&token), b"{\"host\": \"payments.example\", \"port\": 44".to_vec()).await;
+        let reply = raw(
+            &server,
+            method.clone(),
+            path,
+            Some(&token),
+            b"{\"host\": \"payments.example\", \"port\": 44".to_vec(),
+        )
+        .await;
         reply.assert_problem(400);
-        assert!(reply.detail().contains("JSON"), "{method} {path}: {}", reply.body);
+        assert!(
+            reply.detail().contains("JSON"),
+            "{method} {path}: {}",
+            reply.body
+        );
     }
 }
 
@@ -317,7 +500,9 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
     let mut bodies: Vec<Vec<u8>> = vec![
         format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
         format!("{}1{}", "{\"a\":".repeat(20_000), "}".repeat(20_000)).into_bytes(),
-        json!({"name": "a".repeat(900_000), "host": "h", "port": 1}).to_string().into_bytes(),
+        json!({"name": "a".repeat(900_000), "host": "h", "port": 1})
+            .to_string()
+            .into_bytes(),
         format!("{{\"port\": {}}}", "9".repeat(500_000)).into_bytes(),
         b"{\"name\": \"\xff\xfe\xfd\", \"host\": \"\xc0\xaf\"}".to_vec(),
         b"\xef\xbb\xbf{}".to_vec(),
@@ -330,7 +515,9 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
         b"{\"name\": \"a\", \"name\": \"b\"}".to_vec(),
         b"{\"name\": \"a\\u0000b\", \"host\": \"h\\ud800\", \"port\": 1}".to_vec(),
     ];
-    let many_keys: serde_json::Map<String, Value> = (0..50_000).map(|index| (format!("k{index}"), json!(index))).collect();
+    let many_keys: serde_json::Map<String, Value> = (0..50_000)
+        .map(|index| (format!("k{index}"), json!(index)))
+        .collect();
     bodies.push(Value::Object(many_keys).to_string().into_bytes());
     for wrong in [
         json!({"name": 5, "host": [], "port": "x"}),
@@ -386,7 +573,12 @@ async fn hostile_input_never_crashes_server() {
                 continue;
             }
             let reply = raw(&server, method.clone(), path, Some(&token), body).await;
-            assert!((400..500).contains(&reply.status), "{method} {path} body {index}: {} {}", reply.status, reply.body);
+            assert!(
+                (400..500).contains(&reply.status),
+                "{method} {path} body {index}: {} {}",
+                reply.status,
+                reply.body
+            );
         }
     }
 
@@ -403,22 +595,45 @@ async fn hostile_input_never_crashes_server() {
     for path in hostile_paths.iter().copied().chain([long_name.as_str()]) {
         for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
             let reply = raw(&server, method.clone(), path, Some(&token), b"{}".to_vec()).await;
-            assert!((400..500).contains(&reply.status), "{method} {path}: {} {}", reply.status, reply.body);
+            assert!(
+                (400..500).contains(&reply.status),
+                "{method} {path}: {} {}",
+                reply.status,
+                reply.body
+            );
         }
     }
 
-    for (index, body) in ["{\"server_workload\": [[[[]]]]}", "{", "null"].into_iter().enumerate() {
+    for (index, body) in ["{\"server_workload\": [[[[]]]]}", "{", "null"]
+        .into_iter()
+        .enumerate()
+    {
         let (status, _) = common::unix_post(&server.socket_path(), "/v1/credentials", body).await;
-        assert!((400..500).contains(&status), "socket body {index}: {status}");
+        assert!(
+            (400..500).contains(&status),
+            "socket body {index}: {status}"
+        );
     }
 
-    for garbage in [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/9.9\r\n\r\n", b"POST /v1/apply HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"\x16\x03\x01\x00\x05hello"] {
-        let mut stream = tokio::net::TcpStream::connect(server.running().addr).await.unwrap();
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /v1/apply HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(server.running().addr)
+            .await
+            .unwrap();
         stream.write_all(garbage).await.unwrap();
         let mut response = Vec::new();
         // The server replies to garbage with an error status or closes the connection.
-        let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut response)).await;
-        assert!(!response.starts_with(b"HTTP/1.1 2"), "{}", String::from_utf8_lossy(&response));
+        let _ =
+            tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut response)).await;
+        assert!(
+            !response.starts_with(b"HTTP/1.1 2"),
+            "{}",
+            String::from_utf8_lossy(&response)
+        );
     }
 
     let (status, body) = server.get("/healthz").await;
@@ -443,7 +658,13 @@ async fn malformed_path_gets_problem_document() {
 
     for (method, path) in requests {
         let reply = server.admin_reply(method.clone(), path, None).await;
-        assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{method} {path}: {} {}", reply.status, reply.body);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json"),
+            "{method} {path}: {} {}",
+            reply.status,
+            reply.body
+        );
     }
 }
 
@@ -459,14 +680,19 @@ async fn health_and_readiness_report_ok() {
     assert_eq!(health.status, 200);
     assert_eq!(health.body, json!({"status": "ok"}));
     assert_eq!(ready.status, 200);
-    assert_eq!(ready.body, json!({"ready": true, "store": true, "signing_key": true}));
+    assert_eq!(
+        ready.body,
+        json!({"ready": true, "store": true, "signing_key": true})
+    );
 }
 
 /// Returns the value of the sample whose line starts with `name{` and contains every label.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
     metrics
         .lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        })
         .find(|line| labels.iter().all(|label| line.contains(label)))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
@@ -477,28 +703,64 @@ async fn metrics_count_grants_and_denials() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     // A server workload name no other test uses, because the metrics recorder is process-wide.
-    let config = basic_config(&issuer).replace("name: payments,", "name: metered,").replace("server_workload: payments,", "server_workload: metered,");
+    let config = basic_config(&issuer)
+        .replace("name: payments,", "name: metered,")
+        .replace("server_workload: payments,", "server_workload: metered,");
     server.apply(&config).await;
     let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-    let (status, _) = server.credential_with_token(&evidence, json!({"server_workload": "metered"})).await;
+    let (status, _) = server
+        .credential_with_token(&evidence, json!({"server_workload": "metered"}))
+        .await;
     assert_eq!(status, 200);
-    server.post("/v1/server-workloads/metered/disable", json!({})).await;
-    let (status, _) = server.credential_with_token(&evidence, json!({"server_workload": "metered"})).await;
+    server
+        .post("/v1/server-workloads/metered/disable", json!({}))
+        .await;
+    let (status, _) = server
+        .credential_with_token(&evidence, json!({"server_workload": "metered"}))
+        .await;
     assert_eq!(status, 403);
 
     let reply = Reply::from(server.http.get(server.url("/metrics"))).await;
 
     assert_eq!(reply.status, 200);
-    assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let metrics = reply.body.as_str().unwrap();
-    let issued = sample(metrics, "mayfly_credentials_issued_total", &["server_workload=\"metered\""]);
+    let issued = sample(
+        metrics,
+        "mayfly_credentials_issued_total",
+        &["server_workload=\"metered\""],
+    );
     assert_eq!(issued, Some(1.0), "{metrics}");
-    let denied = sample(metrics, "mayfly_credentials_denied_total", &["server_workload=\"metered\"", "reason=\"server_workload_enabled\""]);
+    let denied = sample(
+        metrics,
+        "mayfly_credentials_denied_total",
+        &[
+            "server_workload=\"metered\"",
+            "reason=\"server_workload_enabled\"",
+        ],
+    );
     assert_eq!(denied, Some(1.0), "{metrics}");
-    assert!(metrics.contains("# TYPE mayfly_credential_issuance_seconds histogram"), "{metrics}");
-    assert!(sample(metrics, "mayfly_credential_issuance_seconds_bucket", &["le=\"+Inf\""]).is_some(), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE mayfly_credential_issuance_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            metrics,
+            "mayfly_credential_issuance_seconds_bucket",
+            &["le=\"+Inf\""]
+        )
+        .is_some(),
+        "{metrics}"
+    );
     // Other tests of this binary record into the same histogram, so only a lower bound holds.
-    let observed = sample(metrics, "mayfly_credential_issuance_seconds_count", &[]).unwrap_or_default();
+    let observed =
+        sample(metrics, "mayfly_credential_issuance_seconds_count", &[]).unwrap_or_default();
     assert!(observed >= 2.0, "{metrics}");
 }
 
@@ -509,20 +771,37 @@ async fn every_response_carries_request_id() {
         server.http.get(server.url("/healthz")),
         server.http.get(server.url("/readyz")),
         server.http.get(server.url("/metrics")),
-        server.http.get(server.url("/.well-known/openid-configuration")),
+        server
+            .http
+            .get(server.url("/.well-known/openid-configuration")),
         server.http.get(server.url("/.well-known/jwks.json")),
         server.http.get(server.url("/no/such/route")),
         server.http.get(server.url("/v1/server-workloads")),
-        server.http.get(server.url("/v1/server-workloads")).bearer_auth(&server.admin_token),
-        server.http.put(server.url("/v1/server-workloads/x")).bearer_auth(&server.admin_token).body("{"),
-        server.http.post(server.url("/v1/credentials")).json(&json!({"server_workload": "payments"})),
+        server
+            .http
+            .get(server.url("/v1/server-workloads"))
+            .bearer_auth(&server.admin_token),
+        server
+            .http
+            .put(server.url("/v1/server-workloads/x"))
+            .bearer_auth(&server.admin_token)
+            .body("{"),
+        server
+            .http
+            .post(server.url("/v1/credentials"))
+            .json(&json!({"server_workload": "payments"})),
     ];
 
     let mut ids = Vec::new();
     for request in requests {
         let reply = Reply::from(request).await;
         let id = reply.header("x-request-id").map(str::to_string);
-        assert!(id.as_ref().is_some_and(|id| id.len() == 32), "status {}: {:?}", reply.status, reply.headers);
+        assert!(
+            id.as_ref().is_some_and(|id| id.len() == 32),
+            "status {}: {:?}",
+            reply.status,
+            reply.headers
+        );
         ids.push(id.unwrap());
     }
     let count = ids.len();
@@ -538,7 +817,14 @@ async fn denial_request_id_matches_audit_event() {
     server.apply(&basic_config(&issuer)).await;
     let stranger = issuer.token(json!({"sub": "repo:acme/stranger"}));
 
-    let reply = Reply::from(server.http.post(server.url("/v1/credentials")).bearer_auth(&stranger).json(&json!({"server_workload": "payments"}))).await;
+    let reply = Reply::from(
+        server
+            .http
+            .post(server.url("/v1/credentials"))
+            .bearer_auth(&stranger)
+            .json(&json!({"server_workload": "payments"})),
+    )
+    .await;
 
     reply.assert_problem(403);
     assert_eq!(reply.body["step"], "client_workload");

@@ -33,17 +33,35 @@ async fn server_with_agent() -> (TestServer, String) {
     let config = mayfly_domain::config_file::parse("proxy.yaml", CONFIG).unwrap();
     let (status, body) = server.post("/v1/apply", json!({"config": config})).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = server.post("/v1/agent-tokens", json!({"agent": "web-1"})).await;
+    let (status, body) = server
+        .post("/v1/agent-tokens", json!({"agent": "web-1"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let join_token = body["token"].as_str().unwrap().to_string();
-    let (status, body) = bearer(&server, reqwest::Method::POST, "/v1/agents/join", &join_token, Some(json!({}))).await;
+    let (status, body) = bearer(
+        &server,
+        reqwest::Method::POST,
+        "/v1/agents/join",
+        &join_token,
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let credential = body["credential"].as_str().unwrap().to_string();
     (server, credential)
 }
 
-async fn bearer(server: &TestServer, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = server.http.request(method, server.url(path)).bearer_auth(token);
+async fn bearer(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .http
+        .request(method, server.url(path))
+        .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -71,10 +89,19 @@ fn event(path: &str) -> Value {
 #[tokio::test]
 async fn targets_list_enabled_workloads_only() {
     let (server, credential) = server_with_agent().await;
-    let (status, body) = server.post("/v1/server-workloads/archive/disable", json!({})).await;
+    let (status, body) = server
+        .post("/v1/server-workloads/archive/disable", json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
 
-    let (status, body) = bearer(&server, reqwest::Method::GET, "/v1/agents/targets", &credential, None).await;
+    let (status, body) = bearer(
+        &server,
+        reqwest::Method::GET,
+        "/v1/agents/targets",
+        &credential,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let targets = body["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 2, "{body}");
@@ -86,7 +113,14 @@ async fn targets_list_enabled_workloads_only() {
 #[tokio::test]
 async fn targets_require_agent_credential() {
     let (server, _) = server_with_agent().await;
-    let (status, _) = bearer(&server, reqwest::Method::GET, "/v1/agents/targets", "mfy_agent_forged", None).await;
+    let (status, _) = bearer(
+        &server,
+        reqwest::Method::GET,
+        "/v1/agents/targets",
+        "mfy_agent_forged",
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
 }
 
@@ -101,15 +135,31 @@ async fn static_secret_delivered_to_proxy_only() {
         })
     };
 
-    let (status, body) = bearer(&server, reqwest::Method::POST, "/v1/agents/credentials", &credential, Some(request("workload"))).await;
+    let (status, body) = bearer(
+        &server,
+        reqwest::Method::POST,
+        "/v1/agents/credentials",
+        &credential,
+        Some(request("workload")),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert!(!body.to_string().contains(SECRET));
 
-    let (status, body) = bearer(&server, reqwest::Method::POST, "/v1/agents/credentials", &credential, Some(request("proxy"))).await;
+    let (status, body) = bearer(
+        &server,
+        reqwest::Method::POST,
+        "/v1/agents/credentials",
+        &credential,
+        Some(request("proxy")),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["presentation"]["headers"]["X-Api-Key"], SECRET);
 
-    let granted = server.audit_events("kind=credential_request&outcome=success").await;
+    let granted = server
+        .audit_events("kind=credential_request&outcome=success")
+        .await;
     assert_eq!(granted.len(), 1);
     assert_eq!(granted[0]["detail"]["delivery"], "proxy");
     assert!(!serde_json::to_string(&granted).unwrap().contains(SECRET));
@@ -138,7 +188,10 @@ async fn injection_events_join_audit_log() {
     assert_eq!(recorded["detail"]["attributes"]["agent"], json!(["web-1"]));
     assert_eq!(recorded["detail"]["path"], "/v1/charges");
     assert_eq!(recorded["detail"]["credential_request_id"], "req-123");
-    assert_eq!(recorded["detail"]["event_id"], "4f1c0a9e2b7d4c5e8f6a1b2c3d4e5f60");
+    assert_eq!(
+        recorded["detail"]["event_id"],
+        "4f1c0a9e2b7d4c5e8f6a1b2c3d4e5f60"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +207,12 @@ async fn injection_event_with_query_rejected() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "events[0].path");
-    assert!(server.audit_events("kind=credential_injection").await.is_empty());
+    assert!(
+        server
+            .audit_events("kind=credential_injection")
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -162,8 +220,14 @@ async fn injection_event_claiming_agent_rejected() {
     let (server, credential) = server_with_agent().await;
     let mut forged = event("/");
     forged["attributes"]["agent"] = json!(["other-agent"]);
-    let (status, body) =
-        bearer(&server, reqwest::Method::POST, "/v1/agents/injection-events", &credential, Some(json!({"events": [forged]}))).await;
+    let (status, body) = bearer(
+        &server,
+        reqwest::Method::POST,
+        "/v1/agents/injection-events",
+        &credential,
+        Some(json!({"events": [forged]})),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "events[0].attributes");
 }
@@ -172,8 +236,14 @@ async fn injection_event_claiming_agent_rejected() {
 async fn injection_batch_over_limit_rejected() {
     let (server, credential) = server_with_agent().await;
     let events: Vec<Value> = (0..101).map(|_| event("/")).collect();
-    let (status, body) =
-        bearer(&server, reqwest::Method::POST, "/v1/agents/injection-events", &credential, Some(json!({"events": events}))).await;
+    let (status, body) = bearer(
+        &server,
+        reqwest::Method::POST,
+        "/v1/agents/injection-events",
+        &credential,
+        Some(json!({"events": events})),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "events");
     assert_eq!(body["value"], "101");
@@ -191,5 +261,10 @@ async fn injection_events_require_agent_credential() {
     )
     .await;
     assert_eq!(status, 401);
-    assert!(server.audit_events("kind=credential_injection").await.is_empty());
+    assert!(
+        server
+            .audit_events("kind=credential_injection")
+            .await
+            .is_empty()
+    );
 }

@@ -28,20 +28,30 @@ access_policies:
 
 async fn server() -> TestServer {
     let server = TestServer::start().await;
-    let config = mayfly_domain::config_file::parse("agents.yaml", CONFIG).expect("test configuration parses");
+    let config = mayfly_domain::config_file::parse("agents.yaml", CONFIG)
+        .expect("test configuration parses");
     let (status, body) = server.post("/v1/apply", json!({"config": config})).await;
     assert_eq!(status, 200, "{body}");
     server
 }
 
 async fn join_token(server: &TestServer, agent: &str) -> String {
-    let (status, body) = server.post("/v1/agent-tokens", json!({"agent": agent, "ttl": "5m"})).await;
+    let (status, body) = server
+        .post("/v1/agent-tokens", json!({"agent": agent, "ttl": "5m"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["token"].as_str().unwrap().to_string()
 }
 
 async fn bearer_post(server: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let response = server.http.post(server.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+    let response = server
+        .http
+        .post(server.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -77,13 +87,22 @@ async fn join_token_is_stored_hashed_and_audited() {
     assert_eq!(events.len(), 1);
     let text = events[0].to_string();
     assert!(text.contains("web-1"));
-    assert!(!text.contains(&token), "the audit event must not contain the join token");
+    assert!(
+        !text.contains(&token),
+        "the audit event must not contain the join token"
+    );
 }
 
 #[tokio::test]
 async fn agent_token_create_requires_admin() {
     let server = server().await;
-    let response = server.http.post(server.url("/v1/agent-tokens")).json(&json!({"agent": "web-1"})).send().await.unwrap();
+    let response = server
+        .http
+        .post(server.url("/v1/agent-tokens"))
+        .json(&json!({"agent": "web-1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
 
@@ -96,9 +115,21 @@ async fn renewal_replaces_agent_credential() {
     let second = body["credential"].as_str().unwrap().to_string();
     assert_ne!(first, second);
 
-    let (old, _) = bearer_post(&server, "/v1/agents/jwt-svids", &first, svid_request("1000", &["payments"])).await;
+    let (old, _) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &first,
+        svid_request("1000", &["payments"]),
+    )
+    .await;
     assert_eq!(old, 401, "a replaced credential must stop working");
-    let (new, body) = bearer_post(&server, "/v1/agents/jwt-svids", &second, svid_request("1000", &["payments"])).await;
+    let (new, body) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &second,
+        svid_request("1000", &["payments"]),
+    )
+    .await;
     assert_eq!(new, 200, "{body}");
 }
 
@@ -106,14 +137,22 @@ async fn renewal_replaces_agent_credential() {
 async fn agent_jwt_svid_carries_requested_audience() {
     let server = server().await;
     let credential = join(&server, "web-1").await;
-    let (status, body) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, svid_request("1000", &["ledger"])).await;
+    let (status, body) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &credential,
+        svid_request("1000", &["ledger"]),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["spiffe_id"], "spiffe://mayfly.local/web");
     let claims = claims_of(body["token"].as_str().unwrap());
     assert_eq!(claims["aud"], json!(["ledger"]));
     assert_eq!(claims["sub"], "spiffe://mayfly.local/web");
 
-    let events = server.audit_events("kind=credential_request&outcome=success").await;
+    let events = server
+        .audit_events("kind=credential_request&outcome=success")
+        .await;
     let evidence = &events[0]["detail"]["evidence"];
     assert_eq!(evidence["kind"], "agent");
     assert_eq!(evidence["agent"], "web-1");
@@ -125,9 +164,17 @@ async fn agent_jwt_svid_carries_requested_audience() {
 async fn audience_no_policy_allows_is_denied_and_audited() {
     let server = server().await;
     let credential = join(&server, "web-1").await;
-    let (status, body) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, svid_request("1000", &["vault"])).await;
+    let (status, body) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &credential,
+        svid_request("1000", &["vault"]),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
-    let events = server.audit_events("kind=credential_request&outcome=failure").await;
+    let events = server
+        .audit_events("kind=credential_request&outcome=failure")
+        .await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["detail"]["step"], "access_policy");
     assert_eq!(events[0]["detail"]["audience"], json!(["vault"]));
@@ -137,9 +184,17 @@ async fn audience_no_policy_allows_is_denied_and_audited() {
 async fn rule_without_agent_ignores_agent_attested_uid() {
     let server = server().await;
     let credential = join(&server, "web-1").await;
-    let (status, body) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, svid_request("2000", &["payments"])).await;
+    let (status, body) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &credential,
+        svid_request("2000", &["payments"]),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
-    let events = server.audit_events("kind=credential_request&outcome=failure").await;
+    let events = server
+        .audit_events("kind=credential_request&outcome=failure")
+        .await;
     assert_eq!(events[0]["detail"]["step"], "client_workload");
 }
 
@@ -147,7 +202,13 @@ async fn rule_without_agent_ignores_agent_attested_uid() {
 async fn rule_naming_other_agent_is_denied() {
     let server = server().await;
     let credential = join(&server, "web-2").await;
-    let (status, _) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, svid_request("1000", &["payments"])).await;
+    let (status, _) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &credential,
+        svid_request("1000", &["payments"]),
+    )
+    .await;
     assert_eq!(status, 403);
 }
 
@@ -155,10 +216,13 @@ async fn rule_naming_other_agent_is_denied() {
 async fn agent_cannot_claim_another_agent_name() {
     let server = server().await;
     let credential = join(&server, "web-2").await;
-    let forged = json!({"attributes": {"uid": ["1000"], "agent": ["web-1"]}, "audience": ["payments"]});
+    let forged =
+        json!({"attributes": {"uid": ["1000"], "agent": ["web-1"]}, "audience": ["payments"]});
     let (status, _) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, forged).await;
     assert_eq!(status, 401, "a denial at the evidence step is a 401");
-    let events = server.audit_events("kind=credential_request&outcome=failure").await;
+    let events = server
+        .audit_events("kind=credential_request&outcome=failure")
+        .await;
     assert_eq!(events[0]["detail"]["step"], "evidence");
 }
 
@@ -169,7 +233,13 @@ async fn evicted_agent_gets_nothing_more() {
     let (status, body) = server.post("/v1/agents/web-1/evict", json!({})).await;
     assert_eq!(status, 200, "{body}");
 
-    let (svid, _) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, svid_request("1000", &["payments"])).await;
+    let (svid, _) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        &credential,
+        svid_request("1000", &["payments"]),
+    )
+    .await;
     assert_eq!(svid, 401);
     let (renew, _) = bearer_post(&server, "/v1/agents/renew", &credential, json!({})).await;
     assert_eq!(renew, 401);
@@ -178,16 +248,33 @@ async fn evicted_agent_gets_nothing_more() {
     assert_eq!(status, 200);
     assert_eq!(body["items"][0]["name"], "web-1");
     assert_eq!(body["items"][0]["state"], "evicted");
-    let actions: Vec<Value> = server.audit_events("kind=agent_change").await.iter().map(|event| event["detail"]["action"].clone()).collect();
+    let actions: Vec<Value> = server
+        .audit_events("kind=agent_change")
+        .await
+        .iter()
+        .map(|event| event["detail"]["action"].clone())
+        .collect();
     assert!(actions.contains(&json!("evict")), "{actions:?}");
 }
 
 #[tokio::test]
 async fn unauthenticated_caller_cannot_request_svid() {
     let server = server().await;
-    let (status, _) = bearer_post(&server, "/v1/agents/jwt-svids", "mfy_agent_forged", svid_request("1000", &["payments"])).await;
+    let (status, _) = bearer_post(
+        &server,
+        "/v1/agents/jwt-svids",
+        "mfy_agent_forged",
+        svid_request("1000", &["payments"]),
+    )
+    .await;
     assert_eq!(status, 401);
-    let response = server.http.post(server.url("/v1/agents/jwt-svids")).json(&svid_request("1000", &["payments"])).send().await.unwrap();
+    let response = server
+        .http
+        .post(server.url("/v1/agents/jwt-svids"))
+        .json(&svid_request("1000", &["payments"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
 
@@ -208,7 +295,8 @@ async fn rule_on_supplementary_group_matches_any_group() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["spiffe_id"], "spiffe://mayfly.local/host-only");
 
-    let outsider = json!({"attributes": {"uid": ["3000"], "groups": ["10"]}, "audience": ["payments"]});
+    let outsider =
+        json!({"attributes": {"uid": ["3000"], "groups": ["10"]}, "audience": ["payments"]});
     let (status, _) = bearer_post(&server, "/v1/agents/jwt-svids", &credential, outsider).await;
     assert_eq!(status, 403);
 }

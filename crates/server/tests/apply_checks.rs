@@ -14,16 +14,30 @@ async fn prune_with_empty_file_rejected() {
     server.apply(&basic_config(&issuer)).await;
 
     for dry_run in [false, true] {
-        let (status, body) = server.post("/v1/apply", json!({"config": {}, "prune": true, "dry_run": dry_run})).await;
+        let (status, body) = server
+            .post(
+                "/v1/apply",
+                json!({"config": {}, "prune": true, "dry_run": dry_run}),
+            )
+            .await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["field"], "config", "{body}");
-        assert!(body["detail"].as_str().unwrap().contains("declares no resources"), "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("declares no resources"),
+            "{body}"
+        );
     }
 
     let (status, body) = server.get("/v1/server-workloads/payments").await;
     assert_eq!(status, 200, "nothing was deleted: {body}");
     let (status, body) = server.post("/v1/apply", json!({"config": {}})).await;
-    assert_eq!(status, 200, "an empty file without prune changes nothing: {body}");
+    assert_eq!(
+        status, 200,
+        "an empty file without prune changes nothing: {body}"
+    );
 }
 
 /// Applies a unix trust provider and one client workload with `rule` as its only identity rule,
@@ -41,14 +55,42 @@ async fn identity_rule_values_checked() {
     let server = TestServer::start().await;
     let upper = "AB".repeat(32);
     let cases = [
-        (json!({"path": "*"}), "identities[0].match", "whose value is not *"),
-        (json!({"uid": "*", "path": "**"}), "identities[0].match", "whose value is not *"),
-        (json!({"uid": "abc"}), "match.uid \"abc\"", "decimal number or *"),
+        (
+            json!({"path": "*"}),
+            "identities[0].match",
+            "whose value is not *",
+        ),
+        (
+            json!({"uid": "*", "path": "**"}),
+            "identities[0].match",
+            "whose value is not *",
+        ),
+        (
+            json!({"uid": "abc"}),
+            "match.uid \"abc\"",
+            "decimal number or *",
+        ),
         (json!({"gid": "-1"}), "match.gid", "decimal number or *"),
-        (json!({"uid": 0, "groups": "1x"}), "match.groups", "decimal number or *"),
-        (json!({"sha256": "xyz"}), "match.sha256", "64 lower-case hex digits"),
-        (json!({"sha256": upper}), "match.sha256", "64 lower-case hex digits"),
-        (json!({"color": "blue"}), "color", "groups, pid, path, sha256 or agent"),
+        (
+            json!({"uid": 0, "groups": "1x"}),
+            "match.groups",
+            "decimal number or *",
+        ),
+        (
+            json!({"sha256": "xyz"}),
+            "match.sha256",
+            "64 lower-case hex digits",
+        ),
+        (
+            json!({"sha256": upper}),
+            "match.sha256",
+            "64 lower-case hex digits",
+        ),
+        (
+            json!({"color": "blue"}),
+            "color",
+            "groups, pid, path, sha256 or agent",
+        ),
     ];
     for (rule, field, message) in cases {
         let (status, body) = apply_rule(&server, &rule).await;
@@ -80,17 +122,32 @@ fn server_workload(name: &str, host: &str) -> Value {
 #[tokio::test]
 async fn hosts_compared_without_case_or_dot() {
     let server = TestServer::start().await;
-    let (status, body) = server.post("/v1/apply", server_workload("dup3", "Dup.Local.")).await;
+    let (status, body) = server
+        .post("/v1/apply", server_workload("dup3", "Dup.Local."))
+        .await;
     assert_eq!(status, 200, "{body}");
     let (_, stored) = server.get("/v1/server-workloads/dup3").await;
-    assert_eq!(stored["host"], "dup.local", "the host is stored normalized: {stored}");
+    assert_eq!(
+        stored["host"], "dup.local",
+        "the host is stored normalized: {stored}"
+    );
 
     for other in ["dup.local", "DUP.local.", "dup.local."] {
-        let (status, body) = server.post("/v1/apply", server_workload("dup1", other)).await;
+        let (status, body) = server
+            .post("/v1/apply", server_workload("dup1", other))
+            .await;
         assert_eq!(status, 400, "{other}: {body}");
-        assert!(body["detail"].as_str().unwrap().contains("dup.local:443 are already used by server_workload"), "{other}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("dup.local:443 are already used by server_workload"),
+            "{other}: {body}"
+        );
     }
-    let (status, body) = server.post("/v1/apply", server_workload("dup3", "dup.local")).await;
+    let (status, body) = server
+        .post("/v1/apply", server_workload("dup3", "dup.local"))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["changes"][0]["action"], "unchanged", "{body}");
 
@@ -100,10 +157,19 @@ async fn hosts_compared_without_case_or_dot() {
     }
 
     for host in ["dup.local.", "DUP.LOCAL"] {
-        let (status, body) = server.credential_with_token("not-a-token", json!({"target": {"host": host, "port": 443}})).await;
+        let (status, body) = server
+            .credential_with_token(
+                "not-a-token",
+                json!({"target": {"host": host, "port": 443}}),
+            )
+            .await;
         assert_eq!(status, 401, "{host}: {body}");
         let events = server.audit_events("kind=credential_request&limit=1").await;
-        assert_eq!(events[0]["server_workload"], "dup3", "{host} resolves to dup3: {}", events[0]);
+        assert_eq!(
+            events[0]["server_workload"], "dup3",
+            "{host} resolves to dup3: {}",
+            events[0]
+        );
     }
 }
 
@@ -134,18 +200,47 @@ async fn destination_urls_and_headers_checked() {
     for body in rejected {
         let (status, reply) = server.post("/v1/apply", body).await;
         assert_eq!(status, 400, "{reply}");
-        assert!(reply["detail"].as_str().unwrap().contains("url: must not contain user information"), "{reply}");
-        assert!(reply["detail"].as_str().unwrap().contains("put the credential in secret"), "{reply}");
-        assert!(!reply.to_string().contains("PassInUrl99"), "the password must not be echoed: {reply}");
+        assert!(
+            reply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("url: must not contain user information"),
+            "{reply}"
+        );
+        assert!(
+            reply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("put the credential in secret"),
+            "{reply}"
+        );
+        assert!(
+            !reply.to_string().contains("PassInUrl99"),
+            "the password must not be echoed: {reply}"
+        );
     }
 
     for header in ["Content-Length", "host", "Transfer-Encoding", "Connection"] {
-        let body = webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({"auth": "header", "header": header}));
+        let body = webhook_stream(
+            "http://127.0.0.1:9/in",
+            "s3cret",
+            json!({"auth": "header", "header": header}),
+        );
         let (status, reply) = server.post("/v1/apply", body).await;
         assert_eq!(status, 400, "{header}: {reply}");
-        assert!(reply["detail"].as_str().unwrap().contains("is set by HTTP itself"), "{reply}");
+        assert!(
+            reply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("is set by HTTP itself"),
+            "{reply}"
+        );
     }
-    let body = webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({"auth": "header", "header": "X-Api-Key"}));
+    let body = webhook_stream(
+        "http://127.0.0.1:9/in",
+        "s3cret",
+        json!({"auth": "header", "header": "X-Api-Key"}),
+    );
     let (status, reply) = server.post("/v1/apply", body).await;
     assert_eq!(status, 200, "{reply}");
 }
@@ -153,31 +248,81 @@ async fn destination_urls_and_headers_checked() {
 #[tokio::test]
 async fn stored_secret_stays_with_origin() {
     let server = TestServer::start().await;
-    let (status, reply) = server.post("/v1/apply", webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({}))).await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            webhook_stream("http://127.0.0.1:9/in", "s3cret", json!({})),
+        )
+        .await;
     assert_eq!(status, 200, "{reply}");
-    let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:9/alerts", Some("s3cret"))).await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            notification_target("http://127.0.0.1:9/alerts", Some("s3cret")),
+        )
+        .await;
     assert_eq!(status, 200, "{reply}");
 
-    let (status, reply) = server.post("/v1/apply", webhook_stream("http://127.0.0.1:9/other-path", "(redacted)", json!({}))).await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            webhook_stream("http://127.0.0.1:9/other-path", "(redacted)", json!({})),
+        )
+        .await;
     assert_eq!(status, 200, "the same origin keeps the secret: {reply}");
-    let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:9/other-path", None)).await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            notification_target("http://127.0.0.1:9/other-path", None),
+        )
+        .await;
     assert_eq!(status, 200, "the same origin keeps the secret: {reply}");
 
-    let moved = ["http://127.0.0.1:10/in", "https://127.0.0.1:9/in", "http://localhost:9/in"];
+    let moved = [
+        "http://127.0.0.1:10/in",
+        "https://127.0.0.1:9/in",
+        "http://localhost:9/in",
+    ];
     for url in moved {
-        let (status, reply) = server.post("/v1/apply", webhook_stream(url, "(redacted)", json!({}))).await;
+        let (status, reply) = server
+            .post("/v1/apply", webhook_stream(url, "(redacted)", json!({})))
+            .await;
         assert_eq!(status, 400, "{url}: {reply}");
-        assert!(reply["detail"].as_str().unwrap().contains("send the secret again"), "{reply}");
-        let (status, reply) = server.post("/v1/apply", notification_target(url, None)).await;
+        assert!(
+            reply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("send the secret again"),
+            "{reply}"
+        );
+        let (status, reply) = server
+            .post("/v1/apply", notification_target(url, None))
+            .await;
         assert_eq!(status, 400, "{url}: {reply}");
-        assert!(reply["detail"].as_str().unwrap().contains("send the secret again"), "{reply}");
+        assert!(
+            reply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("send the secret again"),
+            "{reply}"
+        );
     }
     let (_, stream) = server.get("/v1/log-streams/hook").await;
     assert_eq!(stream["url"], "http://127.0.0.1:9/other-path", "{stream}");
 
-    let (status, reply) = server.post("/v1/apply", webhook_stream("http://127.0.0.1:10/in", "new-secret", json!({}))).await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            webhook_stream("http://127.0.0.1:10/in", "new-secret", json!({})),
+        )
+        .await;
     assert_eq!(status, 200, "a new secret may go to a new origin: {reply}");
-    let (status, reply) = server.post("/v1/apply", notification_target("http://127.0.0.1:10/in", Some("new-secret"))).await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            notification_target("http://127.0.0.1:10/in", Some("new-secret")),
+        )
+        .await;
     assert_eq!(status, 200, "a new secret may go to a new origin: {reply}");
 }
 
@@ -193,7 +338,10 @@ async fn duplicate_policy_names_both_policies() {
     let (status, body) = server.post("/v1/apply", duplicate).await;
     assert_eq!(status, 400, "{body}");
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("access_policy \"billing-payments\" and access_policy \"p\" both cover"), "{detail}");
+    assert!(
+        detail.contains("access_policy \"billing-payments\" and access_policy \"p\" both cover"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
@@ -202,19 +350,40 @@ async fn incident_report_unknown_workload_not_found() {
     let server = TestServer::start().await;
     server.apply(&basic_config(&issuer)).await;
 
-    let (status, body) = server.get("/v1/incidents/report?server_workload=nope&since=2020-01-01T00:00:00Z").await;
+    let (status, body) = server
+        .get("/v1/incidents/report?server_workload=nope&since=2020-01-01T00:00:00Z")
+        .await;
     assert_eq!(status, 404, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("nope"), "{body}");
 
-    let (status, body) = server.get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z").await;
+    let (status, body) = server
+        .get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z")
+        .await;
     assert_eq!(status, 200, "{body}");
 
-    let reply = server.admin_reply(reqwest::Method::DELETE, "/v1/access-policies/billing-payments", None).await;
+    let reply = server
+        .admin_reply(
+            reqwest::Method::DELETE,
+            "/v1/access-policies/billing-payments",
+            None,
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let reply = server.admin_reply(reqwest::Method::DELETE, "/v1/server-workloads/payments", None).await;
+    let reply = server
+        .admin_reply(
+            reqwest::Method::DELETE,
+            "/v1/server-workloads/payments",
+            None,
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let (status, body) = server.get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z").await;
-    assert_eq!(status, 200, "a deleted server workload keeps its history: {body}");
+    let (status, body) = server
+        .get("/v1/incidents/report?server_workload=payments&since=2020-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        status, 200,
+        "a deleted server workload keeps its history: {body}"
+    );
 }
 
 #[tokio::test]
@@ -225,7 +394,13 @@ async fn port_out_of_range_message() {
         let (status, reply) = server.post("/v1/apply", body).await;
         assert_eq!(status, 400, "{reply}");
         let detail = reply["detail"].as_str().unwrap();
-        assert!(detail.contains(&format!("{port} must be between 1 and 65535")), "{detail}");
-        assert!(!detail.contains("u16"), "no Rust type in the message: {detail}");
+        assert!(
+            detail.contains(&format!("{port} must be between 1 and 65535")),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("u16"),
+            "no Rust type in the message: {detail}"
+        );
     }
 }

@@ -957,7 +957,12 @@ async fn maximum_sequence_audit_row_is_reported() {
 
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["ok"], false, "{report}");
-    assert!(report["problems"].to_string().contains("9223372036854775807"), "{report}");
+    assert!(
+        report["problems"]
+            .to_string()
+            .contains("9223372036854775807"),
+        "{report}"
+    );
 }
 
 #[tokio::test]

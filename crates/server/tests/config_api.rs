@@ -54,7 +54,13 @@ fn resources_of_every_kind() -> Vec<(&'static str, &'static str, Value, Value)> 
 /// Returns the resource as read back, without the metadata the server adds.
 fn without_metadata(mut value: Value) -> Value {
     let map = value.as_object_mut().unwrap();
-    for field in ["created_at", "updated_at", "enabled", "credential_type", "typical_lifetime"] {
+    for field in [
+        "created_at",
+        "updated_at",
+        "enabled",
+        "credential_type",
+        "typical_lifetime",
+    ] {
         map.remove(field);
     }
     value
@@ -78,7 +84,11 @@ async fn put_get_list_delete_every_kind() {
         let reply = put(&server, &path, created.clone()).await;
         assert_eq!(reply.status, 200, "PUT {path}: {}", reply.body);
         assert_eq!(reply.body["change"], "create", "PUT {path}");
-        assert_eq!(without_metadata(reply.body["resource"].clone()), *created, "PUT {path}");
+        assert_eq!(
+            without_metadata(reply.body["resource"].clone()),
+            *created,
+            "PUT {path}"
+        );
 
         let (status, body) = server.get(&path).await;
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -87,14 +97,23 @@ async fn put_get_list_delete_every_kind() {
 
         let (status, body) = server.get(&format!("/v1/{kind}")).await;
         assert_eq!(status, 200, "GET /v1/{kind}: {body}");
-        let names: Vec<&str> = body["items"].as_array().unwrap().iter().map(|item| item["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, vec![*name], "GET /v1/{kind}");
     }
 
     for (kind, name, created, updated) in &resources {
         let path = format!("/v1/{kind}/{name}");
         let reply = put(&server, &path, created.clone()).await;
-        assert_eq!(reply.body["change"], "unchanged", "PUT {path} again: {}", reply.body);
+        assert_eq!(
+            reply.body["change"], "unchanged",
+            "PUT {path} again: {}",
+            reply.body
+        );
 
         let reply = put(&server, &path, updated.clone()).await;
         assert_eq!(reply.status, 200, "PUT {path} changed: {}", reply.body);
@@ -120,7 +139,12 @@ async fn put_get_list_delete_every_kind() {
 async fn put_without_name_uses_path_name() {
     let server = TestServer::start().await;
 
-    let reply = put(&server, "/v1/server-workloads/ledger", json!({"host": "ledger.example", "port": 443})).await;
+    let reply = put(
+        &server,
+        "/v1/server-workloads/ledger",
+        json!({"host": "ledger.example", "port": 443}),
+    )
+    .await;
 
     assert_eq!(reply.status, 200, "{}", reply.body);
     let (status, body) = server.get("/v1/server-workloads/ledger").await;
@@ -132,15 +156,24 @@ async fn put_without_name_uses_path_name() {
 async fn put_with_name_differing_from_path_is_rejected() {
     let server = TestServer::start().await;
 
-    let reply = put(&server, "/v1/server-workloads/ledger", json!({"name": "payments", "host": "ledger.example", "port": 443})).await;
+    let reply = put(
+        &server,
+        "/v1/server-workloads/ledger",
+        json!({"name": "payments", "host": "ledger.example", "port": 443}),
+    )
+    .await;
 
     reply.assert_problem(400);
     assert_eq!(reply.body["field"], "name");
     assert!(reply.detail().contains("payments"), "{}", reply.body);
     assert!(reply.detail().contains("ledger"), "{}", reply.body);
-    let reply = server.admin_reply(Method::GET, "/v1/server-workloads/ledger", None).await;
+    let reply = server
+        .admin_reply(Method::GET, "/v1/server-workloads/ledger", None)
+        .await;
     reply.assert_problem(404);
-    let reply = server.admin_reply(Method::GET, "/v1/server-workloads/payments", None).await;
+    let reply = server
+        .admin_reply(Method::GET, "/v1/server-workloads/payments", None)
+        .await;
     reply.assert_problem(404);
 }
 
@@ -220,7 +253,11 @@ async fn apply_with_prune_reports_update_and_delete() {
     );
     let (_, body) = server.get("/v1/server-workloads/payments").await;
     assert_eq!(body["port"], 8443);
-    for path in ["/v1/credential-providers/payments-jwt", "/v1/client-workloads/billing", "/v1/access-policies/billing-payments"] {
+    for path in [
+        "/v1/credential-providers/payments-jwt",
+        "/v1/client-workloads/billing",
+        "/v1/access-policies/billing-payments",
+    ] {
         let (status, _) = server.get(path).await;
         assert_eq!(status, 404, "GET {path}");
     }
@@ -236,7 +273,10 @@ async fn apply_without_prune_keeps_omitted_resources() {
     let (status, body) = server.try_apply(&smaller, false).await;
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["changes"], json!([{"action": "unchanged", "kind": "trust_provider", "name": "ci"}]));
+    assert_eq!(
+        body["changes"],
+        json!([{"action": "unchanged", "kind": "trust_provider", "name": "ci"}])
+    );
     for path in [
         "/v1/server-workloads/payments",
         "/v1/credential-providers/payments-jwt",
@@ -258,7 +298,13 @@ async fn apply_dry_run_writes_nothing() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["changes"].as_array().unwrap().len(), 5, "{body}");
     assert_eq!(body["changes"][0]["action"], "create");
-    for kind in ["trust-providers", "server-workloads", "credential-providers", "client-workloads", "access-policies"] {
+    for kind in [
+        "trust-providers",
+        "server-workloads",
+        "credential-providers",
+        "client-workloads",
+        "access-policies",
+    ] {
         let (_, body) = server.get(&format!("/v1/{kind}")).await;
         assert_eq!(body["items"], json!([]), "GET /v1/{kind}");
     }
@@ -274,11 +320,17 @@ async fn apply_with_dangling_reference_writes_nothing() {
         "access_policies": [{"name": "ghost-ledger", "client_workload": "ghost", "server_workload": "ledger", "credential_provider": "ledger-jwt", "trust_providers": ["ci"]}],
     });
 
-    let reply = server.admin_reply(Method::POST, "/v1/apply", Some(json!({"config": config}))).await;
+    let reply = server
+        .admin_reply(Method::POST, "/v1/apply", Some(json!({"config": config})))
+        .await;
 
     reply.assert_problem(400);
     assert!(reply.detail().contains("\"ghost\""), "{}", reply.body);
-    for path in ["/v1/server-workloads/ledger", "/v1/credential-providers/ledger-jwt", "/v1/access-policies/ghost-ledger"] {
+    for path in [
+        "/v1/server-workloads/ledger",
+        "/v1/credential-providers/ledger-jwt",
+        "/v1/access-policies/ghost-ledger",
+    ] {
         let (status, _) = server.get(path).await;
         assert_eq!(status, 404, "GET {path}");
     }
@@ -296,12 +348,17 @@ async fn apply_with_one_invalid_resource_writes_nothing() {
         ],
     });
 
-    let reply = server.admin_reply(Method::POST, "/v1/apply", Some(json!({"config": config}))).await;
+    let reply = server
+        .admin_reply(Method::POST, "/v1/apply", Some(json!({"config": config})))
+        .await;
 
     reply.assert_problem(400);
     assert!(reply.detail().contains("forever"), "{}", reply.body);
     assert!(reply.detail().contains("ttl"), "{}", reply.body);
-    for path in ["/v1/server-workloads/ledger", "/v1/credential-providers/ledger-jwt"] {
+    for path in [
+        "/v1/server-workloads/ledger",
+        "/v1/credential-providers/ledger-jwt",
+    ] {
         let (status, _) = server.get(path).await;
         assert_eq!(status, 404, "GET {path}");
     }
@@ -314,18 +371,26 @@ async fn apply_keeps_disabled_server_workload_disabled() {
     let issuer = TestIssuer::start().await;
     let config = basic_config(&issuer);
     server.apply(&config).await;
-    let (status, body) = server.post("/v1/server-workloads/payments/disable", json!({})).await;
+    let (status, body) = server
+        .post("/v1/server-workloads/payments/disable", json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let body = server.apply(&config).await;
 
-    assert_eq!(body["changes"][1], json!({"action": "unchanged", "kind": "server_workload", "name": "payments"}));
+    assert_eq!(
+        body["changes"][1],
+        json!({"action": "unchanged", "kind": "server_workload", "name": "payments"})
+    );
     let (_, body) = server.get("/v1/server-workloads/payments").await;
     assert_eq!(body["enabled"], false);
 
     let changed = config.replace("port: 443", "port: 8443");
     let body = server.apply(&changed).await;
-    assert_eq!(body["changes"][1], json!({"action": "update", "kind": "server_workload", "name": "payments"}));
+    assert_eq!(
+        body["changes"][1],
+        json!({"action": "update", "kind": "server_workload", "name": "payments"})
+    );
     let (_, body) = server.get("/v1/server-workloads/payments").await;
     assert_eq!(body["port"], 8443);
     assert_eq!(body["enabled"], false);
@@ -344,7 +409,11 @@ async fn policy_naming_missing_client_workload_is_rejected() {
 
     reply.assert_problem(400);
     assert_eq!(reply.body["value"], "ghost");
-    assert!(reply.detail().contains("client_workload \"ghost\""), "{}", reply.body);
+    assert!(
+        reply.detail().contains("client_workload \"ghost\""),
+        "{}",
+        reply.body
+    );
     let (status, _) = server.get("/v1/access-policies/ghost-payments").await;
     assert_eq!(status, 404);
 }
@@ -355,11 +424,20 @@ async fn deleting_referenced_server_workload_is_conflict() {
     let issuer = TestIssuer::start().await;
     server.apply(&basic_config(&issuer)).await;
 
-    let reply = server.admin_reply(Method::DELETE, "/v1/server-workloads/payments", None).await;
+    let reply = server
+        .admin_reply(Method::DELETE, "/v1/server-workloads/payments", None)
+        .await;
 
     reply.assert_problem(409);
-    assert_eq!(reply.body["referrers"], json!([{"kind": "access_policy", "name": "billing-payments"}]));
-    assert!(reply.detail().contains("billing-payments"), "{}", reply.body);
+    assert_eq!(
+        reply.body["referrers"],
+        json!([{"kind": "access_policy", "name": "billing-payments"}])
+    );
+    assert!(
+        reply.detail().contains("billing-payments"),
+        "{}",
+        reply.body
+    );
     let (status, _) = server.get("/v1/server-workloads/payments").await;
     assert_eq!(status, 200);
 }
@@ -370,7 +448,9 @@ async fn deleting_referenced_trust_provider_is_conflict() {
     let issuer = TestIssuer::start().await;
     server.apply(&basic_config(&issuer)).await;
 
-    let reply = server.admin_reply(Method::DELETE, "/v1/trust-providers/ci", None).await;
+    let reply = server
+        .admin_reply(Method::DELETE, "/v1/trust-providers/ci", None)
+        .await;
 
     reply.assert_problem(409);
     assert_eq!(
@@ -383,7 +463,9 @@ async fn deleting_referenced_trust_provider_is_conflict() {
 async fn deleting_missing_resource_is_not_found() {
     let server = TestServer::start().await;
 
-    let reply = server.admin_reply(Method::DELETE, "/v1/client-workloads/ghost", None).await;
+    let reply = server
+        .admin_reply(Method::DELETE, "/v1/client-workloads/ghost", None)
+        .await;
 
     reply.assert_problem(404);
     assert!(reply.detail().contains("ghost"), "{}", reply.body);
@@ -394,12 +476,26 @@ async fn deleting_missing_resource_is_not_found() {
 #[tokio::test]
 async fn duplicate_host_and_port_is_rejected() {
     let server = TestServer::start().await;
-    put(&server, "/v1/server-workloads/payments", json!({"host": "payments.example", "port": 443})).await;
+    put(
+        &server,
+        "/v1/server-workloads/payments",
+        json!({"host": "payments.example", "port": 443}),
+    )
+    .await;
 
-    let reply = put(&server, "/v1/server-workloads/payments-copy", json!({"host": "PAYMENTS.example", "port": 443})).await;
+    let reply = put(
+        &server,
+        "/v1/server-workloads/payments-copy",
+        json!({"host": "PAYMENTS.example", "port": 443}),
+    )
+    .await;
 
     reply.assert_problem(400);
-    assert!(reply.detail().contains("payments.example:443"), "the host is compared normalized: {}", reply.body);
+    assert!(
+        reply.detail().contains("payments.example:443"),
+        "the host is compared normalized: {}",
+        reply.body
+    );
     assert!(reply.detail().contains("\"payments\""), "{}", reply.body);
     let (status, _) = server.get("/v1/server-workloads/payments-copy").await;
     assert_eq!(status, 404);
@@ -412,18 +508,36 @@ async fn second_policy_for_same_pair_is_rejected() {
     server.apply(&basic_config(&issuer)).await;
     let policy = json!({"client_workload": "billing", "server_workload": "payments", "credential_provider": "payments-jwt", "trust_providers": ["ci"]});
 
-    let reply = put(&server, "/v1/access-policies/billing-payments-again", policy).await;
+    let reply = put(
+        &server,
+        "/v1/access-policies/billing-payments-again",
+        policy,
+    )
+    .await;
 
     reply.assert_problem(400);
-    assert!(reply.detail().contains("\"billing-payments\""), "{}", reply.body);
-    assert!(reply.detail().contains("only one policy per pair"), "{}", reply.body);
+    assert!(
+        reply.detail().contains("\"billing-payments\""),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.detail().contains("only one policy per pair"),
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]
 async fn ttl_over_24_hours_is_rejected() {
     let server = TestServer::start().await;
 
-    let reply = put(&server, "/v1/credential-providers/long", json!({"kind": "jwt_svid", "audience": ["payments"], "ttl": "25h"})).await;
+    let reply = put(
+        &server,
+        "/v1/credential-providers/long",
+        json!({"kind": "jwt_svid", "audience": ["payments"], "ttl": "25h"}),
+    )
+    .await;
 
     reply.assert_problem(400);
     assert_eq!(reply.body["field"], "ttl");
@@ -447,14 +561,23 @@ async fn oidc_provider_with_two_key_sources_is_rejected() {
 #[tokio::test]
 async fn invalid_spiffe_id_is_rejected() {
     let server = TestServer::start().await;
-    put(&server, "/v1/trust-providers/local", json!({"kind": "unix"})).await;
+    put(
+        &server,
+        "/v1/trust-providers/local",
+        json!({"kind": "unix"}),
+    )
+    .await;
     let workload = json!({"spiffe_id": "https://mayfly.local/billing", "identities": [{"trust_provider": "local", "match": {"uid": 1000}}]});
 
     let reply = put(&server, "/v1/client-workloads/billing", workload).await;
 
     reply.assert_problem(400);
     assert!(reply.detail().contains("spiffe_id"), "{}", reply.body);
-    assert!(reply.detail().contains("https://mayfly.local/billing"), "{}", reply.body);
+    assert!(
+        reply.detail().contains("https://mayfly.local/billing"),
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]
@@ -462,7 +585,12 @@ async fn invalid_spiffe_id_is_rejected() {
 async fn invalid_cidr_is_rejected() {
     let server = TestServer::start().await;
 
-    let reply = put(&server, "/v1/access-conditions/office", json!({"kind": "source_ip", "allow": ["10.0.0.0/33"]})).await;
+    let reply = put(
+        &server,
+        "/v1/access-conditions/office",
+        json!({"kind": "source_ip", "allow": ["10.0.0.0/33"]}),
+    )
+    .await;
 
     reply.assert_problem(400);
     assert!(reply.detail().contains("allow"), "{}", reply.body);
@@ -479,14 +607,23 @@ async fn unknown_time_zone_is_rejected() {
     reply.assert_problem(400);
     assert_eq!(reply.body["field"], "timezone");
     assert_eq!(reply.body["value"], "Mars/Olympus_Mons");
-    assert!(reply.detail().contains("timezone \"Mars/Olympus_Mons\""), "{}", reply.body);
+    assert!(
+        reply.detail().contains("timezone \"Mars/Olympus_Mons\""),
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]
 async fn unknown_field_is_rejected() {
     let server = TestServer::start().await;
 
-    let reply = put(&server, "/v1/server-workloads/payments", json!({"host": "payments.example", "port": 443, "colour": "blue"})).await;
+    let reply = put(
+        &server,
+        "/v1/server-workloads/payments",
+        json!({"host": "payments.example", "port": 443, "colour": "blue"}),
+    )
+    .await;
 
     reply.assert_problem(400);
     assert!(reply.detail().contains("colour"), "{}", reply.body);
@@ -499,11 +636,17 @@ async fn unknown_field_in_apply_is_rejected() {
     let server = TestServer::start().await;
     let config = json!({"server_workloads": [{"name": "payments", "host": "payments.example", "port": 443, "colour": "blue"}]});
 
-    let reply = server.admin_reply(Method::POST, "/v1/apply", Some(json!({"config": config}))).await;
+    let reply = server
+        .admin_reply(Method::POST, "/v1/apply", Some(json!({"config": config})))
+        .await;
 
     reply.assert_problem(400);
     assert!(reply.detail().contains("colour"), "{}", reply.body);
-    assert!(reply.detail().contains("server_workloads[0]"), "{}", reply.body);
+    assert!(
+        reply.detail().contains("server_workloads[0]"),
+        "{}",
+        reply.body
+    );
 }
 
 // The audit trail of configuration changes.
@@ -517,11 +660,17 @@ async fn every_config_change_writes_audit_event() {
     put(&server, "/v1/server-workloads/payments", created.clone()).await;
     put(&server, "/v1/server-workloads/payments", updated.clone()).await;
     put(&server, "/v1/server-workloads/payments", updated.clone()).await;
-    server.admin(Method::DELETE, "/v1/server-workloads/payments", None).await;
+    server
+        .admin(Method::DELETE, "/v1/server-workloads/payments", None)
+        .await;
 
     let events = config_change_events(&server).await;
     assert_eq!(events.len(), 3, "{events:?}");
-    let expected = [("delete", Some(&updated), None), ("update", Some(&created), Some(&updated)), ("create", None, Some(&created))];
+    let expected = [
+        ("delete", Some(&updated), None),
+        ("update", Some(&created), Some(&updated)),
+        ("create", None, Some(&created)),
+    ];
     for (event, (action, before, after)) in events.iter().zip(expected) {
         let detail = &event["detail"];
         assert_eq!(event["server_workload"], "payments", "{event}");
@@ -529,8 +678,16 @@ async fn every_config_change_writes_audit_event() {
         assert_eq!(detail["action"], action, "{event}");
         assert_eq!(detail["resource_kind"], "server_workload", "{event}");
         assert_eq!(detail["resource_name"], "payments", "{event}");
-        assert_eq!(detail["before"], before.cloned().unwrap_or(Value::Null), "{event}");
-        assert_eq!(detail["after"], after.cloned().unwrap_or(Value::Null), "{event}");
+        assert_eq!(
+            detail["before"],
+            before.cloned().unwrap_or(Value::Null),
+            "{event}"
+        );
+        assert_eq!(
+            detail["after"],
+            after.cloned().unwrap_or(Value::Null),
+            "{event}"
+        );
     }
 }
 
@@ -544,7 +701,18 @@ async fn apply_writes_one_audit_event_per_changed_resource() {
     let events = config_change_events(&server).await;
     let mut touched: Vec<(String, String)> = events
         .iter()
-        .map(|event| (event["detail"]["resource_kind"].as_str().unwrap().to_string(), event["detail"]["resource_name"].as_str().unwrap().to_string()))
+        .map(|event| {
+            (
+                event["detail"]["resource_kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                event["detail"]["resource_name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
         .collect();
     touched.sort();
     let expected = [
@@ -554,7 +722,10 @@ async fn apply_writes_one_audit_event_per_changed_resource() {
         ("server_workload", "payments"),
         ("trust_provider", "ci"),
     ];
-    assert_eq!(touched, expected.map(|(kind, name)| (kind.to_string(), name.to_string())));
+    assert_eq!(
+        touched,
+        expected.map(|(kind, name)| (kind.to_string(), name.to_string()))
+    );
     for event in &events {
         assert_eq!(event["detail"]["action"], "create", "{event}");
         assert_eq!(event["detail"]["actor"], "admin-token:bootstrap", "{event}");
@@ -570,11 +741,18 @@ async fn disabled_server_workload_gets_no_credential() {
     server.apply(&basic_config(&issuer)).await;
     let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
 
-    let (status, body) = server.post("/v1/server-workloads/payments/disable", json!({})).await;
+    let (status, body) = server
+        .post("/v1/server-workloads/payments/disable", json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"name": "payments", "enabled": false, "changed": true}));
+    assert_eq!(
+        body,
+        json!({"name": "payments", "enabled": false, "changed": true})
+    );
 
-    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = server
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["step"], "server_workload_enabled");
     assert_eq!(body.get("token"), None);
@@ -590,13 +768,22 @@ async fn enabling_server_workload_restores_credentials() {
     let issuer = TestIssuer::start().await;
     server.apply(&basic_config(&issuer)).await;
     let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-    server.post("/v1/server-workloads/payments/disable", json!({})).await;
+    server
+        .post("/v1/server-workloads/payments/disable", json!({}))
+        .await;
 
-    let (status, body) = server.post("/v1/server-workloads/payments/enable", json!({})).await;
+    let (status, body) = server
+        .post("/v1/server-workloads/payments/enable", json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"name": "payments", "enabled": true, "changed": true}));
+    assert_eq!(
+        body,
+        json!({"name": "payments", "enabled": true, "changed": true})
+    );
 
-    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = server
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["credential_type"], "jwt_svid");
     let (_, body) = server.get("/v1/server-workloads/payments").await;
@@ -609,22 +796,42 @@ async fn disable_and_enable_are_audited() {
     let issuer = TestIssuer::start().await;
     server.apply(&basic_config(&issuer)).await;
 
-    server.post("/v1/server-workloads/payments/disable", json!({})).await;
-    let (_, repeated) = server.post("/v1/server-workloads/payments/disable", json!({})).await;
-    server.post("/v1/server-workloads/payments/enable", json!({})).await;
+    server
+        .post("/v1/server-workloads/payments/disable", json!({}))
+        .await;
+    let (_, repeated) = server
+        .post("/v1/server-workloads/payments/disable", json!({}))
+        .await;
+    server
+        .post("/v1/server-workloads/payments/enable", json!({}))
+        .await;
 
     assert_eq!(repeated["changed"], false);
     let events = config_change_events(&server).await;
-    let switches: Vec<&Value> = events.iter().filter(|event| event["detail"]["action"] != "create").collect();
+    let switches: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["detail"]["action"] != "create")
+        .collect();
     assert_eq!(switches.len(), 2, "{switches:?}");
     let expected = [("enable", false, true), ("disable", true, false)];
     for (event, (action, before, after)) in switches.iter().zip(expected) {
         assert_eq!(event["detail"]["action"], action, "{event}");
         assert_eq!(event["detail"]["actor"], "admin-token:bootstrap", "{event}");
-        assert_eq!(event["detail"]["resource_kind"], "server_workload", "{event}");
+        assert_eq!(
+            event["detail"]["resource_kind"], "server_workload",
+            "{event}"
+        );
         assert_eq!(event["detail"]["resource_name"], "payments", "{event}");
-        assert_eq!(event["detail"]["before"], json!({"enabled": before}), "{event}");
-        assert_eq!(event["detail"]["after"], json!({"enabled": after}), "{event}");
+        assert_eq!(
+            event["detail"]["before"],
+            json!({"enabled": before}),
+            "{event}"
+        );
+        assert_eq!(
+            event["detail"]["after"],
+            json!({"enabled": after}),
+            "{event}"
+        );
         assert_eq!(event["server_workload"], "payments", "{event}");
     }
 }
@@ -633,10 +840,14 @@ async fn disable_and_enable_are_audited() {
 async fn disabling_missing_server_workload_is_not_found() {
     let server = TestServer::start().await;
 
-    let reply = server.admin_reply(Method::POST, "/v1/server-workloads/ghost/disable", None).await;
+    let reply = server
+        .admin_reply(Method::POST, "/v1/server-workloads/ghost/disable", None)
+        .await;
 
     reply.assert_problem(404);
     assert!(reply.detail().contains("ghost"), "{}", reply.body);
-    let reply = server.admin_reply(Method::POST, "/v1/server-workloads/ghost/enable", None).await;
+    let reply = server
+        .admin_reply(Method::POST, "/v1/server-workloads/ghost/enable", None)
+        .await;
     reply.assert_problem(404);
 }

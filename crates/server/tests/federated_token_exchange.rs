@@ -24,7 +24,8 @@ struct ExchangeServer {
 
 impl ExchangeServer {
     async fn start(mayfly_issuer: &str) -> ExchangeServer {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/federation/exchange_server.py");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/federation/exchange_server.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args([mayfly_issuer, BILLING_SPIFFE_ID])
@@ -38,12 +39,22 @@ impl ExchangeServer {
             .expect("the exchange server starts within 20s")
             .unwrap()
             .expect("the exchange server prints its port");
-        let port = serde_json::from_str::<Value>(&line).unwrap()["port"].as_u64().unwrap();
-        ExchangeServer { base: format!("http://127.0.0.1:{port}"), _child: child }
+        let port = serde_json::from_str::<Value>(&line).unwrap()["port"]
+            .as_u64()
+            .unwrap();
+        ExchangeServer {
+            base: format!("http://127.0.0.1:{port}"),
+            _child: child,
+        }
     }
 
     async fn stats(&self) -> Value {
-        reqwest::get(format!("{}/__stats", self.base)).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("{}/__stats", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -57,7 +68,11 @@ async fn setup() -> Setup {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let exchange = ExchangeServer::start(&server.base).await;
-    Setup { server, issuer, exchange }
+    Setup {
+        server,
+        issuer,
+        exchange,
+    }
 }
 
 impl Setup {
@@ -77,11 +92,16 @@ access_policies:\n  - {{name: billing-reports, client_workload: billing, server_
 
     async fn request(&self) -> (u16, Value) {
         let token = self.issuer.token(json!({"sub": BILLING_SUB}));
-        self.server.credential_with_token(&token, json!({"server_workload": "reports"})).await
+        self.server
+            .credential_with_token(&token, json!({"server_workload": "reports"}))
+            .await
     }
 
     async fn last_request_event(&self) -> Value {
-        self.server.audit_events("kind=credential_request&limit=1").await[0].clone()
+        self.server
+            .audit_events("kind=credential_request&limit=1")
+            .await[0]
+            .clone()
     }
 }
 
@@ -104,7 +124,10 @@ async fn rfc8693_exchange_returns_target_token() {
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["credential_type"], "access_token");
-    assert!(body["token"].as_str().unwrap().starts_with("exchanged-"), "{body}");
+    assert!(
+        body["token"].as_str().unwrap().starts_with("exchanged-"),
+        "{body}"
+    );
     assert!((895..=900).contains(&seconds_left(&body)), "{body}");
     let stats = setup.exchange.stats().await;
     assert_eq!(stats["claims"]["sub"], BILLING_SPIFFE_ID);
@@ -127,8 +150,14 @@ async fn entra_client_assertion_returns_target_token() {
     let (status, body) = setup.request().await;
 
     assert_eq!(status, 200, "{body}");
-    assert!(body["token"].as_str().unwrap().starts_with("entra-"), "{body}");
-    assert_eq!(setup.exchange.stats().await["claims"]["aud"], json!(["api://AzureADTokenExchange"]));
+    assert!(
+        body["token"].as_str().unwrap().starts_with("entra-"),
+        "{body}"
+    );
+    assert_eq!(
+        setup.exchange.stats().await["claims"]["aud"],
+        json!(["api://AzureADTokenExchange"])
+    );
 }
 
 #[tokio::test]

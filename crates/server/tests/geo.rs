@@ -28,10 +28,18 @@ fn write_database(dir: &Path) -> PathBuf {
     let output = Command::new("python3")
         .arg(script)
         .arg(&path)
-        .args(["192.0.2.0/24=DE-BE", "198.51.100.0/24=US-CA", "203.0.113.0/24=FR"])
+        .args([
+            "192.0.2.0/24=DE-BE",
+            "198.51.100.0/24=US-CA",
+            "203.0.113.0/24=FR",
+        ])
         .output()
         .expect("python3 runs; install the packages of tests/requirements.txt");
-    assert!(output.status.success(), "write_mmdb.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "write_mmdb.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     path
 }
 
@@ -48,7 +56,10 @@ async fn start_located() -> (TestServer, TestIssuer, TempDir) {
 }
 
 fn with_geo_condition(issuer: &TestIssuer, condition: &str) -> String {
-    let base = basic_config(issuer).replace("trust_providers: [ci]}", "trust_providers: [ci], access_conditions: [europe]}");
+    let base = basic_config(issuer).replace(
+        "trust_providers: [ci]}",
+        "trust_providers: [ci], access_conditions: [europe]}",
+    );
     format!("{base}access_conditions:\n  - {condition}\n")
 }
 
@@ -77,7 +88,8 @@ async fn last_request_event(server: &TestServer) -> Value {
 #[tokio::test]
 async fn geo_condition_allows_listed_country() {
     let (server, issuer, _database) = start_located().await;
-    let condition = "{name: europe, kind: geo, allow_countries: [DE, FR], allow_subdivisions: [DE-BE]}";
+    let condition =
+        "{name: europe, kind: geo, allow_countries: [DE, FR], allow_subdivisions: [DE-BE]}";
     server.apply(&with_geo_condition(&issuer, condition)).await;
 
     let (status, body) = request_from(&server, &issuer, BERLIN).await;
@@ -99,7 +111,12 @@ async fn geo_condition_allows_listed_country() {
 #[tokio::test]
 async fn geo_condition_blocks_other_country() {
     let (server, issuer, _database) = start_located().await;
-    server.apply(&with_geo_condition(&issuer, "{name: europe, kind: geo, allow_countries: [DE, FR]}")).await;
+    server
+        .apply(&with_geo_condition(
+            &issuer,
+            "{name: europe, kind: geo, allow_countries: [DE, FR]}",
+        ))
+        .await;
 
     let (status, body) = request_from(&server, &issuer, CALIFORNIA).await;
     assert_eq!(status, 403, "{body}");
@@ -115,19 +132,28 @@ async fn geo_condition_blocks_other_country() {
 #[tokio::test]
 async fn geo_condition_blocks_other_subdivision() {
     let (server, issuer, _database) = start_located().await;
-    let condition = "{name: europe, kind: geo, allow_countries: [DE, US], allow_subdivisions: [US-NY]}";
+    let condition =
+        "{name: europe, kind: geo, allow_countries: [DE, US], allow_subdivisions: [US-NY]}";
     server.apply(&with_geo_condition(&issuer, condition)).await;
 
     let (status, body) = request_from(&server, &issuer, CALIFORNIA).await;
     assert_eq!(status, 403, "{body}");
-    let reason = last_request_event(&server).await["detail"]["reason"].as_str().unwrap().to_string();
+    let reason = last_request_event(&server).await["detail"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(reason.contains("US-CA"), "{reason}");
 }
 
 #[tokio::test]
 async fn geo_condition_unknown_address_fails_closed() {
     let (server, issuer, _database) = start_located().await;
-    server.apply(&with_geo_condition(&issuer, "{name: europe, kind: geo, allow_countries: [DE]}")).await;
+    server
+        .apply(&with_geo_condition(
+            &issuer,
+            "{name: europe, kind: geo, allow_countries: [DE]}",
+        ))
+        .await;
 
     for source in [UNLISTED, "127.0.0.1", "2001:db8::1"] {
         let (status, body) = request_from(&server, &issuer, source).await;
@@ -145,15 +171,22 @@ async fn apply_without_database_rejects_geo_condition() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
 
-    let (status, body) =
-        server.try_apply(&with_geo_condition(&issuer, "{name: europe, kind: geo, allow_countries: [DE]}"), false).await;
+    let (status, body) = server
+        .try_apply(
+            &with_geo_condition(&issuer, "{name: europe, kind: geo, allow_countries: [DE]}"),
+            false,
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("access_condition \"europe\""), "{detail}");
     assert!(detail.contains("geoip_database"), "{detail}");
 
-    let rule = "alert_rules:\n  - {name: where, kind: unexpected_location, allow_countries: [DE]}\n";
-    let (status, body) = server.try_apply(&format!("{}{rule}", basic_config(&issuer)), false).await;
+    let rule =
+        "alert_rules:\n  - {name: where, kind: unexpected_location, allow_countries: [DE]}\n";
+    let (status, body) = server
+        .try_apply(&format!("{}{rule}", basic_config(&issuer)), false)
+        .await;
     assert_eq!(status, 400, "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("alert_rule \"where\""), "{detail}");
@@ -166,7 +199,9 @@ async fn apply_without_database_rejects_geo_condition() {
 
     // A rule with networks only needs no database.
     let rule = "alert_rules:\n  - {name: where, kind: unexpected_location, allow_networks: [10.0.0.0/8]}\n";
-    let (status, body) = server.try_apply(&format!("{}{rule}", basic_config(&issuer)), false).await;
+    let (status, body) = server
+        .try_apply(&format!("{}{rule}", basic_config(&issuer)), false)
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -176,11 +211,18 @@ async fn settled_alerts(server: &TestServer) -> Vec<Value> {
     let started = Instant::now();
     loop {
         let head = store.audit_head().await.unwrap().map_or(0, |(seq, _)| seq);
-        let cursor = store.get_stream_cursor("@alert-rules").await.unwrap().map_or(-1, |cursor| cursor.delivered_seq);
+        let cursor = store
+            .get_stream_cursor("@alert-rules")
+            .await
+            .unwrap()
+            .map_or(-1, |cursor| cursor.delivered_seq);
         if cursor >= head {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the evaluator did not catch up");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the evaluator did not catch up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, body) = server.get("/v1/alerts").await;
@@ -192,13 +234,18 @@ async fn settled_alerts(server: &TestServer) -> Vec<Value> {
 async fn unexpected_location_rule_fires_for_outside_address() {
     let (server, issuer, _database) = start_located().await;
     let rule = "alert_rules:\n  - {name: where, kind: unexpected_location, allow_networks: [100.64.0.0/10], allow_countries: [DE]}\n";
-    server.apply(&format!("{}{rule}", basic_config(&issuer))).await;
+    server
+        .apply(&format!("{}{rule}", basic_config(&issuer)))
+        .await;
 
     for source in [BERLIN, UNLISTED] {
         let (status, body) = request_from(&server, &issuer, source).await;
         assert_eq!(status, 200, "{source}: {body}");
     }
-    assert!(settled_alerts(&server).await.is_empty(), "allowed country and allowed network");
+    assert!(
+        settled_alerts(&server).await.is_empty(),
+        "allowed country and allowed network"
+    );
 
     let (status, body) = request_from(&server, &issuer, FRANCE).await;
     assert_eq!(status, 200, "{body}");
@@ -231,7 +278,11 @@ async fn start_fails_with_unreadable_database() {
             geoip_database: Some(path.clone()),
             ..Default::default()
         };
-        let error = mayfly_server::start(settings, None).await.err().expect("start fails").to_string();
+        let error = mayfly_server::start(settings, None)
+            .await
+            .err()
+            .expect("start fails")
+            .to_string();
         assert!(error.contains("geoip_database"), "{error}");
         assert!(error.contains(&path.display().to_string()), "{error}");
     }
@@ -248,25 +299,51 @@ async fn incident_report_flags_unexpected_locations() {
         assert_eq!(request_from(&server, &issuer, source).await.0, 200);
     }
 
-    let (status, report) = server.get(&format!("/v1/incidents/report?server_workload=payments&since={since}")).await;
+    let (status, report) = server
+        .get(&format!(
+            "/v1/incidents/report?server_workload=payments&since={since}"
+        ))
+        .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["location_checked"], json!(true), "{report}");
     assert!(report["location_note"].is_null(), "{report}");
     assert_eq!(report["location_rules"], json!(["where"]));
 
     let sources = report["source_addresses"].as_array().unwrap();
-    let source = |address: &str| sources.iter().find(|entry| entry["source_ip"] == address).cloned().unwrap_or(Value::Null);
+    let source = |address: &str| {
+        sources
+            .iter()
+            .find(|entry| entry["source_ip"] == address)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     let berlin = source(BERLIN);
-    assert_eq!(berlin["location"], json!({"country": "DE", "subdivisions": ["DE-BE"]}), "{report}");
+    assert_eq!(
+        berlin["location"],
+        json!({"country": "DE", "subdivisions": ["DE-BE"]}),
+        "{report}"
+    );
     assert_eq!(berlin["unexpected_location_requests"], json!(0), "{report}");
     let california = source(CALIFORNIA);
     assert_eq!(california["location"]["country"], "US", "{report}");
     assert_eq!(california["credentials"], json!(2), "{report}");
-    assert_eq!(california["unexpected_location_requests"], json!(2), "{report}");
-    assert_eq!(california["client_workloads"], json!(["billing"]), "{report}");
+    assert_eq!(
+        california["unexpected_location_requests"],
+        json!(2),
+        "{report}"
+    );
+    assert_eq!(
+        california["client_workloads"],
+        json!(["billing"]),
+        "{report}"
+    );
     let unlisted = source(UNLISTED);
     assert!(unlisted["location"].is_null(), "{report}");
-    assert_eq!(unlisted["unexpected_location_requests"], json!(1), "{report}");
+    assert_eq!(
+        unlisted["unexpected_location_requests"],
+        json!(1),
+        "{report}"
+    );
 
     let requests = report["credentials"].as_array().unwrap();
     let flagged: Vec<&str> = requests
@@ -275,7 +352,18 @@ async fn incident_report_flags_unexpected_locations() {
         .map(|entry| entry["source_ip"].as_str().unwrap())
         .collect();
     assert_eq!(flagged, [CALIFORNIA, CALIFORNIA, UNLISTED], "{report}");
-    let reason = requests.iter().find(|entry| entry["source_ip"] == UNLISTED).unwrap()["unexpected_location_reasons"][0].clone();
-    assert!(reason.as_str().unwrap().contains("unknown country"), "{reason}");
-    assert_eq!(report["client_workloads"][0]["unexpected_location_requests"], json!(3), "{report}");
+    let reason = requests
+        .iter()
+        .find(|entry| entry["source_ip"] == UNLISTED)
+        .unwrap()["unexpected_location_reasons"][0]
+        .clone();
+    assert!(
+        reason.as_str().unwrap().contains("unknown country"),
+        "{reason}"
+    );
+    assert_eq!(
+        report["client_workloads"][0]["unexpected_location_requests"],
+        json!(3),
+        "{report}"
+    );
 }

@@ -10,14 +10,19 @@ use common::{TestIssuer, TestServer, basic_config};
 use serde_json::{Value, json};
 
 fn script() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/independent/pyjwt_validate.py")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/independent/pyjwt_validate.py")
 }
 
 /// Runs the PyJWT validator; returns its JSON output or its error message.
 async fn pyjwt(issuer: &str, audience: &str, token: &str) -> Result<Value, String> {
     let (issuer, audience, token) = (issuer.to_string(), audience.to_string(), token.to_string());
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3").arg(script()).args([&issuer, &audience, &token]).output().expect("python3 runs")
+        Command::new("python3")
+            .arg(script())
+            .args([&issuer, &audience, &token])
+            .output()
+            .expect("python3 runs")
     })
     .await
     .unwrap();
@@ -30,7 +35,9 @@ async fn pyjwt(issuer: &str, audience: &str, token: &str) -> Result<Value, Strin
 
 async fn mint(server: &TestServer, issuer: &TestIssuer) -> String {
     let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = server
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["token"].as_str().unwrap().to_string()
 }
@@ -76,11 +83,19 @@ async fn pyjwt_rejects_token_after_key_revocation() {
     let issuer = TestIssuer::start().await;
     server.apply(&basic_config(&issuer)).await;
     let token = mint(&server, &issuer).await;
-    let kid = common::header_of(&token)["kid"].as_str().unwrap().to_string();
+    let kid = common::header_of(&token)["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    let (status, body) = server.post(&format!("/v1/keys/{kid}/revoke"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/v1/keys/{kid}/revoke"), json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let error = pyjwt(&server.base, "payments", &token).await.unwrap_err();
-    assert!(error.contains("PyJWKClientError") || error.contains("Unable to find"), "{error}");
+    assert!(
+        error.contains("PyJWKClientError") || error.contains("Unable to find"),
+        "{error}"
+    );
 }

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 async fn issue(server: &TestServer, issuer: &TestIssuer, count: usize) {
     for _ in 0..count {
         let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-        let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+        let (status, body) = server
+            .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+            .await;
         assert_eq!(status, 200, "{body}");
     }
 }
@@ -29,18 +31,26 @@ async fn issue(server: &TestServer, issuer: &TestIssuer, count: usize) {
 /// Requests one credential that is denied (unknown caller).
 async fn deny_one(server: &TestServer, issuer: &TestIssuer) {
     let evidence = issuer.token(json!({"sub": "repo:acme/intruder"}));
-    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = server
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 403, "{body}");
 }
 
 /// Reads the JSON lines of a stream's file; a missing file has none.
 fn file_records(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect()
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect()
 }
 
 fn credential_records(records: &[Value]) -> Vec<Value> {
-    records.iter().filter(|record| record["kind"] == "credential_request").cloned().collect()
+    records
+        .iter()
+        .filter(|record| record["kind"] == "credential_request")
+        .cloned()
+        .collect()
 }
 
 /// Polls `check` every 50ms until it returns true or `limit` passes.
@@ -56,7 +66,10 @@ async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 fn file_stream_yaml(name: &str, path: &Path, extra: &str) -> String {
-    format!("log_streams:\n  - {{name: {name}, kind: file, path: \"{}\"{extra}}}\n", path.display())
+    format!(
+        "log_streams:\n  - {{name: {name}, kind: file, path: \"{}\"{extra}}}\n",
+        path.display()
+    )
 }
 
 /// Polls the stream's status until its state is `state`, then returns the entry.
@@ -123,7 +136,11 @@ impl Receiver {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Receiver { url, requests, task }
+        Receiver {
+            url,
+            requests,
+            task,
+        }
     }
 
     fn received(&self) -> Vec<Received> {
@@ -149,7 +166,10 @@ impl Drop for Receiver {
 
 /// Splits a HEC batch body (JSON objects back to back) into its events.
 fn hec_events(body: &str) -> Vec<Value> {
-    serde_json::Deserializer::from_str(body).into_iter::<Value>().map(Result::unwrap).collect()
+    serde_json::Deserializer::from_str(body)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,26 +180,60 @@ async fn file_stream_delivers_events_in_order() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let path = server.dir.path().join("audit.jsonl");
-    server.apply(&format!("{}{}", basic_config(&issuer), file_stream_yaml("archive", &path, ""))).await;
+    server
+        .apply(&format!(
+            "{}{}",
+            basic_config(&issuer),
+            file_stream_yaml("archive", &path, "")
+        ))
+        .await;
 
     issue(&server, &issuer, 5).await;
     deny_one(&server, &issuer).await;
-    let delivered = wait_until(Duration::from_secs(10), || credential_records(&file_records(&path)).len() == 6).await;
+    let delivered = wait_until(Duration::from_secs(10), || {
+        credential_records(&file_records(&path)).len() == 6
+    })
+    .await;
     assert!(delivered, "{:?}", file_records(&path));
 
     let records = file_records(&path);
-    let seqs: Vec<i64> = records.iter().filter_map(|record| record["seq"].as_i64()).collect();
-    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "in order: {seqs:?}");
-    let ids: BTreeSet<&str> = records.iter().map(|record| record["id"].as_str().unwrap()).collect();
+    let seqs: Vec<i64> = records
+        .iter()
+        .filter_map(|record| record["seq"].as_i64())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order: {seqs:?}"
+    );
+    let ids: BTreeSet<&str> = records
+        .iter()
+        .map(|record| record["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), records.len(), "every record once");
     let credentials = credential_records(&records);
-    let outcomes: Vec<&str> = credentials.iter().map(|record| record["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["success", "success", "success", "success", "success", "failure"]);
+    let outcomes: Vec<&str> = credentials
+        .iter()
+        .map(|record| record["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "success", "success", "success", "success", "success", "failure"
+        ]
+    );
 
     // The stored events and the shipped ones are the same, chain hashes included.
-    let stored = server.audit_events("kind=credential_request&limit=100").await;
-    let stored_hashes: BTreeSet<&str> = stored.iter().map(|event| event["hash"].as_str().unwrap()).collect();
-    let shipped_hashes: BTreeSet<&str> = credentials.iter().map(|record| record["hash"].as_str().unwrap()).collect();
+    let stored = server
+        .audit_events("kind=credential_request&limit=100")
+        .await;
+    let stored_hashes: BTreeSet<&str> = stored
+        .iter()
+        .map(|event| event["hash"].as_str().unwrap())
+        .collect();
+    let shipped_hashes: BTreeSet<&str> = credentials
+        .iter()
+        .map(|record| record["hash"].as_str().unwrap())
+        .collect();
     assert_eq!(stored_hashes, shipped_hashes);
 }
 
@@ -188,22 +242,43 @@ async fn checkpoints_reach_the_stream() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let path = server.dir.path().join("audit.jsonl");
-    server.apply(&format!("{}{}", basic_config(&issuer), file_stream_yaml("archive", &path, ""))).await;
+    server
+        .apply(&format!(
+            "{}{}",
+            basic_config(&issuer),
+            file_stream_yaml("archive", &path, "")
+        ))
+        .await;
     issue(&server, &issuer, 2).await;
 
-    let checkpoint = server.running().state.checkpoints.checkpoint().await.unwrap().expect("a new checkpoint");
+    let checkpoint = server
+        .running()
+        .state
+        .checkpoints
+        .checkpoint()
+        .await
+        .unwrap()
+        .expect("a new checkpoint");
     let found = wait_until(Duration::from_secs(10), || {
-        file_records(&path).iter().any(|record| record["record_type"] == "checkpoint" && record["seq"] == json!(checkpoint.seq))
+        file_records(&path).iter().any(|record| {
+            record["record_type"] == "checkpoint" && record["seq"] == json!(checkpoint.seq)
+        })
     })
     .await;
     assert!(found, "{:?}", file_records(&path));
 
     let records = file_records(&path);
-    let shipped = records.iter().find(|record| record["record_type"] == "checkpoint").unwrap();
+    let shipped = records
+        .iter()
+        .find(|record| record["record_type"] == "checkpoint")
+        .unwrap();
     assert_eq!(shipped["signature"], json!(checkpoint.signature));
     assert_eq!(shipped["head_hash"], json!(checkpoint.head_hash));
     // The checkpoint comes right after the event it covers.
-    let position = records.iter().position(|record| record["record_type"] == "checkpoint").unwrap();
+    let position = records
+        .iter()
+        .position(|record| record["record_type"] == "checkpoint")
+        .unwrap();
     assert_eq!(records[position - 1]["seq"], json!(checkpoint.seq));
 }
 
@@ -213,15 +288,39 @@ async fn file_stream_reopens_after_rotation() {
     let issuer = TestIssuer::start().await;
     let path = server.dir.path().join("audit.jsonl");
     let rotated = server.dir.path().join("audit.jsonl.1");
-    server.apply(&format!("{}{}", basic_config(&issuer), file_stream_yaml("archive", &path, ""))).await;
+    server
+        .apply(&format!(
+            "{}{}",
+            basic_config(&issuer),
+            file_stream_yaml("archive", &path, "")
+        ))
+        .await;
 
     issue(&server, &issuer, 2).await;
-    assert!(wait_until(Duration::from_secs(10), || credential_records(&file_records(&path)).len() == 2).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || credential_records(
+            &file_records(&path)
+        )
+        .len()
+            == 2)
+        .await
+    );
     std::fs::rename(&path, &rotated).unwrap();
 
     issue(&server, &issuer, 3).await;
-    assert!(wait_until(Duration::from_secs(10), || credential_records(&file_records(&path)).len() == 3).await);
-    assert_eq!(credential_records(&file_records(&rotated)).len(), 2, "the rotated file is left alone");
+    assert!(
+        wait_until(Duration::from_secs(10), || credential_records(
+            &file_records(&path)
+        )
+        .len()
+            == 3)
+        .await
+    );
+    assert_eq!(
+        credential_records(&file_records(&rotated)).len(),
+        2,
+        "the rotated file is left alone"
+    );
 }
 
 #[tokio::test]
@@ -232,16 +331,33 @@ async fn filter_selects_kinds_outcomes_and_workloads() {
     let ledger = server.dir.path().join("ledger.jsonl");
     let streams = format!(
         "{}{}",
-        file_stream_yaml("failures", &failures, ", filter: {kinds: [credential_request], outcomes: [failure]}"),
-        file_stream_yaml("ledger", &ledger, ", filter: {server_workloads: [ledger]}").replace("log_streams:\n", ""),
+        file_stream_yaml(
+            "failures",
+            &failures,
+            ", filter: {kinds: [credential_request], outcomes: [failure]}"
+        ),
+        file_stream_yaml("ledger", &ledger, ", filter: {server_workloads: [ledger]}")
+            .replace("log_streams:\n", ""),
     );
-    server.apply(&format!("{}{streams}", basic_config(&issuer))).await;
+    server
+        .apply(&format!("{}{streams}", basic_config(&issuer)))
+        .await;
 
     issue(&server, &issuer, 3).await;
     deny_one(&server, &issuer).await;
     deny_one(&server, &issuer).await;
-    assert!(wait_until(Duration::from_secs(10), || file_records(&failures).len() == 2).await, "{:?}", file_records(&failures));
-    assert!(file_records(&failures).iter().all(|record| record["outcome"] == "failure"));
+    assert!(
+        wait_until(Duration::from_secs(10), || file_records(&failures).len()
+            == 2)
+        .await,
+        "{:?}",
+        file_records(&failures)
+    );
+    assert!(
+        file_records(&failures)
+            .iter()
+            .all(|record| record["outcome"] == "failure")
+    );
 
     // Both cursors moved past the skipped events, so neither stream reports a lag.
     for name in ["failures", "ledger"] {
@@ -256,7 +372,10 @@ async fn filter_selects_kinds_outcomes_and_workloads() {
         assert_eq!(entry["status"]["state"], "caught_up", "{entry}");
         assert_eq!(entry["status"]["lag"], json!(0), "{entry}");
     }
-    assert!(file_records(&ledger).is_empty(), "no event concerns the ledger workload");
+    assert!(
+        file_records(&ledger).is_empty(),
+        "no event concerns the ledger workload"
+    );
 }
 
 #[tokio::test]
@@ -270,22 +389,48 @@ async fn stream_formats_are_ocsf_and_cef() {
         ocsf.display(),
         cef.display()
     );
-    server.apply(&format!("{}{streams}", basic_config(&issuer))).await;
+    server
+        .apply(&format!("{}{streams}", basic_config(&issuer)))
+        .await;
     issue(&server, &issuer, 1).await;
 
-    let authentication = |records: &[Value]| records.iter().find(|record| record["class_uid"] == json!(3002)).cloned();
-    assert!(wait_until(Duration::from_secs(10), || authentication(&file_records(&ocsf)).is_some()).await);
+    let authentication = |records: &[Value]| {
+        records
+            .iter()
+            .find(|record| record["class_uid"] == json!(3002))
+            .cloned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || authentication(&file_records(
+            &ocsf
+        ))
+        .is_some())
+        .await
+    );
     let record = authentication(&file_records(&ocsf)).unwrap();
     assert_eq!(record["type_uid"], json!(300204));
     assert_eq!(record["user"]["name"], "billing");
     assert_eq!(record["service"]["name"], "payments");
-    let changes: Vec<Value> = file_records(&ocsf).into_iter().filter(|record| record["class_uid"] == json!(3004)).collect();
-    assert!(changes.iter().any(|record| record["entity"]["name"] == "payments" && record["type_uid"] == json!(300401)));
+    let changes: Vec<Value> = file_records(&ocsf)
+        .into_iter()
+        .filter(|record| record["class_uid"] == json!(3004))
+        .collect();
+    assert!(changes.iter().any(
+        |record| record["entity"]["name"] == "payments" && record["type_uid"] == json!(300401)
+    ));
 
-    let has_cef = || std::fs::read_to_string(&cef).unwrap_or_default().lines().any(|line| line.contains("|credential_request|"));
+    let has_cef = || {
+        std::fs::read_to_string(&cef)
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.contains("|credential_request|"))
+    };
     assert!(wait_until(Duration::from_secs(10), has_cef).await);
     let text = std::fs::read_to_string(&cef).unwrap();
-    let line = text.lines().find(|line| line.contains("|credential_request|")).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("|credential_request|"))
+        .unwrap();
     assert!(line.starts_with("CEF:0|Mayfly|Mayfly|"), "{line}");
     assert!(line.contains(" suser=billing "), "{line}");
     assert!(line.contains(" outcome=success "), "{line}");
@@ -299,14 +444,32 @@ async fn webhook_gets_batches_with_bearer_secret() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let receiver = Receiver::start(false).await;
-    let stream = format!("log_streams:\n  - {{name: hook, kind: webhook, url: \"{}\", secret: webhook-secret-1}}\n", receiver.url);
-    server.apply(&format!("{}{stream}", basic_config(&issuer))).await;
+    let stream = format!(
+        "log_streams:\n  - {{name: hook, kind: webhook, url: \"{}\", secret: webhook-secret-1}}\n",
+        receiver.url
+    );
+    server
+        .apply(&format!("{}{stream}", basic_config(&issuer)))
+        .await;
 
     issue(&server, &issuer, 3).await;
-    assert!(wait_until(Duration::from_secs(10), || credential_records(&receiver.webhook_records()).len() == 3).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || credential_records(
+            &receiver.webhook_records()
+        )
+        .len()
+            == 3)
+        .await
+    );
     for request in receiver.received() {
-        assert_eq!(request.headers.get("authorization").unwrap(), "Bearer webhook-secret-1");
-        assert_eq!(serde_json::from_str::<Value>(&request.body).unwrap()["stream"], "hook");
+        assert_eq!(
+            request.headers.get("authorization").unwrap(),
+            "Bearer webhook-secret-1"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&request.body).unwrap()["stream"],
+            "hook"
+        );
     }
 }
 
@@ -320,23 +483,45 @@ async fn webhook_header_secret_and_hec_token_are_sent() {
         "log_streams:\n  - {{name: hook, kind: webhook, url: \"{}\", auth: header, header: X-Api-Key, secret: header-secret-1}}\n  - {{name: splunk, kind: http_hec, format: ocsf, url: \"{}\", secret: hec-token-1}}\n",
         hook.url, hec.url
     );
-    server.apply(&format!("{}{streams}", basic_config(&issuer))).await;
+    server
+        .apply(&format!("{}{streams}", basic_config(&issuer)))
+        .await;
     issue(&server, &issuer, 2).await;
 
     let hec_credentials = || {
-        hec.received().iter().flat_map(|request| hec_events(&request.body)).filter(|event| event["event"]["class_uid"] == json!(3002)).count()
+        hec.received()
+            .iter()
+            .flat_map(|request| hec_events(&request.body))
+            .filter(|event| event["event"]["class_uid"] == json!(3002))
+            .count()
     };
     assert!(wait_until(Duration::from_secs(10), || hec_credentials() == 2).await);
-    assert!(wait_until(Duration::from_secs(10), || credential_records(&hook.webhook_records()).len() == 2).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || credential_records(
+            &hook.webhook_records()
+        )
+        .len()
+            == 2)
+        .await
+    );
 
-    assert_eq!(hook.received()[0].headers.get("x-api-key").unwrap(), "header-secret-1");
+    assert_eq!(
+        hook.received()[0].headers.get("x-api-key").unwrap(),
+        "header-secret-1"
+    );
     assert!(hook.received()[0].headers.get("authorization").is_none());
     let request = &hec.received()[0];
-    assert_eq!(request.headers.get("authorization").unwrap(), "Splunk hec-token-1");
+    assert_eq!(
+        request.headers.get("authorization").unwrap(),
+        "Splunk hec-token-1"
+    );
     let event = &hec_events(&request.body)[0];
     assert_eq!(event["source"], "mayfly");
     assert_eq!(event["sourcetype"], "_json");
-    assert_eq!(event["fields"]["record_id"], event["event"]["metadata"]["uid"]);
+    assert_eq!(
+        event["fields"]["record_id"],
+        event["event"]["metadata"]["uid"]
+    );
     assert!(event["time"].as_f64().unwrap() > 1.7e9);
 }
 
@@ -344,7 +529,10 @@ async fn webhook_header_secret_and_hec_token_are_sent() {
 async fn stream_secret_sealed_and_write_only() {
     let server = TestServer::start().await;
     let receiver = Receiver::start(false).await;
-    let stream = format!("log_streams:\n  - {{name: splunk, kind: http_hec, url: \"{}\", secret: hec-token-plain-77}}\n", receiver.url);
+    let stream = format!(
+        "log_streams:\n  - {{name: splunk, kind: http_hec, url: \"{}\", secret: hec-token-plain-77}}\n",
+        receiver.url
+    );
     server.apply(&stream).await;
 
     let read = stream_status(&server, "splunk").await;
@@ -352,18 +540,29 @@ async fn stream_secret_sealed_and_write_only() {
     let (_, list) = server.get("/v1/log-streams").await;
     assert!(!list.to_string().contains("hec-token-plain-77"));
     let audit = server.audit_events("kind=config_change").await;
-    assert!(!serde_json::to_string(&audit).unwrap().contains("hec-token-plain-77"));
+    assert!(
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains("hec-token-plain-77")
+    );
 
     let database = std::fs::read(server.data_dir().join("mayfly.db")).unwrap();
     let wal = std::fs::read(server.data_dir().join("mayfly.db-wal")).unwrap_or_default();
     for bytes in [&database, &wal] {
-        assert!(!bytes.windows(18).any(|window| window == b"hec-token-plain-77"), "the plain secret is on disk");
+        assert!(
+            !bytes
+                .windows(18)
+                .any(|window| window == b"hec-token-plain-77"),
+            "the plain secret is on disk"
+        );
     }
 
     // Writing back what a read returned keeps the secret instead of sending "(redacted)".
     let mut body = read.clone();
     body["batch_size"] = json!(50);
-    let (status, reply) = server.admin(reqwest::Method::PUT, "/v1/log-streams/splunk", Some(body)).await;
+    let (status, reply) = server
+        .admin(reqwest::Method::PUT, "/v1/log-streams/splunk", Some(body))
+        .await;
     assert_eq!(status, 200, "{reply}");
     let stored = server.running().state.config().config.log_streams["splunk"].clone();
     assert_eq!(stored.secret.unwrap().expose(), "hec-token-plain-77");
@@ -372,8 +571,11 @@ async fn stream_secret_sealed_and_write_only() {
 #[tokio::test]
 async fn redacted_placeholder_cannot_become_secret() {
     let server = TestServer::start().await;
-    let body = json!({"kind": "http_hec", "url": "http://127.0.0.1:9/collector", "secret": "(redacted)"});
-    let (status, reply) = server.admin(reqwest::Method::PUT, "/v1/log-streams/splunk", Some(body)).await;
+    let body =
+        json!({"kind": "http_hec", "url": "http://127.0.0.1:9/collector", "secret": "(redacted)"});
+    let (status, reply) = server
+        .admin(reqwest::Method::PUT, "/v1/log-streams/splunk", Some(body))
+        .await;
     assert_eq!(status, 400, "{reply}");
     assert_eq!(reply["field"], "secret", "{reply}");
 }
@@ -382,7 +584,11 @@ async fn redacted_placeholder_cannot_become_secret() {
 async fn invalid_stream_names_the_field() {
     let server = TestServer::start().await;
     let (status, body) = server
-        .admin(reqwest::Method::PUT, "/v1/log-streams/hook", Some(json!({"kind": "webhook", "url": "ftp://x"})))
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/log-streams/hook",
+            Some(json!({"kind": "webhook", "url": "ftp://x"})),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "url", "{body}");
@@ -394,7 +600,8 @@ async fn invalid_stream_names_the_field() {
 #[tokio::test]
 async fn receiver_down_then_up_gets_every_event() {
     const COUNT: usize = 12;
-    let server = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let server =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let issuer = TestIssuer::start().await;
 
     // Reserve a port, then close it, so the receiver is down while credentials are issued.
@@ -402,29 +609,59 @@ async fn receiver_down_then_up_gets_every_event() {
     let address = reserved.local_addr().unwrap();
     drop(reserved);
     let url = format!("http://{address}/ingest");
-    let stream = format!("log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1, batch_size: 5, timeout: 2s}}\n");
-    server.apply(&format!("{}{stream}", basic_config(&issuer))).await;
+    let stream = format!(
+        "log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1, batch_size: 5, timeout: 2s}}\n"
+    );
+    server
+        .apply(&format!("{}{stream}", basic_config(&issuer)))
+        .await;
 
     issue(&server, &issuer, COUNT).await;
     let failing = wait_for_state(&server, "hook", "failing").await;
     assert_eq!(failing["status"]["state"], "failing", "{failing}");
-    assert!(failing["status"]["lag"].as_i64().unwrap() >= COUNT as i64, "{failing}");
-    assert!(failing["status"]["last_error"].as_str().unwrap().contains("failed"), "{failing}");
+    assert!(
+        failing["status"]["lag"].as_i64().unwrap() >= COUNT as i64,
+        "{failing}"
+    );
+    assert!(
+        failing["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("failed"),
+        "{failing}"
+    );
 
     let receiver = Receiver::serve(tokio::net::TcpListener::bind(address).await.unwrap(), false);
-    let all = wait_until(Duration::from_secs(20), || credential_records(&receiver.webhook_records()).len() >= COUNT).await;
+    let all = wait_until(Duration::from_secs(20), || {
+        credential_records(&receiver.webhook_records()).len() >= COUNT
+    })
+    .await;
     assert!(all, "{} records", receiver.webhook_records().len());
 
     let records = credential_records(&receiver.webhook_records());
-    let ids: BTreeSet<&str> = records.iter().map(|record| record["id"].as_str().unwrap()).collect();
+    let ids: BTreeSet<&str> = records
+        .iter()
+        .map(|record| record["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), COUNT, "exactly {COUNT} distinct events");
-    assert_eq!(records.len(), COUNT, "no duplicates once the receiver is up");
-    assert!(receiver.received().iter().all(|request| serde_json::from_str::<Value>(&request.body).unwrap()["records"].as_array().unwrap().len() <= 5));
+    assert_eq!(
+        records.len(),
+        COUNT,
+        "no duplicates once the receiver is up"
+    );
+    assert!(receiver.received().iter().all(|request| {
+        serde_json::from_str::<Value>(&request.body).unwrap()["records"]
+            .as_array()
+            .unwrap()
+            .len()
+            <= 5
+    }));
 }
 
 #[tokio::test]
 async fn hung_receiver_blocks_neither_issuance_nor_other_streams() {
-    let server = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let server =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let issuer = TestIssuer::start().await;
     let hung = Receiver::start(true).await;
     let path = server.dir.path().join("audit.jsonl");
@@ -433,18 +670,39 @@ async fn hung_receiver_blocks_neither_issuance_nor_other_streams() {
         hung.url,
         path.display()
     );
-    server.apply(&format!("{}{streams}", basic_config(&issuer))).await;
+    server
+        .apply(&format!("{}{streams}", basic_config(&issuer)))
+        .await;
 
     let started = Instant::now();
     issue(&server, &issuer, 20).await;
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(5), "20 credentials took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "20 credentials took {elapsed:?}"
+    );
 
-    assert!(wait_until(Duration::from_secs(10), || credential_records(&file_records(&path)).len() == 20).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || credential_records(
+            &file_records(&path)
+        )
+        .len()
+            == 20)
+        .await
+    );
     let hung_status = wait_for_state(&server, "hung", "failing").await;
     assert_eq!(hung_status["status"]["state"], "failing", "{hung_status}");
-    assert!(hung_status["status"]["last_error"].as_str().unwrap().contains("timed out"), "{hung_status}");
-    assert_eq!(stream_status(&server, "archive").await["status"]["state"], "caught_up");
+    assert!(
+        hung_status["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{hung_status}"
+    );
+    assert_eq!(
+        stream_status(&server, "archive").await["status"]["state"],
+        "caught_up"
+    );
 }
 
 #[tokio::test]
@@ -457,11 +715,18 @@ async fn failing_stream_raises_one_alert() {
     let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/ingest", reserved.local_addr().unwrap());
     drop(reserved);
-    server.apply(&format!("log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1}}\n")).await;
+    server
+        .apply(&format!(
+            "log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1}}\n"
+        ))
+        .await;
 
     let mut alerts = Vec::new();
     for _ in 0..100 {
-        alerts = server.get("/v1/alerts").await.1["alerts"].as_array().unwrap().clone();
+        alerts = server.get("/v1/alerts").await.1["alerts"]
+            .as_array()
+            .unwrap()
+            .clone();
         if !alerts.is_empty() {
             break;
         }
@@ -469,26 +734,56 @@ async fn failing_stream_raises_one_alert() {
     }
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["key"], "log_stream=hook");
-    assert!(alerts[0]["message"].as_str().unwrap().contains("failing"), "{}", alerts[0]);
+    assert!(
+        alerts[0]["message"].as_str().unwrap().contains("failing"),
+        "{}",
+        alerts[0]
+    );
 
     // The failure goes on, but one run of failures raises one alert.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(server.get("/v1/alerts").await.1["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.get("/v1/alerts").await.1["alerts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let (_, metrics) = server.get("/metrics").await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
-    assert!(metrics.contains("mayfly_log_stream_failures_total{stream=\"hook\"}"), "{metrics}");
-    assert!(metrics.contains("mayfly_log_stream_lag_events{stream=\"hook\"}"), "{metrics}");
+    assert!(
+        metrics.contains("mayfly_log_stream_failures_total{stream=\"hook\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mayfly_log_stream_lag_events{stream=\"hook\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn restart_resumes_from_cursor() {
-    let mut first = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let mut first =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let issuer = TestIssuer::start().await;
     let path = first.dir.path().join("audit.jsonl");
-    first.apply(&format!("{}{}", basic_config(&issuer), file_stream_yaml("archive", &path, ""))).await;
+    first
+        .apply(&format!(
+            "{}{}",
+            basic_config(&issuer),
+            file_stream_yaml("archive", &path, "")
+        ))
+        .await;
     issue(&first, &issuer, 4).await;
-    assert!(wait_until(Duration::from_secs(10), || credential_records(&file_records(&path)).len() == 4).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || credential_records(
+            &file_records(&path)
+        )
+        .len()
+            == 4)
+        .await
+    );
 
     // Events issued right before the stop may not be shipped yet; the next run must ship them.
     issue(&first, &issuer, 3).await;
@@ -497,37 +792,61 @@ async fn restart_resumes_from_cursor() {
 
     let second = TestServer::start_with(|settings| settings.data_dir = data_dir).await;
     issue(&second, &issuer, 2).await;
-    assert!(wait_until(Duration::from_secs(10), || {
-        let ids: BTreeSet<String> =
-            credential_records(&file_records(&path)).iter().map(|record| record["id"].as_str().unwrap().to_string()).collect();
-        ids.len() == 9
-    })
-    .await);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let ids: BTreeSet<String> = credential_records(&file_records(&path))
+                .iter()
+                .map(|record| record["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.len() == 9
+        })
+        .await
+    );
 
     // Nothing lost, and a record seen twice is the very same event.
     let mut by_id: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for record in file_records(&path) {
-        by_id.entry(record["id"].as_str().unwrap().to_string()).or_default().push(record);
+        by_id
+            .entry(record["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(record);
     }
     for (id, copies) in &by_id {
-        assert!(copies.windows(2).all(|pair| pair[0] == pair[1]), "copies of {id} differ");
+        assert!(
+            copies.windows(2).all(|pair| pair[0] == pair[1]),
+            "copies of {id} differ"
+        );
     }
-    let stored = second.audit_events("kind=credential_request&limit=100").await;
+    let stored = second
+        .audit_events("kind=credential_request&limit=100")
+        .await;
     assert_eq!(stored.len(), 9);
     for event in stored {
-        assert!(by_id.contains_key(event["id"].as_str().unwrap()), "event {} was lost", event["seq"]);
+        assert!(
+            by_id.contains_key(event["id"].as_str().unwrap()),
+            "event {} was lost",
+            event["seq"]
+        );
     }
 }
 
 #[tokio::test]
 async fn purge_spares_events_a_stream_has_not_delivered() {
-    let server = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let server =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let state = server.running().state.clone();
 
     // Old events and a checkpoint over them, older than a one-day retention.
     let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
     let events: Vec<NewAuditEvent> = (0..5)
-        .map(|i| NewAuditEvent::new(uuid_like(i), old, AuditKind::ConfigChange, json!({"actor": "test", "note": "old"})))
+        .map(|i| {
+            NewAuditEvent::new(
+                uuid_like(i),
+                old,
+                AuditKind::ConfigChange,
+                json!({"actor": "test", "note": "old"}),
+            )
+        })
         .collect();
     state.store.append_audit(events).await.unwrap();
     state.checkpoints.checkpoint().await.unwrap();
@@ -536,14 +855,24 @@ async fn purge_spares_events_a_stream_has_not_delivered() {
     let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/ingest", reserved.local_addr().unwrap());
     drop(reserved);
-    server.apply(&format!("log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1}}\n")).await;
-    let outcome = mayfly_server::audit_log::purge_once(&state, 1).await.unwrap();
+    server
+        .apply(&format!(
+            "log_streams:\n  - {{name: hook, kind: webhook, url: \"{url}\", secret: s1}}\n"
+        ))
+        .await;
+    let outcome = mayfly_server::audit_log::purge_once(&state, 1)
+        .await
+        .unwrap();
     assert_eq!(outcome.deleted, 0, "{outcome:?}");
 
     // Once the stream is gone, the old events go.
-    let (status, body) = server.admin(reqwest::Method::DELETE, "/v1/log-streams/hook", None).await;
+    let (status, body) = server
+        .admin(reqwest::Method::DELETE, "/v1/log-streams/hook", None)
+        .await;
     assert_eq!(status, 200, "{body}");
-    let outcome = mayfly_server::audit_log::purge_once(&state, 1).await.unwrap();
+    let outcome = mayfly_server::audit_log::purge_once(&state, 1)
+        .await
+        .unwrap();
     assert!(outcome.deleted >= 5, "{outcome:?}");
 }
 

@@ -26,8 +26,17 @@ async fn setup(access_token_ttl: u64, token_delay_ms: u64) -> Setup {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let jwks_uri = server.url("/.well-known/jwks.json");
-    let auth = AuthServer::start(Options { jwks_uri, access_token_ttl, token_delay_ms }).await;
-    Setup { server, issuer, auth }
+    let auth = AuthServer::start(Options {
+        jwks_uri,
+        access_token_ttl,
+        token_delay_ms,
+    })
+    .await;
+    Setup {
+        server,
+        issuer,
+        auth,
+    }
 }
 
 impl Setup {
@@ -61,11 +70,16 @@ access_policies:\n  - {{name: billing-reports, client_workload: billing, server_
 
     async fn request(&self) -> (u16, Value) {
         let token = self.issuer.token(json!({"sub": BILLING_SUB}));
-        self.server.credential_with_token(&token, json!({"server_workload": "reports"})).await
+        self.server
+            .credential_with_token(&token, json!({"server_workload": "reports"}))
+            .await
     }
 
     async fn last_request_event(&self) -> Value {
-        let events = self.server.audit_events("kind=credential_request&limit=1").await;
+        let events = self
+            .server
+            .audit_events("kind=credential_request&limit=1")
+            .await;
         events[0].clone()
     }
 }
@@ -77,9 +91,15 @@ fn assert_access_token(body: &Value, client_id: &str) -> Value {
     assert_eq!(claims["client_id"], client_id, "{claims}");
     assert_eq!(claims["scope"], "reports:read", "{claims}");
     assert_eq!(claims["aud"], "reports-api", "{claims}");
-    assert_eq!(body["presentation"]["headers"]["Authorization"], format!("Bearer {token}"));
+    assert_eq!(
+        body["presentation"]["headers"]["Authorization"],
+        format!("Bearer {token}")
+    );
     let expires_at: jiff::Timestamp = body["expires_at"].as_str().unwrap().parse().unwrap();
-    assert!((expires_at.as_second() - claims["exp"].as_i64().unwrap()).abs() <= 2, "{body} {claims}");
+    assert!(
+        (expires_at.as_second() - claims["exp"].as_i64().unwrap()).abs() <= 2,
+        "{body} {claims}"
+    );
     claims
 }
 
@@ -132,23 +152,38 @@ async fn private_key_jwt_assertion_verifies_through_mayfly_jwks() {
     assert_eq!(claims["sub"], "reports-jwt");
     assert_eq!(claims["aud"], setup.auth.token_url());
     assert!(claims["jti"].as_str().unwrap().len() >= 16, "{claims}");
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 60);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
     let (_, keys) = setup.server.get("/v1/keys").await;
-    let active = keys["keys"].as_array().unwrap().iter().find(|key| key["state"] == "active").unwrap();
+    let active = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["state"] == "active")
+        .unwrap();
     assert_eq!(header_of(assertion)["kid"], active["kid"]);
 }
 
 #[tokio::test]
 async fn assertion_audience_can_be_the_issuer() {
     let setup = setup(3600, 0).await;
-    let fields = format!("{}, assertion_audience: \"{}\"", setup.jwt_fields("[\"reports:read\"]"), setup.auth.issuer);
+    let fields = format!(
+        "{}, assertion_audience: \"{}\"",
+        setup.jwt_fields("[\"reports:read\"]"),
+        setup.auth.issuer
+    );
     setup.apply(&fields).await;
 
     let (status, body) = setup.request().await;
 
     assert_eq!(status, 200, "{body}");
     let stats = setup.auth.stats().await;
-    assert_eq!(claims_of(stats["assertions"][0].as_str().unwrap())["aud"], setup.auth.issuer);
+    assert_eq!(
+        claims_of(stats["assertions"][0].as_str().unwrap())["aud"],
+        setup.auth.issuer
+    );
 }
 
 #[tokio::test]
@@ -244,7 +279,13 @@ async fn wrong_client_secret_is_denied_with_upstream_error() {
     assert_eq!(event["outcome"], "failure");
     assert_eq!(event["detail"]["upstream_error"], "invalid_client");
     assert_eq!(event["detail"]["upstream_status"], 401);
-    assert!(event["detail"]["reason"].as_str().unwrap().contains("invalid_client"), "{event}");
+    assert!(
+        event["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_client"),
+        "{event}"
+    );
     assert!(!event.to_string().contains("not-the-secret"), "{event}");
     // oidc-provider's error_description must not reach the audit log.
     assert!(!event.to_string().contains("error_description"), "{event}");
@@ -258,7 +299,10 @@ async fn forbidden_scope_is_denied_with_invalid_scope() {
     let (status, body) = setup.request().await;
 
     assert_eq!(status, 403, "{body}");
-    assert_eq!(setup.last_request_event().await["detail"]["upstream_error"], "invalid_scope");
+    assert_eq!(
+        setup.last_request_event().await["detail"]["upstream_error"],
+        "invalid_scope"
+    );
 }
 
 #[tokio::test]
@@ -267,14 +311,20 @@ async fn replayed_assertion_is_rejected() {
     setup.apply(&setup.jwt_fields("[\"reports:read\"]")).await;
     let (status, _) = setup.request().await;
     assert_eq!(status, 200);
-    let captured = setup.auth.stats().await["assertions"][0].as_str().unwrap().to_string();
+    let captured = setup.auth.stats().await["assertions"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let (status, body) = setup
         .auth
         .post_token(&[
             ("grant_type", "client_credentials"),
             ("client_id", "reports-jwt"),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
             ("client_assertion", &captured),
             ("scope", "reports:read"),
         ])
@@ -283,12 +333,20 @@ async fn replayed_assertion_is_rejected() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "invalid_client");
     // Mayfly's next assertion carries a fresh jti, so the server accepts it.
-    setup.apply(&setup.jwt_fields("[\"reports:read\", \"reports:write\"]")).await;
+    setup
+        .apply(&setup.jwt_fields("[\"reports:read\", \"reports:write\"]"))
+        .await;
     let (status, body) = setup.request().await;
     assert_eq!(status, 200, "{body}");
-    let assertions = setup.auth.stats().await["assertions"].as_array().unwrap().clone();
+    let assertions = setup.auth.stats().await["assertions"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(assertions.len(), 3);
-    assert_ne!(claims_of(assertions[2].as_str().unwrap())["jti"], claims_of(&captured)["jti"]);
+    assert_ne!(
+        claims_of(assertions[2].as_str().unwrap())["jti"],
+        claims_of(&captured)["jti"]
+    );
 }
 
 #[tokio::test]
@@ -300,18 +358,30 @@ async fn signing_key_rotation_right_before_assertion() {
     setup.apply(&setup.jwt_fields("[\"reports:read\"]")).await;
     let (status, _) = setup.request().await;
     assert_eq!(status, 200);
-    let old_kid = header_of(setup.auth.stats().await["assertions"][0].as_str().unwrap())["kid"].clone();
+    let old_kid =
+        header_of(setup.auth.stats().await["assertions"][0].as_str().unwrap())["kid"].clone();
 
     // Tainting the active key makes the prepared key sign from now on. The authorization server
     // keeps the key set it fetched (Mayfly serves it with max-age=300), and that set already has
     // the new key, so the very next assertion verifies without a new fetch.
-    let (status, body) = setup.server.post(&format!("/v1/keys/{}/taint", old_kid.as_str().unwrap()), json!({})).await;
+    let (status, body) = setup
+        .server
+        .post(
+            &format!("/v1/keys/{}/taint", old_kid.as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    setup.apply(&setup.jwt_fields("[\"reports:read\", \"reports:write\"]")).await;
+    setup
+        .apply(&setup.jwt_fields("[\"reports:read\", \"reports:write\"]"))
+        .await;
     let (status, body) = setup.request().await;
 
     assert_eq!(status, 200, "{body}");
-    let assertions = setup.auth.stats().await["assertions"].as_array().unwrap().clone();
+    let assertions = setup.auth.stats().await["assertions"]
+        .as_array()
+        .unwrap()
+        .clone();
     let new_kid = header_of(assertions.last().unwrap().as_str().unwrap())["kid"].clone();
     assert_ne!(new_kid, old_kid);
     assert_eq!(new_kid, prepared["key"]["kid"]);
@@ -333,7 +403,13 @@ async fn unreachable_token_endpoint_is_denied() {
     assert_eq!(status, 403, "{body}");
     let event = setup.last_request_event().await;
     assert_eq!(event["detail"]["upstream_error"], "unreachable");
-    assert!(event["detail"]["reason"].as_str().unwrap().contains("unreachable"), "{event}");
+    assert!(
+        event["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{event}"
+    );
 }
 
 #[tokio::test]
@@ -357,10 +433,20 @@ async fn silent_token_endpoint_times_out() {
     let (status, body) = setup.request().await;
 
     assert_eq!(status, 403, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let event = setup.last_request_event().await;
     assert_eq!(event["detail"]["upstream_error"], "timeout");
-    assert!(event["detail"]["reason"].as_str().unwrap().contains("timed out after 1s"), "{event}");
+    assert!(
+        event["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{event}"
+    );
     silent_server.abort();
 }
 
@@ -397,7 +483,10 @@ async fn client_secret_is_write_only() {
     let setup = setup(3600, 0).await;
     setup.apply(&setup.basic_fields(BASIC_SECRET)).await;
 
-    let (status, body) = setup.server.get("/v1/credential-providers/reports-oauth").await;
+    let (status, body) = setup
+        .server
+        .get("/v1/credential-providers/reports-oauth")
+        .await;
 
     assert_eq!(status, 200, "{body}");
     assert!(!body.to_string().contains(BASIC_SECRET), "{body}");
@@ -407,7 +496,9 @@ async fn client_secret_is_write_only() {
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.map(Box::pin).collect();
     let mut outputs = Vec::new();
     let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
@@ -421,7 +512,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
                 *slot = None;
             }
         }
-        if pending.iter().all(Option::is_none) { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        if pending.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     })
     .await;
     outputs.extend(results.into_iter().map(Option::unwrap));

@@ -227,14 +227,24 @@ async fn evidence_failure_names_server_workload() {
         assert_eq!(status, 401, "{request}: {body}");
     }
 
-    let events = server.audit_events("kind=credential_request&server_workload=payments&outcome=failure").await;
-    assert_eq!(events.len(), 2, "both requests for payments are listed under it: {events:?}");
+    let events = server
+        .audit_events("kind=credential_request&server_workload=payments&outcome=failure")
+        .await;
+    assert_eq!(
+        events.len(),
+        2,
+        "both requests for payments are listed under it: {events:?}"
+    );
     for event in &events {
         assert_eq!(event["detail"]["step"], "evidence");
         assert_eq!(event["server_workload"], "payments");
     }
     let all = credential_events(&server).await;
     assert_eq!(all.len(), 3);
-    assert_eq!(all[0]["server_workload"], Value::Null, "an unknown name is kept only in detail.target");
+    assert_eq!(
+        all[0]["server_workload"],
+        Value::Null,
+        "an unknown name is kept only in detail.target"
+    );
     assert_eq!(all[0]["detail"]["target"], "nothing");
 }

@@ -53,7 +53,11 @@ fn new_kek_file(dir: &Path, name: &str) -> PathBuf {
 #[test]
 fn settings_file_values_are_read() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "mayfly.toml", "listen = \"127.0.0.1:9000\"\naudit_retention_days = 30\nmax_body_bytes = 4096\nkey_rotation_period = \"2d\"\n");
+    let path = write_file(
+        dir.path(),
+        "mayfly.toml",
+        "listen = \"127.0.0.1:9000\"\naudit_retention_days = 30\nmax_body_bytes = 4096\nkey_rotation_period = \"2d\"\n",
+    );
 
     let settings = Settings::from_file(&path).unwrap();
 
@@ -67,7 +71,11 @@ fn settings_file_values_are_read() {
 #[test]
 fn unknown_settings_key_is_rejected_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "mayfly.toml", "listen = \"127.0.0.1:9000\"\nlisten_adress = \"0.0.0.0:80\"\n");
+    let path = write_file(
+        dir.path(),
+        "mayfly.toml",
+        "listen = \"127.0.0.1:9000\"\nlisten_adress = \"0.0.0.0:80\"\n",
+    );
 
     let message = Settings::from_file(&path).err().unwrap().to_string();
 
@@ -78,7 +86,11 @@ fn unknown_settings_key_is_rejected_by_name() {
 #[test]
 fn unknown_tls_key_is_rejected_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "mayfly.toml", "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca = \"ca.pem\"\n");
+    let path = write_file(
+        dir.path(),
+        "mayfly.toml",
+        "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca = \"ca.pem\"\n",
+    );
 
     let message = Settings::from_file(&path).err().unwrap().to_string();
 
@@ -89,13 +101,22 @@ fn unknown_tls_key_is_rejected_by_name() {
 async fn audit_retention_out_of_range_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for days in [0, 366] {
-        let path = write_file(dir.path(), "mayfly.toml", &format!("audit_retention_days = {days}\n"));
+        let path = write_file(
+            dir.path(),
+            "mayfly.toml",
+            &format!("audit_retention_days = {days}\n"),
+        );
         let mut settings = Settings::from_file(&path).unwrap();
         settings.dev = true;
 
         let message = settings.validate().err().unwrap().to_string();
 
-        assert_eq!(message, format!("invalid setting audit_retention_days = \"{days}\": must be between 1 and 365 days"));
+        assert_eq!(
+            message,
+            format!(
+                "invalid setting audit_retention_days = \"{days}\": must be between 1 and 365 days"
+            )
+        );
         settings.data_dir = dir.path().join(format!("data-{days}"));
         settings.listen = "127.0.0.1:0".parse().unwrap();
         let error = start_error(settings).await;
@@ -107,12 +128,17 @@ async fn audit_retention_out_of_range_rejected() {
 async fn audit_retention_bounds_accepted() {
     for days in [1, 365] {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_file(dir.path(), "mayfly.toml", &format!("audit_retention_days = {days}\n"));
+        let path = write_file(
+            dir.path(),
+            "mayfly.toml",
+            &format!("audit_retention_days = {days}\n"),
+        );
         let settings = Settings::from_file(&path).unwrap();
         assert_eq!(settings.audit_retention_days, days);
         assert!(settings.validate().is_ok(), "{days} days");
 
-        let mut server = TestServer::start_with(|settings| settings.audit_retention_days = days).await;
+        let mut server =
+            TestServer::start_with(|settings| settings.audit_retention_days = days).await;
         let (status, _) = server.get("/readyz").await;
         assert_eq!(status, 200, "{days} days");
         server.stop().await;
@@ -123,7 +149,11 @@ async fn audit_retention_bounds_accepted() {
 async fn checkpoint_interval_out_of_range_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for (value, shown) in [("0s", "0s"), ("25h", "25h")] {
-        let path = write_file(dir.path(), "mayfly.toml", &format!("checkpoint_interval = \"{value}\"\n"));
+        let path = write_file(
+            dir.path(),
+            "mayfly.toml",
+            &format!("checkpoint_interval = \"{value}\"\n"),
+        );
         let mut settings = Settings::from_file(&path).unwrap();
         settings.dev = true;
 
@@ -141,7 +171,8 @@ async fn checkpoint_interval_out_of_range_rejected() {
 
 #[tokio::test]
 async fn checkpoint_interval_of_one_second_accepted() {
-    let mut server = TestServer::start_with(|settings| settings.checkpoint_interval = Seconds(1)).await;
+    let mut server =
+        TestServer::start_with(|settings| settings.checkpoint_interval = Seconds(1)).await;
     let (status, body) = server.get("/readyz").await;
     assert_eq!(status, 200, "{body}");
     server.stop().await;
@@ -162,7 +193,10 @@ async fn production_server_without_kek_refuses_to_start() {
 #[tokio::test]
 async fn kek_env_naming_unset_variable_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings { kek_env: Some("MAYFLY_TEST_KEK_NEVER_SET".to_string()), ..production_settings(dir.path()) };
+    let settings = Settings {
+        kek_env: Some("MAYFLY_TEST_KEK_NEVER_SET".to_string()),
+        ..production_settings(dir.path())
+    };
 
     let error = start_error(settings).await;
 
@@ -174,13 +208,23 @@ async fn different_kek_is_refused_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first_kek = new_kek_file(dir.path(), "kek-1");
     let second_kek = new_kek_file(dir.path(), "kek-2");
-    let settings = Settings { kek_file: Some(first_kek.clone()), ..production_settings(dir.path()) };
+    let settings = Settings {
+        kek_file: Some(first_kek.clone()),
+        ..production_settings(dir.path())
+    };
     let server = mayfly_server::start(settings.clone(), None).await.unwrap();
     server.shutdown().await;
 
-    let error = start_error(Settings { kek_file: Some(second_kek), ..settings.clone() }).await;
+    let error = start_error(Settings {
+        kek_file: Some(second_kek),
+        ..settings.clone()
+    })
+    .await;
 
-    assert!(error.contains("not the one this data directory was created with"), "{error}");
+    assert!(
+        error.contains("not the one this data directory was created with"),
+        "{error}"
+    );
     let server = mayfly_server::start(settings, None).await.unwrap();
     assert!(server.first_admin_token.is_none());
     server.shutdown().await;
@@ -191,11 +235,19 @@ async fn different_kek_is_refused_on_restart() {
 /// Writes a self-signed certificate for 127.0.0.1 and localhost with its key. Returns the
 /// certificate PEM and the TLS settings that use it.
 fn self_signed_tls(dir: &Path) -> (String, TlsSettings) {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
     let cert_pem = certified.cert.pem();
     let cert_file = write_file(dir, "cert.pem", &cert_pem);
     let key_file = write_file(dir, "key.pem", &certified.signing_key.serialize_pem());
-    (cert_pem, TlsSettings { cert_file, key_file })
+    (
+        cert_pem,
+        TlsSettings {
+            cert_file,
+            key_file,
+        },
+    )
 }
 
 #[tokio::test]
@@ -204,15 +256,32 @@ async fn tls_listener_serves_https_with_given_certificate() {
     let (cert_pem, tls) = self_signed_tls(certs.path());
     let server = TestServer::start_with(|settings| settings.tls = Some(tls)).await;
     let certificate = reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
-    let client = reqwest::Client::builder().tls_certs_only([certificate]).build().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([certificate])
+        .build()
+        .unwrap();
 
     let health = client.get(server.url("/healthz")).send().await.unwrap();
-    let discovery: Value = client.get(server.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let discovery: Value = client
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
 
-    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(discovery["issuer"], server.base);
-    assert_eq!(discovery["jwks_uri"], format!("{}/.well-known/jwks.json", server.base));
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("{}/.well-known/jwks.json", server.base)
+    );
 }
 
 #[tokio::test]
@@ -230,12 +299,19 @@ async fn tls_listener_rejects_plain_http() {
 async fn invalid_tls_key_file_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let (_, tls) = self_signed_tls(dir.path());
-    let garbage = write_file(dir.path(), "garbage.pem", "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n");
+    let garbage = write_file(
+        dir.path(),
+        "garbage.pem",
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    );
     let settings = Settings {
         dev: true,
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
-        tls: Some(TlsSettings { cert_file: tls.cert_file, key_file: garbage }),
+        tls: Some(TlsSettings {
+            cert_file: tls.cert_file,
+            key_file: garbage,
+        }),
         ..Settings::default()
     };
 
@@ -254,7 +330,10 @@ async fn tls_key_of_another_certificate_refuses_to_start() {
         dev: true,
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
-        tls: Some(TlsSettings { cert_file: tls.cert_file, key_file: other_tls.key_file }),
+        tls: Some(TlsSettings {
+            cert_file: tls.cert_file,
+            key_file: other_tls.key_file,
+        }),
         ..Settings::default()
     };
 
@@ -272,7 +351,10 @@ async fn missing_tls_certificate_file_refuses_to_start() {
         dev: true,
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
-        tls: Some(TlsSettings { cert_file: missing, key_file: tls.key_file }),
+        tls: Some(TlsSettings {
+            cert_file: missing,
+            key_file: tls.key_file,
+        }),
         ..Settings::default()
     };
 
@@ -288,22 +370,36 @@ fn x509_ca_settings_out_of_range_rejected() {
         ("x509_ca_ttl = \"30m\"\n", "x509_ca_ttl"),
         ("x509_ca_ttl = \"2000d\"\n", "x509_ca_ttl"),
         ("x509_ca_publish_ahead = \"0s\"\n", "x509_ca_publish_ahead"),
-        ("x509_ca_ttl = \"4h\"\nx509_ca_publish_ahead = \"2h\"\n", "x509_ca_publish_ahead"),
+        (
+            "x509_ca_ttl = \"4h\"\nx509_ca_publish_ahead = \"2h\"\n",
+            "x509_ca_publish_ahead",
+        ),
     ];
     for (text, field) in cases {
         let path = write_file(dir.path(), "mayfly.toml", text);
         let settings = Settings::from_file(&path).unwrap();
 
-        let message = settings.validate().err().map(|error| error.to_string()).unwrap_or_default();
+        let message = settings
+            .validate()
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
 
-        assert!(message.starts_with(&format!("invalid setting {field} = ")), "{text}: {message}");
+        assert!(
+            message.starts_with(&format!("invalid setting {field} = ")),
+            "{text}: {message}"
+        );
     }
 }
 
 #[test]
 fn x509_ca_settings_read_from_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "mayfly.toml", "x509_ca_ttl = \"7d\"\nx509_ca_publish_ahead = \"30m\"\n");
+    let path = write_file(
+        dir.path(),
+        "mayfly.toml",
+        "x509_ca_ttl = \"7d\"\nx509_ca_publish_ahead = \"30m\"\n",
+    );
     let settings = Settings::from_file(&path).unwrap();
 
     assert_eq!(settings.x509_ca_ttl.as_secs(), 7 * 86_400);
@@ -330,13 +426,29 @@ async fn x509_ca_survives_restart() {
 
     let second = TestServer::start_with(|settings| settings.data_dir = data_dir).await;
 
-    assert_eq!(x509_authorities(&second).await, before, "the sealed CA is reopened, not replaced");
+    assert_eq!(
+        x509_authorities(&second).await,
+        before,
+        "the sealed CA is reopened, not replaced"
+    );
 }
 
-
 async fn published_kids(server: &TestServer) -> Vec<String> {
-    let jwks: Value = server.http.get(server.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
-    let mut kids: Vec<String> = jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_string()).collect();
+    let jwks: Value = server
+        .http
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut kids: Vec<String> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_string())
+        .collect();
     kids.sort();
     kids
 }
@@ -347,7 +459,9 @@ async fn configuration_and_keys_survive_restart() {
     let mut first = TestServer::start().await;
     first.apply(&basic_config(&issuer)).await;
     let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-    let (status, body) = first.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = first
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let svid = body["token"].as_str().unwrap().to_string();
     let (_, policy_before) = first.get("/v1/access-policies/billing-payments").await;
@@ -361,13 +475,23 @@ async fn configuration_and_keys_survive_restart() {
     assert_eq!(status, 200, "{policy_after}");
     assert_eq!(policy_after, policy_before);
     assert_eq!(published_kids(&second).await, kids_before);
-    let jwks: Value = second.http.get(second.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = second
+        .http
+        .get(second.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (keys, skipped) = parse_jwk_set(&jwks);
     assert_eq!(skipped, Vec::<String>::new());
     let now = jiff::Timestamp::now().as_second();
     let validated = validate_jwt_svid(&svid, &keys, "payments", now).unwrap();
     assert_eq!(validated.sub.to_string(), "spiffe://mayfly.local/billing");
-    let (status, body) = second.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = second
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -398,19 +522,27 @@ async fn shutdown_writes_final_checkpoint() {
     let store = server.running().state.store.clone();
     let head_before = store.audit_head().await.unwrap().unwrap();
     let checkpoint_before = store.latest_checkpoint().await.unwrap();
-    assert!(checkpoint_before.is_none_or(|checkpoint| checkpoint.seq < head_before.0), "already anchored before shutdown");
+    assert!(
+        checkpoint_before.is_none_or(|checkpoint| checkpoint.seq < head_before.0),
+        "already anchored before shutdown"
+    );
     let addr = server.running().addr;
     let socket = server.socket_path();
 
     server.stop().await;
 
-    let reopened = SqliteStore::open(&server.data_dir().join("mayfly.db")).await.unwrap();
+    let reopened = SqliteStore::open(&server.data_dir().join("mayfly.db"))
+        .await
+        .unwrap();
     let (head_seq, head_hash) = reopened.audit_head().await.unwrap().unwrap();
     let checkpoint = reopened.latest_checkpoint().await.unwrap().unwrap();
     reopened.close().await;
     assert_eq!(checkpoint.seq, head_seq);
     assert_eq!(checkpoint.head_hash, head_hash);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the API still accepts connections");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the API still accepts connections"
+    );
     assert!(!socket.exists(), "the workload socket file is left behind");
 }
 
@@ -434,7 +566,9 @@ async fn second_server_on_same_data_dir_is_refused() {
     let error = start_error(settings).await;
     assert!(error.contains("in use by another mayfly server"), "{error}");
 
-    let (status, _) = first.credential_over_socket(json!({"server_workload": "none"})).await;
+    let (status, _) = first
+        .credential_over_socket(json!({"server_workload": "none"}))
+        .await;
     assert_eq!(status, 401);
 }
 
@@ -466,5 +600,8 @@ async fn listen_address_in_use_is_refused() {
         ..Settings::default()
     };
     let error = start_error(settings).await;
-    assert!(error.contains(&format!("cannot listen on {taken}")), "{error}");
+    assert!(
+        error.contains(&format!("cannot listen on {taken}")),
+        "{error}"
+    );
 }

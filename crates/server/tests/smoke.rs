@@ -13,7 +13,9 @@ async fn oidc_evidence_gets_jwt_svid() {
     server.apply(&basic_config(&issuer)).await;
 
     let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-    let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+    let (status, body) = server
+        .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["credential_type"], "jwt_svid");
     let token = body["token"].as_str().unwrap();

@@ -27,13 +27,17 @@ access_policies:\n  - {{name: billing-payments, client_workload: billing, server
 async fn start(fields: &str) -> (TestServer, TestIssuer) {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
-    server.apply(&config(&issuer, fields, "{method: bearer}")).await;
+    server
+        .apply(&config(&issuer, fields, "{method: bearer}"))
+        .await;
     (server, issuer)
 }
 
 async fn request_payments(server: &TestServer, issuer: &TestIssuer) -> (u16, Value) {
     let token = issuer.token(json!({"sub": BILLING_SUB}));
-    server.credential_with_token(&token, json!({"server_workload": "payments"})).await
+    server
+        .credential_with_token(&token, json!({"server_workload": "payments"}))
+        .await
 }
 
 fn action_of(body: &Value, name: &str) -> Value {
@@ -59,7 +63,9 @@ fn data_dir_bytes(server: &TestServer) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -68,8 +74,14 @@ async fn plaintext_secret_never_reaches_the_store() {
 
     let bytes = data_dir_bytes(&server);
     assert!(!bytes.is_empty());
-    assert!(!contains(&bytes, API_KEY), "the API key is in the data directory in plaintext");
-    assert!(contains(&bytes, "sealed_value"), "the stored spec holds the sealed form");
+    assert!(
+        !contains(&bytes, API_KEY),
+        "the API key is in the data directory in plaintext"
+    );
+    assert!(
+        contains(&bytes, "sealed_value"),
+        "the stored spec holds the sealed form"
+    );
 }
 
 #[tokio::test]
@@ -84,9 +96,18 @@ async fn read_shows_fingerprint_and_age_only() {
     assert!(!text.contains("ciphertext"), "{text}");
     assert!(body.get("sealed_value").is_none(), "{text}");
     assert_eq!(body["value"]["set"], true, "{text}");
-    assert!(body["value"]["fingerprint"].as_str().unwrap().starts_with("hmac-sha256:"), "{text}");
+    assert!(
+        body["value"]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"),
+        "{text}"
+    );
     assert!(body["value"]["set_at"].is_string(), "{text}");
-    assert!(body["value"]["age_seconds"].as_i64().unwrap() >= 0, "{text}");
+    assert!(
+        body["value"]["age_seconds"].as_i64().unwrap() >= 0,
+        "{text}"
+    );
     assert_eq!(body["credential_type"], "api_key");
     assert_eq!(body["typical_lifetime"], json!({"kind": "until_rotated"}));
 
@@ -98,11 +119,20 @@ async fn read_shows_fingerprint_and_age_only() {
 #[tokio::test]
 async fn secret_change_audit_omits_value() {
     let (server, issuer) = start(&format!("value: {API_KEY}")).await;
-    server.apply(&config(&issuer, "value: rotated-key-0001", "{method: bearer}")).await;
+    server
+        .apply(&config(
+            &issuer,
+            "value: rotated-key-0001",
+            "{method: bearer}",
+        ))
+        .await;
 
     let events = server.audit_events("kind=config_change&limit=100").await;
 
-    let changes: Vec<&Value> = events.iter().filter(|event| event["detail"]["resource_name"] == "legacy-key").collect();
+    let changes: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["detail"]["resource_name"] == "legacy-key")
+        .collect();
     assert_eq!(changes.len(), 2, "{events:?}");
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains(API_KEY), "{text}");
@@ -122,13 +152,35 @@ async fn reapplying_the_same_value_is_unchanged() {
     let (server, issuer) = start(&format!("value: {API_KEY}")).await;
     let (_, first) = server.get("/v1/credential-providers/legacy-key").await;
 
-    let again = server.apply(&config(&issuer, &format!("value: {API_KEY}"), "{method: bearer}")).await;
+    let again = server
+        .apply(&config(
+            &issuer,
+            &format!("value: {API_KEY}"),
+            "{method: bearer}",
+        ))
+        .await;
     assert_eq!(action_of(&again, "legacy-key"), "unchanged", "{again}");
 
-    let without_value = server.apply(&config(&issuer, "allow_workload_delivery: false", "{method: bearer}")).await;
-    assert_eq!(action_of(&without_value, "legacy-key"), "unchanged", "{without_value}");
+    let without_value = server
+        .apply(&config(
+            &issuer,
+            "allow_workload_delivery: false",
+            "{method: bearer}",
+        ))
+        .await;
+    assert_eq!(
+        action_of(&without_value, "legacy-key"),
+        "unchanged",
+        "{without_value}"
+    );
 
-    let changed = server.apply(&config(&issuer, "value: another-key-0002", "{method: bearer}")).await;
+    let changed = server
+        .apply(&config(
+            &issuer,
+            "value: another-key-0002",
+            "{method: bearer}",
+        ))
+        .await;
     assert_eq!(action_of(&changed, "legacy-key"), "update", "{changed}");
     let (_, after) = server.get("/v1/credential-providers/legacy-key").await;
     assert_ne!(first["value"]["fingerprint"], after["value"]["fingerprint"]);
@@ -136,10 +188,17 @@ async fn reapplying_the_same_value_is_unchanged() {
 
 #[tokio::test]
 async fn read_sent_back_keeps_value() {
-    let (server, _issuer) = start(&format!("value: {API_KEY}, allow_workload_delivery: true")).await;
+    let (server, _issuer) =
+        start(&format!("value: {API_KEY}, allow_workload_delivery: true")).await;
     let (_, read) = server.get("/v1/credential-providers/legacy-key").await;
 
-    let (status, body) = server.admin(reqwest::Method::PUT, "/v1/credential-providers/legacy-key", Some(read)).await;
+    let (status, body) = server
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/credential-providers/legacy-key",
+            Some(read),
+        )
+        .await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["change"], "unchanged", "{body}");
@@ -154,10 +213,19 @@ async fn write_cannot_plant_a_sealed_value() {
         "sealed_value": {"ciphertext": "AQIDBA==", "fingerprint": read["value"]["fingerprint"], "set_at": "2026-01-01T00:00:00Z"},
     });
 
-    let (status, body) = server.admin(reqwest::Method::PUT, "/v1/credential-providers/legacy-key", Some(planted)).await;
+    let (status, body) = server
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/credential-providers/legacy-key",
+            Some(planted),
+        )
+        .await;
 
     assert_eq!(status, 400, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("sealed_value"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("sealed_value"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +233,11 @@ async fn new_provider_without_a_value_is_rejected() {
     let server = TestServer::start().await;
 
     let (status, body) = server
-        .admin(reqwest::Method::PUT, "/v1/credential-providers/empty", Some(json!({"kind": "static_secret"})))
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/credential-providers/empty",
+            Some(json!({"kind": "static_secret"})),
+        )
         .await;
 
     assert_eq!(status, 400, "{body}");
@@ -184,7 +256,13 @@ async fn workload_denied_secret_without_opt_in() {
     let detail = &events[0]["detail"];
     assert_eq!(events[0]["outcome"], "failure");
     assert_eq!(detail["step"], "credential_provider");
-    assert!(detail["reason"].as_str().unwrap().contains("allow_workload_delivery"), "{detail}");
+    assert!(
+        detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allow_workload_delivery"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
@@ -197,12 +275,20 @@ async fn opted_in_provider_returns_api_key() {
     assert_eq!(body["credential_type"], "api_key");
     assert_eq!(body["token"], API_KEY);
     assert_eq!(body["expires_at"], Value::Null);
-    assert_eq!(body["presentation"]["headers"]["Authorization"], format!("Bearer {API_KEY}"));
+    assert_eq!(
+        body["presentation"]["headers"]["Authorization"],
+        format!("Bearer {API_KEY}")
+    );
     let events = server.audit_events("kind=credential_request&limit=1").await;
     let detail = &events[0]["detail"];
     assert_eq!(detail["credential_type"], "api_key");
     assert_eq!(detail["expires_at"], Value::Null);
-    assert!(detail["secret_fingerprint"].as_str().unwrap().starts_with("hmac-sha256:"));
+    assert!(
+        detail["secret_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:")
+    );
     assert!(detail["secret_set_at"].is_string());
     assert!(!events[0].to_string().contains(API_KEY));
 }
@@ -212,7 +298,9 @@ async fn username_and_password_are_presented_as_basic_authentication() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let fields = "username: reports, value: \"pa:ss w0rd\", allow_workload_delivery: true";
-    server.apply(&config(&issuer, fields, "{method: basic}")).await;
+    server
+        .apply(&config(&issuer, fields, "{method: basic}"))
+        .await;
 
     let (status, body) = request_payments(&server, &issuer).await;
 
@@ -222,12 +310,16 @@ async fn username_and_password_are_presented_as_basic_authentication() {
     assert_eq!(body["token"], "pa:ss w0rd");
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD.encode("reports:pa:ss w0rd");
-    assert_eq!(body["presentation"]["headers"]["Authorization"], format!("Basic {encoded}"));
+    assert_eq!(
+        body["presentation"]["headers"]["Authorization"],
+        format!("Basic {encoded}")
+    );
 }
 
 #[tokio::test]
 async fn value_survives_a_restart_and_opens_with_the_same_key() {
-    let (mut server, issuer) = start(&format!("value: {API_KEY}, allow_workload_delivery: true")).await;
+    let (mut server, issuer) =
+        start(&format!("value: {API_KEY}, allow_workload_delivery: true")).await;
     let data_dir = server.data_dir();
     server.stop().await;
 

@@ -23,7 +23,11 @@ struct Rsyslog {
 impl Rsyslog {
     /// Starts rsyslogd listening on plain TCP, or on TLS with `tls` = (certificate, key) files.
     async fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Rsyslog {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         Rsyslog::start_on(dir, tls, port).await
     }
 
@@ -69,10 +73,17 @@ impl Rsyslog {
         let address = format!("127.0.0.1:{port}");
         let started = Instant::now();
         while tokio::net::TcpStream::connect(&address).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "rsyslogd did not listen on {address}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "rsyslogd did not listen on {address}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Rsyslog { address, output, child }
+        Rsyslog {
+            address,
+            output,
+            child,
+        }
     }
 
     /// Returns the received messages as (MSGID, structured data, MSG).
@@ -82,7 +93,11 @@ impl Rsyslog {
             .map(|line| {
                 let (msgid, rest) = line.split_once(' ').unwrap();
                 let end = rest.find("] ").map_or(rest.len(), |index| index + 1);
-                (msgid.to_string(), rest[..end].to_string(), rest[end..].trim().to_string())
+                (
+                    msgid.to_string(),
+                    rest[..end].to_string(),
+                    rest[end..].trim().to_string(),
+                )
             })
             .collect()
     }
@@ -92,7 +107,9 @@ impl Rsyslog {
         self.messages()
             .into_iter()
             .filter(|(msgid, _, _)| msgid == "credential_request")
-            .map(|(_, _, msg)| serde_json::from_str(&msg).unwrap_or_else(|_| panic!("MSG is not JSON: {msg}")))
+            .map(|(_, _, msg)| {
+                serde_json::from_str(&msg).unwrap_or_else(|_| panic!("MSG is not JSON: {msg}"))
+            })
             .collect()
     }
 
@@ -104,7 +121,9 @@ impl Rsyslog {
 async fn issue(server: &TestServer, issuer: &TestIssuer, count: usize) {
     for _ in 0..count {
         let evidence = issuer.token(json!({"sub": "repo:acme/billing"}));
-        let (status, body) = server.credential_with_token(&evidence, json!({"server_workload": "payments"})).await;
+        let (status, body) = server
+            .credential_with_token(&evidence, json!({"server_workload": "payments"}))
+            .await;
         assert_eq!(status, 200, "{body}");
     }
 }
@@ -125,18 +144,47 @@ async fn rsyslog_receives_over_tcp() {
     let server = TestServer::start().await;
     let issuer = TestIssuer::start().await;
     let rsyslog = Rsyslog::start(server.dir.path(), None).await;
-    let stream = format!("log_streams:\n  - {{name: siem, kind: syslog, address: \"{}\", transport: tcp}}\n", rsyslog.address);
-    server.apply(&format!("{}{stream}", basic_config(&issuer))).await;
+    let stream = format!(
+        "log_streams:\n  - {{name: siem, kind: syslog, address: \"{}\", transport: tcp}}\n",
+        rsyslog.address
+    );
+    server
+        .apply(&format!("{}{stream}", basic_config(&issuer)))
+        .await;
 
     issue(&server, &issuer, 5).await;
-    assert!(wait_until(Duration::from_secs(10), || rsyslog.credential_events().len() == 5).await, "{:?}", rsyslog.messages());
+    assert!(
+        wait_until(Duration::from_secs(10), || rsyslog
+            .credential_events()
+            .len()
+            == 5)
+        .await,
+        "{:?}",
+        rsyslog.messages()
+    );
 
     let messages = rsyslog.messages();
-    let (_, structured, _) = messages.iter().find(|(msgid, _, _)| msgid == "credential_request").unwrap();
-    assert!(structured.starts_with("[mayfly@32473 id=\""), "{structured}");
-    assert!(structured.contains("server_workload=\"payments\""), "{structured}");
-    assert!(structured.contains("client_workload=\"billing\""), "{structured}");
-    let ids: BTreeSet<String> = rsyslog.credential_events().iter().map(|event| event["id"].as_str().unwrap().to_string()).collect();
+    let (_, structured, _) = messages
+        .iter()
+        .find(|(msgid, _, _)| msgid == "credential_request")
+        .unwrap();
+    assert!(
+        structured.starts_with("[mayfly@32473 id=\""),
+        "{structured}"
+    );
+    assert!(
+        structured.contains("server_workload=\"payments\""),
+        "{structured}"
+    );
+    assert!(
+        structured.contains("client_workload=\"billing\""),
+        "{structured}"
+    );
+    let ids: BTreeSet<String> = rsyslog
+        .credential_events()
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 5);
     rsyslog.stop().await;
 }
@@ -157,20 +205,36 @@ async fn rsyslog_receives_over_tls() {
         rsyslog.address,
         cert.display()
     );
-    server.apply(&format!("{}{stream}", basic_config(&issuer))).await;
+    server
+        .apply(&format!("{}{stream}", basic_config(&issuer)))
+        .await;
     issue(&server, &issuer, 3).await;
 
-    let received = || rsyslog.messages().into_iter().filter(|(msgid, _, _)| msgid == "credential_request").count();
-    assert!(wait_until(Duration::from_secs(10), || received() == 3).await, "{:?}", rsyslog.messages());
+    let received = || {
+        rsyslog
+            .messages()
+            .into_iter()
+            .filter(|(msgid, _, _)| msgid == "credential_request")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || received() == 3).await,
+        "{:?}",
+        rsyslog.messages()
+    );
     let messages = rsyslog.messages();
-    let (_, _, msg) = messages.iter().find(|(msgid, _, _)| msgid == "credential_request").unwrap();
+    let (_, _, msg) = messages
+        .iter()
+        .find(|(msgid, _, _)| msgid == "credential_request")
+        .unwrap();
     assert!(msg.starts_with("CEF:0|Mayfly|Mayfly|"), "{msg}");
     rsyslog.stop().await;
 }
 
 #[tokio::test]
 async fn tls_stream_rejects_untrusted_receiver() {
-    let server = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let server =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let receiver_cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = server.dir.path().join("receiver-cert.pem");
@@ -198,7 +262,13 @@ async fn tls_stream_rejects_untrusted_receiver() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(entry["status"]["state"], "failing", "{entry}");
-    assert!(entry["status"]["last_error"].as_str().unwrap().contains("TLS handshake"), "{entry}");
+    assert!(
+        entry["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("TLS handshake"),
+        "{entry}"
+    );
     assert!(rsyslog.messages().is_empty());
     rsyslog.stop().await;
 }
@@ -206,14 +276,24 @@ async fn tls_stream_rejects_untrusted_receiver() {
 #[tokio::test]
 async fn restarted_rsyslog_gets_every_event() {
     const COUNT: usize = 8;
-    let server = TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
+    let server =
+        TestServer::start_with(|settings| settings.log_stream_max_backoff = Seconds(1)).await;
     let issuer = TestIssuer::start().await;
     let first = Rsyslog::start(server.dir.path(), None).await;
     let port: u16 = first.address.rsplit_once(':').unwrap().1.parse().unwrap();
-    let stream = format!("log_streams:\n  - {{name: siem, kind: syslog, address: \"{}\", timeout: 2s}}\n", first.address);
-    server.apply(&format!("{}{stream}", basic_config(&issuer))).await;
+    let stream = format!(
+        "log_streams:\n  - {{name: siem, kind: syslog, address: \"{}\", timeout: 2s}}\n",
+        first.address
+    );
+    server
+        .apply(&format!("{}{stream}", basic_config(&issuer)))
+        .await;
     issue(&server, &issuer, 1).await;
-    assert!(wait_until(Duration::from_secs(10), || first.credential_events().len() == 1).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || first.credential_events().len()
+            == 1)
+        .await
+    );
     first.stop().await;
 
     // The receiver is down while credentials are issued, then comes back on the same port.
@@ -221,9 +301,17 @@ async fn restarted_rsyslog_gets_every_event() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let second = Rsyslog::start_on(server.dir.path(), None, port).await;
     let all = || {
-        let ids: BTreeSet<String> = second.credential_events().iter().map(|event| event["id"].as_str().unwrap().to_string()).collect();
+        let ids: BTreeSet<String> = second
+            .credential_events()
+            .iter()
+            .map(|event| event["id"].as_str().unwrap().to_string())
+            .collect();
         ids.len() == COUNT
     };
-    assert!(wait_until(Duration::from_secs(20), all).await, "{:?}", second.messages());
+    assert!(
+        wait_until(Duration::from_secs(20), all).await,
+        "{:?}",
+        second.messages()
+    );
     second.stop().await;
 }

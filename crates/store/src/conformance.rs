@@ -28,16 +28,19 @@ use crate::store::Store;
 pub use agents::{
     agent_join_token_is_single_use, evicted_agent_loses_credential, expired_agent_secrets_rejected,
 };
-pub use authorities::{
-    removed_x509_authority_keeps_certificate, x509_authority_race_cannot_double_rotate,
-    x509_authority_round_trip,
-};
 pub use audit::{
     audit_chain_verifies, audit_filters_and_paging, audit_json_round_trips_exactly,
     checkpoints_round_trip, concurrent_appends_are_gapless, forged_checkpoint_rejected,
     replayed_audit_id_rejected,
 };
-pub use cursors::{alert_acknowledged_once, checkpoints_after_pages, stale_cursor_write_cannot_move_back, stream_cursor_round_trip};
+pub use authorities::{
+    removed_x509_authority_keeps_certificate, x509_authority_race_cannot_double_rotate,
+    x509_authority_round_trip,
+};
+pub use cursors::{
+    alert_acknowledged_once, checkpoints_after_pages, stale_cursor_write_cannot_move_back,
+    stream_cursor_round_trip,
+};
 pub use keys::{
     admin_token_lookup_and_revocation, meta_round_trip, ping_succeeds,
     removed_key_keeps_public_jwk, replica_race_cannot_double_rotate, signing_key_round_trip,

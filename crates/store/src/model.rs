@@ -211,7 +211,10 @@ impl fmt::Debug for X509AuthorityRecord {
             .field("id", &self.id)
             .field("trust_domain", &self.trust_domain)
             .field("state", &self.state)
-            .field("certificate_der", &format!("<{} bytes>", self.certificate_der.len()))
+            .field(
+                "certificate_der",
+                &format!("<{} bytes>", self.certificate_der.len()),
+            )
             .field("encrypted_private_key", &private_key)
             .field("created_at", &self.created_at)
             .field("not_after", &self.not_after)

@@ -119,8 +119,7 @@ pub trait Store: Send + Sync {
     ) -> Result<PurgeOutcome, StoreError>;
 
     /// Returns up to `limit` checkpoints whose `seq` is above `seq`, oldest first.
-    async fn checkpoints_after(&self, seq: i64, limit: u32)
-    -> Result<Vec<Checkpoint>, StoreError>;
+    async fn checkpoints_after(&self, seq: i64, limit: u32) -> Result<Vec<Checkpoint>, StoreError>;
 
     // Log stream cursors.
 

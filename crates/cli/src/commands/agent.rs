@@ -123,7 +123,9 @@ pub struct EvictArgs {
 /// Runs the agent until it stops or the process receives Ctrl-C.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let settings = agent_settings(args)?;
-    let agent = mayfly_agent::start(settings).await.context("starting the agent failed")?;
+    let agent = mayfly_agent::start(settings)
+        .await
+        .context("starting the agent failed")?;
     tokio::select! {
         () = agent.wait() => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("agent stopping"),
@@ -138,10 +140,18 @@ fn agent_settings(args: AgentArgs) -> anyhow::Result<mayfly_agent::AgentSettings
         None => AgentFile::default(),
     };
     let Some(server) = args.server.or_else(|| file.server.clone()) else {
-        anyhow::bail!("missing server URL: pass --server, set MAYFLY_ADDR, or set server in the settings file");
+        anyhow::bail!(
+            "missing server URL: pass --server, set MAYFLY_ADDR, or set server in the settings file"
+        );
     };
-    let data_dir = args.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("mayfly-agent-data"));
-    let socket = args.socket.or_else(|| file.socket.clone()).unwrap_or_else(|| PathBuf::from("/tmp/mayfly-agent.sock"));
+    let data_dir = args
+        .data_dir
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("mayfly-agent-data"));
+    let socket = args
+        .socket
+        .or_else(|| file.socket.clone())
+        .unwrap_or_else(|| PathBuf::from("/tmp/mayfly-agent.sock"));
 
     let mut settings = mayfly_agent::AgentSettings::new(server, data_dir, socket);
     settings.server_ca = args.server_ca.or_else(|| file.server_ca.clone());
@@ -158,14 +168,27 @@ fn agent_settings(args: AgentArgs) -> anyhow::Result<mayfly_agent::AgentSettings
         }
         (None, _) => None,
     };
-    if let Some(value) = args.proxy_listen.as_deref().or(file.proxy_listen.as_deref()) {
-        let flag = if args.proxy_listen.is_some() { "--proxy-listen" } else { "proxy_listen" };
+    if let Some(value) = args
+        .proxy_listen
+        .as_deref()
+        .or(file.proxy_listen.as_deref())
+    {
+        let flag = if args.proxy_listen.is_some() {
+            "--proxy-listen"
+        } else {
+            "proxy_listen"
+        };
         let listen = mayfly_agent::config::parse_proxy_listen(flag, value)?;
         let mut proxy = mayfly_agent::proxy::ProxySettings::new(listen, &settings.data_dir);
-        if let Some(path) = args.proxy_ca_bundle.or_else(|| file.proxy_ca_bundle.clone()) {
+        if let Some(path) = args
+            .proxy_ca_bundle
+            .or_else(|| file.proxy_ca_bundle.clone())
+        {
             proxy.ca_bundle = path;
         }
-        proxy.upstream_ca = args.proxy_upstream_ca.or_else(|| file.proxy_upstream_ca.clone());
+        proxy.upstream_ca = args
+            .proxy_upstream_ca
+            .or_else(|| file.proxy_upstream_ca.clone());
         settings.proxy = Some(proxy);
     }
     if let Some(path) = &args.config {
@@ -183,7 +206,10 @@ pub async fn token(args: AgentTokenArgs) -> anyhow::Result<ExitCode> {
         body["ttl"] = json!(ttl);
     }
     let response = client.post(&["v1", "agent-tokens"], Some(&body)).await?;
-    let token = response.get("token").and_then(Value::as_str).unwrap_or_default();
+    let token = response
+        .get("token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if token.is_empty() {
         anyhow::bail!("invalid response from the server: the created join token is missing");
     }
@@ -202,7 +228,9 @@ pub async fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         AgentsCommand::List(list) => print_agents(&client, list.output).await?,
         AgentsCommand::Evict(evict) => {
-            client.post(&["v1", "agents", &evict.name, "evict"], Some(&json!({}))).await?;
+            client
+                .post(&["v1", "agents", &evict.name, "evict"], Some(&json!({})))
+                .await?;
             output::print_text(&format!("evicted agent {:?}", clean_text(&evict.name)))?;
         }
     }
@@ -210,7 +238,10 @@ pub async fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints the agent list, for `mayfly agents list` and `mayfly get agents`.
-pub async fn print_agents(client: &crate::api::ApiClient, format: OutputFormat) -> anyhow::Result<()> {
+pub async fn print_agents(
+    client: &crate::api::ApiClient,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     let response = client.get(&["v1", "agents"], &[]).await?;
     if !output::print_structured(format, &response)? {
         output::print_text(&agent_table(array_field(&response, "items")).render())?;

@@ -84,7 +84,8 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         query.push(("server_workload", name.clone()));
     }
     if let Some(since) = &list.since {
-        let time = parse_time_bound(since, Timestamp::now()).map_err(|error| anyhow::anyhow!("--since: {error}"))?;
+        let time = parse_time_bound(since, Timestamp::now())
+            .map_err(|error| anyhow::anyhow!("--since: {error}"))?;
         query.push(("since", format_rfc3339(time)));
     }
 
@@ -114,15 +115,19 @@ pub async fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_test(client_options: &ClientOptions, args: TestArgs) -> anyhow::Result<ExitCode> {
-    let since = parse_time_bound(&args.since, Timestamp::now()).map_err(|error| anyhow::anyhow!("--since: {error}"))?;
+    let since = parse_time_bound(&args.since, Timestamp::now())
+        .map_err(|error| anyhow::anyhow!("--since: {error}"))?;
     let mut body = serde_json::json!({"since": format_rfc3339(since)});
     match &args.file {
         None => body["name"] = serde_json::json!(args.rule),
         Some(path) => {
             let name = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("reading {name} failed: {error}"))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| anyhow::anyhow!("reading {name} failed: {error}"))?;
             let config =
-                mayfly_domain::config_file::parse_with_variables(&name, &text, |variable| std::env::var(variable).ok())?;
+                mayfly_domain::config_file::parse_with_variables(&name, &text, |variable| {
+                    std::env::var(variable).ok()
+                })?;
             let rule = config
                 .alert_rules
                 .into_iter()
@@ -140,20 +145,37 @@ async fn run_test(client_options: &ClientOptions, args: TestArgs) -> anyhow::Res
     let alerts = array_field(&response, "alerts");
     let mut table = Table::new(&["TIME", "KEY", "MESSAGE"]);
     for alert in alerts {
-        table.push(vec![time_text(alert, "time"), field_text(alert, "key"), field_text(alert, "message")]);
+        table.push(vec![
+            time_text(alert, "time"),
+            field_text(alert, "key"),
+            field_text(alert, "message"),
+        ]);
     }
     if !alerts.is_empty() {
         output::print_text(&table.render())?;
     }
-    eprintln!("{} alerts from {} events", alerts.len(), field_text(&response, "events_read"));
+    eprintln!(
+        "{} alerts from {} events",
+        alerts.len(),
+        field_text(&response, "events_read")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run_ack(client_options: &ClientOptions, args: AckArgs) -> anyhow::Result<ExitCode> {
     let client = client_options.admin_client()?;
-    let response = client.post(&["v1", "alerts", &args.id, "acknowledge"], None).await?;
-    let changed = response.get("changed").and_then(serde_json::Value::as_bool).unwrap_or(false);
-    let text = if changed { "acknowledged" } else { "already acknowledged" };
+    let response = client
+        .post(&["v1", "alerts", &args.id, "acknowledge"], None)
+        .await?;
+    let changed = response
+        .get("changed")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let text = if changed {
+        "acknowledged"
+    } else {
+        "already acknowledged"
+    };
     output::print_text(&format!("alert {}: {text}", output::clean_text(&args.id)))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -100,7 +100,9 @@ pub fn load_config_file(
         (file_name, text)
     };
 
-    Ok(config_file::parse_with_variables(&file_name, &text, lookup)?)
+    Ok(config_file::parse_with_variables(
+        &file_name, &text, lookup,
+    )?)
 }
 
 /// Builds the body of `POST /v1/apply`.

@@ -20,7 +20,9 @@ pub const EXIT_DENIED: u8 = 3;
 pub enum CredentialError {
     /// The server denied the request (401 or 403). Only the failing step and the request id are
     /// disclosed to the caller; the audit log has the details.
-    #[error("denied at step {step} (request id {request_id}); an admin finds the reason with `mayfly audit list --outcome failure`")]
+    #[error(
+        "denied at step {step} (request id {request_id}); an admin finds the reason with `mayfly audit list --outcome failure`"
+    )]
     Denied { step: String, request_id: String },
     /// The OIDC token file could not be read.
     #[error("cannot read the OIDC token file {path}: {source}")]
@@ -213,8 +215,7 @@ pub fn render_credential(
                 .ok_or(CredentialError::MissingField {
                     field: "presentation",
                 })?;
-            let Some(variables) = presentation.get("environment").and_then(Value::as_object)
-            else {
+            let Some(variables) = presentation.get("environment").and_then(Value::as_object) else {
                 if presentation.get("headers").is_some() || presentation.get("query").is_some() {
                     return Err(CredentialError::OtherPresentation {
                         presented: "headers or query parameters",

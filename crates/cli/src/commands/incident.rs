@@ -44,8 +44,12 @@ pub struct ReportArgs {
 /// Runs `mayfly incident report`.
 pub async fn run(args: IncidentArgs) -> anyhow::Result<ExitCode> {
     let IncidentCommand::Report(report) = args.command;
-    let since = parse_time_bound(&report.since, Timestamp::now()).map_err(|error| anyhow::anyhow!("--since: {error}"))?;
-    let query = vec![("server_workload", report.server_workload.clone()), ("since", format_rfc3339(since))];
+    let since = parse_time_bound(&report.since, Timestamp::now())
+        .map_err(|error| anyhow::anyhow!("--since: {error}"))?;
+    let query = vec![
+        ("server_workload", report.server_workload.clone()),
+        ("since", format_rfc3339(since)),
+    ];
     let client = args.client.admin_client()?;
     let response = client.get(&["v1", "incidents", "report"], &query).await?;
     if output::print_structured(report.output, &response)? {
@@ -62,16 +66,32 @@ fn render(report: &Value) -> String {
         field_text(report, "server_workload"),
         field_text(report, "since"),
         field_text(report, "events_read"),
-        if report["truncated"] == Value::Bool(true) { ", truncated" } else { "" },
+        if report["truncated"] == Value::Bool(true) {
+            ", truncated"
+        } else {
+            ""
+        },
     );
     if let Some(note) = report.get("location_note").and_then(Value::as_str) {
         text.push_str(&format!("Note: {}\n", output::clean_text(note)));
     }
 
-    let mut clients =
-        Table::new(&["CLIENT WORKLOAD", "CREDENTIALS", "FAILURES", "OFF HOURS", "UNEXPECTED LOCATION", "SOURCE ADDRESSES", "FIRST", "LAST"]);
+    let mut clients = Table::new(&[
+        "CLIENT WORKLOAD",
+        "CREDENTIALS",
+        "FAILURES",
+        "OFF HOURS",
+        "UNEXPECTED LOCATION",
+        "SOURCE ADDRESSES",
+        "FIRST",
+        "LAST",
+    ]);
     for client in array_field(report, "client_workloads") {
-        let addresses: Vec<String> = array_field(client, "source_ips").iter().filter_map(Value::as_str).map(str::to_string).collect();
+        let addresses: Vec<String> = array_field(client, "source_ips")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
         clients.push(vec![
             field_text(client, "client_workload"),
             field_text(client, "credentials"),
@@ -85,10 +105,23 @@ fn render(report: &Value) -> String {
     }
     text.push_str(&format!("\nClient workloads\n{}", clients.render()));
 
-    let mut sources =
-        Table::new(&["SOURCE", "LOCATION", "CLIENT WORKLOADS", "CREDENTIALS", "FAILURES", "OFF HOURS", "UNEXPECTED LOCATION", "FIRST", "LAST"]);
+    let mut sources = Table::new(&[
+        "SOURCE",
+        "LOCATION",
+        "CLIENT WORKLOADS",
+        "CREDENTIALS",
+        "FAILURES",
+        "OFF HOURS",
+        "UNEXPECTED LOCATION",
+        "FIRST",
+        "LAST",
+    ]);
     for source in array_field(report, "source_addresses") {
-        let workloads: Vec<String> = array_field(source, "client_workloads").iter().filter_map(Value::as_str).map(str::to_string).collect();
+        let workloads: Vec<String> = array_field(source, "client_workloads")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
         sources.push(vec![
             field_text(source, "source_ip"),
             location_text(source.get("location")),
@@ -103,7 +136,15 @@ fn render(report: &Value) -> String {
     }
     text.push_str(&format!("\nSource addresses\n{}", sources.render()));
 
-    let mut requests = Table::new(&["TIME", "OUTCOME", "CLIENT WORKLOAD", "SOURCE", "LOCATION", "FLAGS", "REASON"]);
+    let mut requests = Table::new(&[
+        "TIME",
+        "OUTCOME",
+        "CLIENT WORKLOAD",
+        "SOURCE",
+        "LOCATION",
+        "FLAGS",
+        "REASON",
+    ]);
     for (outcome, key) in [("success", "credentials"), ("failure", "failures")] {
         for entry in array_field(report, key) {
             let mut flags = Vec::new();
@@ -119,7 +160,11 @@ fn render(report: &Value) -> String {
                 field_text(entry, "client_workload"),
                 field_text(entry, "source_ip"),
                 location_text(entry.get("location")),
-                if flags.is_empty() { "-".to_string() } else { flags.join(", ") },
+                if flags.is_empty() {
+                    "-".to_string()
+                } else {
+                    flags.join(", ")
+                },
                 field_text(entry, "reason"),
             ]);
         }
@@ -129,14 +174,22 @@ fn render(report: &Value) -> String {
     let mut changes = Table::new(&["TIME", "ACTION", "ACTOR"]);
     for change in array_field(report, "config_changes") {
         let detail = change.get("detail").unwrap_or(&Value::Null);
-        changes.push(vec![time_text(change, "time"), field_text(detail, "action"), field_text(detail, "actor")]);
+        changes.push(vec![
+            time_text(change, "time"),
+            field_text(detail, "action"),
+            field_text(detail, "actor"),
+        ]);
     }
     text.push_str(&format!("\nConfiguration changes\n{}", changes.render()));
 
     let mut alerts = Table::new(&["TIME", "RULE", "MESSAGE"]);
     for alert in array_field(report, "alerts") {
         let detail = alert.get("detail").unwrap_or(&Value::Null);
-        alerts.push(vec![time_text(alert, "time"), field_text(detail, "rule"), field_text(detail, "message")]);
+        alerts.push(vec![
+            time_text(alert, "time"),
+            field_text(detail, "rule"),
+            field_text(detail, "message"),
+        ]);
     }
     text.push_str(&format!("\nAlerts\n{}", alerts.render()));
     text
@@ -147,9 +200,19 @@ fn location_text(location: Option<&Value>) -> String {
     let Some(location) = location.filter(|value| !value.is_null()) else {
         return "-".to_string();
     };
-    let country = location.get("country").and_then(Value::as_str).unwrap_or("-");
-    let subdivisions: Vec<&str> = array_field(location, "subdivisions").iter().filter_map(Value::as_str).collect();
-    let text = if subdivisions.is_empty() { country.to_string() } else { format!("{country} ({})", subdivisions.join(", ")) };
+    let country = location
+        .get("country")
+        .and_then(Value::as_str)
+        .unwrap_or("-");
+    let subdivisions: Vec<&str> = array_field(location, "subdivisions")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let text = if subdivisions.is_empty() {
+        country.to_string()
+    } else {
+        format!("{country} ({})", subdivisions.join(", "))
+    };
     output::clean_text(&text)
 }
 
@@ -187,7 +250,10 @@ mod tests {
         assert!(text.contains("Source addresses"), "{text}");
         assert!(text.contains("UNEXPECTED LOCATION"), "{text}");
         assert!(request.contains("US (US-CA)"), "{request}");
-        assert!(request.contains("off-hours, unexpected-location"), "{request}");
+        assert!(
+            request.contains("off-hours, unexpected-location"),
+            "{request}"
+        );
         assert!(!text.contains("Note:"), "{text}");
     }
 

@@ -205,9 +205,9 @@ pub fn resource_table(kind: ResourceKind, items: &[Value]) -> Table {
             Table::new(&["NAME", "CLIENT -> SERVER", "CREDENTIAL PROVIDER", "UPDATED"])
         }
         ResourceKind::AlertRule => Table::new(&["NAME", "KIND", "RULE", "NOTIFY", "UPDATED"]),
-        ResourceKind::NotificationTarget => Table::new(&[
-            "NAME", "KIND", "URL", "SECRET", "STATE", "LAG", "UPDATED",
-        ]),
+        ResourceKind::NotificationTarget => {
+            Table::new(&["NAME", "KIND", "URL", "SECRET", "STATE", "LAG", "UPDATED"])
+        }
         ResourceKind::LogStream => Table::new(&[
             "NAME",
             "KIND",
@@ -420,15 +420,23 @@ fn condition_rule(item: &Value) -> String {
 fn alert_rule_summary(item: &Value) -> String {
     match item.get("kind").and_then(Value::as_str) {
         Some("failed_requests") => {
-            let threshold = item.get("threshold").map_or("5".to_string(), |_| field_text(item, "threshold"));
-            let window = item.get("window").map_or("10m".to_string(), |_| field_text(item, "window"));
+            let threshold = item
+                .get("threshold")
+                .map_or("5".to_string(), |_| field_text(item, "threshold"));
+            let window = item
+                .get("window")
+                .map_or("10m".to_string(), |_| field_text(item, "window"));
             format!("more than {threshold} failures in {window}")
         }
         Some("off_hours") => format!("outside business hours ({})", field_text(item, "timezone")),
         Some("config_change") => "server workload changes".to_string(),
         Some("rate_spike") => {
-            let percent = item.get("percent").map_or("200".to_string(), |_| field_text(item, "percent"));
-            let window = item.get("window").map_or("1h".to_string(), |_| field_text(item, "window"));
+            let percent = item
+                .get("percent")
+                .map_or("200".to_string(), |_| field_text(item, "percent"));
+            let window = item
+                .get("window")
+                .map_or("1h".to_string(), |_| field_text(item, "window"));
             format!("issuance above {percent}% of baseline per {window}")
         }
         Some("unexpected_location") => {
@@ -453,7 +461,9 @@ fn target_secret(item: &Value) -> String {
         return auth.to_string();
     };
     let fingerprint = field_text(secret, "fingerprint");
-    let shown = fingerprint.strip_prefix("hmac-sha256:").unwrap_or(&fingerprint);
+    let shown = fingerprint
+        .strip_prefix("hmac-sha256:")
+        .unwrap_or(&fingerprint);
     let short: String = shown.chars().take(12).collect();
     let header = match item.get("header").and_then(Value::as_str) {
         Some(header) => format!(" {header}"),

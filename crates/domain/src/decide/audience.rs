@@ -22,12 +22,19 @@ pub fn decide_audiences<'a>(
     audiences: &[String],
 ) -> Result<Grant<'a>, Denial> {
     if attestations.is_empty() {
-        return Err(Denial::new(Step::Evidence, "no trust provider accepted the evidence"));
+        return Err(Denial::new(
+            Step::Evidence,
+            "no trust provider accepted the evidence",
+        ));
     }
     let (client, _) = identify(config, attestations)?;
 
     let mut first_denial = None;
-    for policy in config.access_policies.values().filter(|policy| policy.client_workload == client.name) {
+    for policy in config
+        .access_policies
+        .values()
+        .filter(|policy| policy.client_workload == client.name)
+    {
         let names_every_audience = matches!(
             config.credential_providers.get(&policy.credential_provider),
             Some(CredentialProvider::JwtSvid(provider))
@@ -37,7 +44,12 @@ pub fn decide_audiences<'a>(
             continue;
         }
         let target = Target::Name(policy.server_workload.clone());
-        let input = DecisionInput { target: &target, attestations, context: context.clone(), trust_domain };
+        let input = DecisionInput {
+            target: &target,
+            attestations,
+            context: context.clone(),
+            trust_domain,
+        };
         match decide(config, &input) {
             Ok(grant) => return Ok(grant),
             Err(denial) => {

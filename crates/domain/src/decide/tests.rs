@@ -36,12 +36,22 @@ fn config() -> Config {
 }
 
 fn attestation(provider: &str, pairs: &[(&str, &str)]) -> Attestation {
-    let attributes: BTreeMap<String, Vec<String>> =
-        pairs.iter().map(|(key, value)| (key.to_string(), vec![value.to_string()])).collect();
-    Attestation { trust_provider: provider.to_string(), attributes }
+    let attributes: BTreeMap<String, Vec<String>> = pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), vec![value.to_string()]))
+        .collect();
+    Attestation {
+        trust_provider: provider.to_string(),
+        attributes,
+    }
 }
 
-fn run(config: &Config, target: Target, attestations: &[Attestation], source: &str) -> Result<String, Denial> {
+fn run(
+    config: &Config,
+    target: Target,
+    attestations: &[Attestation],
+    source: &str,
+) -> Result<String, Denial> {
     let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
     let input = DecisionInput {
         target: &target,
@@ -53,7 +63,12 @@ fn run(config: &Config, target: Target, attestations: &[Attestation], source: &s
         },
         trust_domain: &trust_domain,
     };
-    decide(config, &input).map(|grant| format!("{} {} {}", grant.spiffe_id, grant.policy.name, grant.trust_provider))
+    decide(config, &input).map(|grant| {
+        format!(
+            "{} {} {}",
+            grant.spiffe_id, grant.policy.name, grant.trust_provider
+        )
+    })
 }
 
 fn unreachable_domain() -> TrustDomain {
@@ -68,55 +83,118 @@ fn config_is_valid() {
 
 #[test]
 fn grants_matching_policy() {
-    let evidence = [attestation("ci", &[("sub", "repo:acme/billing:ref:refs/heads/main")])];
-    let result = run(&config(), Target::Name("payments".into()), &evidence, "10.1.1.1");
-    assert_eq!(result, Ok("spiffe://mayfly.local/billing billing-payments ci".to_string()));
+    let evidence = [attestation(
+        "ci",
+        &[("sub", "repo:acme/billing:ref:refs/heads/main")],
+    )];
+    let result = run(
+        &config(),
+        Target::Name("payments".into()),
+        &evidence,
+        "10.1.1.1",
+    );
+    assert_eq!(
+        result,
+        Ok("spiffe://mayfly.local/billing billing-payments ci".to_string())
+    );
 }
 
 #[test]
 fn target_by_host_is_case_insensitive() {
-    let evidence = [attestation("ci", &[("sub", "repo:acme/reports:ref:refs/heads/main")])];
-    let target = Target::HostPort { host: "payments.example".into(), port: 443 };
+    let evidence = [attestation(
+        "ci",
+        &[("sub", "repo:acme/reports:ref:refs/heads/main")],
+    )];
+    let target = Target::HostPort {
+        host: "payments.example".into(),
+        port: 443,
+    };
     assert!(run(&config(), target, &evidence, "192.0.2.1").is_ok());
 }
 
 #[test]
 fn no_policy_denies() {
     let evidence = [attestation("ci", &[("sub", "repo:acme/billing:x")])];
-    let denial = run(&config(), Target::Name("ledger".into()), &evidence, "10.1.1.1").err();
+    let denial = run(
+        &config(),
+        Target::Name("ledger".into()),
+        &evidence,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::AccessPolicy));
-    assert_eq!(denial.and_then(|d| d.server_workload), Some("ledger".to_string()));
+    assert_eq!(
+        denial.and_then(|d| d.server_workload),
+        Some("ledger".to_string())
+    );
 }
 
 #[test]
 fn unknown_target_denies() {
     let evidence = [attestation("ci", &[("sub", "repo:acme/billing:x")])];
-    let denial = run(&config(), Target::Name("nothing".into()), &evidence, "10.1.1.1").err();
+    let denial = run(
+        &config(),
+        Target::Name("nothing".into()),
+        &evidence,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(denial.map(|d| d.step), Some(Step::ServerWorkload));
 }
 
 #[test]
 fn unmatched_evidence_denies() {
     let evidence = [attestation("ci", &[("sub", "repo:evil/billing:x")])];
-    let denial = run(&config(), Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    let denial = run(
+        &config(),
+        Target::Name("payments".into()),
+        &evidence,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(denial.map(|d| d.step), Some(Step::ClientWorkload));
 }
 
 #[test]
 fn early_denials_name_requested_server_workload() {
     let stranger = [attestation("ci", &[("sub", "repo:evil/billing:x")])];
-    let by_name = run(&config(), Target::Name("payments".into()), &stranger, "10.1.1.1").err();
+    let by_name = run(
+        &config(),
+        Target::Name("payments".into()),
+        &stranger,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(by_name.as_ref().map(|d| d.step), Some(Step::ClientWorkload));
-    assert_eq!(by_name.and_then(|d| d.server_workload), Some("payments".to_string()));
+    assert_eq!(
+        by_name.and_then(|d| d.server_workload),
+        Some("payments".to_string())
+    );
 
-    let by_host = Target::HostPort { host: "ledger.example".into(), port: 8443 };
+    let by_host = Target::HostPort {
+        host: "ledger.example".into(),
+        port: 8443,
+    };
     let no_evidence = run(&config(), by_host, &[], "10.1.1.1").err();
     assert_eq!(no_evidence.as_ref().map(|d| d.step), Some(Step::Evidence));
-    assert_eq!(no_evidence.and_then(|d| d.server_workload), Some("ledger".to_string()));
+    assert_eq!(
+        no_evidence.and_then(|d| d.server_workload),
+        Some("ledger".to_string())
+    );
 
-    let unknown = run(&config(), Target::Name("nothing".into()), &stranger, "10.1.1.1").err();
+    let unknown = run(
+        &config(),
+        Target::Name("nothing".into()),
+        &stranger,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(unknown.as_ref().map(|d| d.step), Some(Step::ClientWorkload));
-    assert_eq!(unknown.and_then(|d| d.server_workload), None, "a name that is no server workload is not recorded");
+    assert_eq!(
+        unknown.and_then(|d| d.server_workload),
+        None,
+        "a name that is no server workload is not recorded"
+    );
 }
 
 #[test]
@@ -129,7 +207,13 @@ fn ambiguous_client_denies() {
     }
     config.reindex();
     let evidence = [attestation("ci", &[("sub", "repo:acme/billing:main")])];
-    let denial = run(&config, Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    let denial = run(
+        &config,
+        Target::Name("payments".into()),
+        &evidence,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::ClientWorkload));
     assert!(denial.is_some_and(|d| d.reason.contains("ambiguous")));
 }
@@ -138,24 +222,48 @@ fn ambiguous_client_denies() {
 fn trust_provider_outside_policy_denies() {
     // billing matches through the unix provider, but its policy accepts only ci.
     let evidence = [attestation("local", &[("uid", "1000")])];
-    let denial = run(&config(), Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    let denial = run(
+        &config(),
+        Target::Name("payments".into()),
+        &evidence,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::AccessPolicy));
-    assert_eq!(denial.and_then(|d| d.policy), Some("billing-payments".to_string()));
+    assert_eq!(
+        denial.and_then(|d| d.policy),
+        Some("billing-payments".to_string())
+    );
 }
 
 #[test]
 fn disabled_server_workload_denies() {
     let mut config = config();
     config.enabled.insert("payments".to_string(), false);
-    let evidence = [attestation("ci", &[("sub", "repo:acme/reports:ref:refs/heads/main")])];
-    let denial = run(&config, Target::Name("payments".into()), &evidence, "10.1.1.1").err();
+    let evidence = [attestation(
+        "ci",
+        &[("sub", "repo:acme/reports:ref:refs/heads/main")],
+    )];
+    let denial = run(
+        &config,
+        Target::Name("payments".into()),
+        &evidence,
+        "10.1.1.1",
+    )
+    .err();
     assert_eq!(denial.map(|d| d.step), Some(Step::ServerWorkloadEnabled));
 }
 
 #[test]
 fn failing_access_condition_denies() {
     let evidence = [attestation("ci", &[("sub", "repo:acme/billing:main")])];
-    let denial = run(&config(), Target::Name("payments".into()), &evidence, "192.0.2.1").err();
+    let denial = run(
+        &config(),
+        Target::Name("payments".into()),
+        &evidence,
+        "192.0.2.1",
+    )
+    .err();
     assert_eq!(denial.as_ref().map(|d| d.step), Some(Step::AccessCondition));
     assert!(denial.is_some_and(|d| d.reason.contains("192.0.2.1")));
 }
@@ -169,9 +277,23 @@ fn no_attestation_denies_at_evidence() {
 #[test]
 fn array_claims_match_any_element() {
     let mut attributes = BTreeMap::new();
-    attributes.insert("sub".to_string(), vec!["other".to_string(), "repo:acme/billing:x".to_string()]);
-    let evidence = [Attestation { trust_provider: "ci".to_string(), attributes }];
-    assert!(run(&config(), Target::Name("payments".into()), &evidence, "10.0.0.1").is_ok());
+    attributes.insert(
+        "sub".to_string(),
+        vec!["other".to_string(), "repo:acme/billing:x".to_string()],
+    );
+    let evidence = [Attestation {
+        trust_provider: "ci".to_string(),
+        attributes,
+    }];
+    assert!(
+        run(
+            &config(),
+            Target::Name("payments".into()),
+            &evidence,
+            "10.0.0.1"
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -217,22 +339,37 @@ fn agent_config() -> Config {
 
 /// Returns the name of the policy that granted, which here is also the client workload's name.
 fn granted_policy(result: Result<String, Denial>) -> Option<String> {
-    result.ok().and_then(|text| text.split(' ').nth(1).map(str::to_string))
+    result
+        .ok()
+        .and_then(|text| text.split(' ').nth(1).map(str::to_string))
 }
 
 #[test]
 fn unix_rule_without_agent_rejects_agent_attested_uid() {
     let config = agent_config();
     let from_agent = attestation("local", &[("uid", "1000"), ("agent", "web-1")]);
-    let result = run(&config, Target::Name("payments".into()), &[from_agent], "127.0.0.1");
-    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[from_agent],
+        "127.0.0.1",
+    );
+    assert_eq!(
+        result.map_err(|denial| denial.step),
+        Err(Step::ClientWorkload)
+    );
 }
 
 #[test]
 fn unix_rule_without_agent_matches_server_socket() {
     let config = agent_config();
     let local = attestation("local", &[("uid", "1000")]);
-    let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[local],
+        "127.0.0.1",
+    );
     assert_eq!(granted_policy(result).as_deref(), Some("host-only"));
 }
 
@@ -240,38 +377,83 @@ fn unix_rule_without_agent_matches_server_socket() {
 fn unix_rule_naming_agent_matches_only_that_agent() {
     let config = agent_config();
     let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
-    let result = run(&config, Target::Name("payments".into()), &[web_1], "127.0.0.1");
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[web_1],
+        "127.0.0.1",
+    );
     assert_eq!(granted_policy(result).as_deref(), Some("on-web-1"));
 
     let web_2 = attestation("local", &[("uid", "2000"), ("agent", "web-2")]);
-    let result = run(&config, Target::Name("payments".into()), &[web_2], "127.0.0.1");
-    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[web_2],
+        "127.0.0.1",
+    );
+    assert_eq!(
+        result.map_err(|denial| denial.step),
+        Err(Step::ClientWorkload)
+    );
 }
 
 #[test]
 fn unix_rule_naming_agent_rejects_server_socket() {
     let config = agent_config();
     let local = attestation("local", &[("uid", "2000")]);
-    let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
-    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[local],
+        "127.0.0.1",
+    );
+    assert_eq!(
+        result.map_err(|denial| denial.step),
+        Err(Step::ClientWorkload)
+    );
 }
 
 #[test]
 fn unix_rule_any_agent_matches_every_agent() {
     let config = agent_config();
     let on_agent = attestation("local", &[("uid", "3000"), ("agent", "db-7")]);
-    let result = run(&config, Target::Name("payments".into()), &[on_agent], "127.0.0.1");
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[on_agent],
+        "127.0.0.1",
+    );
     assert_eq!(granted_policy(result).as_deref(), Some("on-any-agent"));
 
     let local = attestation("local", &[("uid", "3000")]);
-    let result = run(&config, Target::Name("payments".into()), &[local], "127.0.0.1");
-    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+    let result = run(
+        &config,
+        Target::Name("payments".into()),
+        &[local],
+        "127.0.0.1",
+    );
+    assert_eq!(
+        result.map_err(|denial| denial.step),
+        Err(Step::ClientWorkload)
+    );
 }
 
-fn run_audiences(config: &Config, attestations: &[Attestation], audiences: &[&str]) -> Result<String, Denial> {
+fn run_audiences(
+    config: &Config,
+    attestations: &[Attestation],
+    audiences: &[&str],
+) -> Result<String, Denial> {
     let trust_domain = TrustDomain::parse("mayfly.local").unwrap_or_else(|_| unreachable_domain());
-    let context = RequestContext { now: Timestamp::UNIX_EPOCH, source_ip: IpAddr::from([127, 0, 0, 1]), location: None };
-    let audiences: Vec<String> = audiences.iter().map(|audience| audience.to_string()).collect();
+    let context = RequestContext {
+        now: Timestamp::UNIX_EPOCH,
+        source_ip: IpAddr::from([127, 0, 0, 1]),
+        location: None,
+    };
+    let audiences: Vec<String> = audiences
+        .iter()
+        .map(|audience| audience.to_string())
+        .collect();
     decide_audiences(config, attestations, context, &trust_domain, &audiences)
         .map(|grant| format!("{} {}", grant.spiffe_id, grant.policy.name))
 }
@@ -281,7 +463,10 @@ fn audience_named_by_policy_is_granted() {
     let config = agent_config();
     let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
     let result = run_audiences(&config, &[web_1], &["payments"]);
-    assert_eq!(result, Ok("spiffe://mayfly.local/on-web-1 on-web-1".to_string()));
+    assert_eq!(
+        result,
+        Ok("spiffe://mayfly.local/on-web-1 on-web-1".to_string())
+    );
 }
 
 #[test]
@@ -289,8 +474,14 @@ fn audience_no_policy_names_is_denied() {
     let config = agent_config();
     let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
     let denial = run_audiences(&config, std::slice::from_ref(&web_1), &["vault"]).err();
-    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessPolicy));
-    assert_eq!(denial.and_then(|denial| denial.client_workload).as_deref(), Some("on-web-1"));
+    assert_eq!(
+        denial.as_ref().map(|denial| denial.step),
+        Some(Step::AccessPolicy)
+    );
+    assert_eq!(
+        denial.and_then(|denial| denial.client_workload).as_deref(),
+        Some("on-web-1")
+    );
 
     let mixed = run_audiences(&config, &[web_1], &["payments", "vault"]);
     assert_eq!(mixed.map_err(|denial| denial.step), Err(Step::AccessPolicy));
@@ -302,7 +493,10 @@ fn audience_for_disabled_server_workload_is_denied() {
     config.enabled.insert("payments".to_string(), false);
     let web_1 = attestation("local", &[("uid", "2000"), ("agent", "web-1")]);
     let result = run_audiences(&config, &[web_1], &["payments"]);
-    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ServerWorkloadEnabled));
+    assert_eq!(
+        result.map_err(|denial| denial.step),
+        Err(Step::ServerWorkloadEnabled)
+    );
 }
 
 #[test]
@@ -310,7 +504,10 @@ fn audience_request_from_unknown_caller_is_denied() {
     let config = agent_config();
     let stranger = attestation("local", &[("uid", "9999"), ("agent", "web-1")]);
     let result = run_audiences(&config, &[stranger], &["payments"]);
-    assert_eq!(result.map_err(|denial| denial.step), Err(Step::ClientWorkload));
+    assert_eq!(
+        result.map_err(|denial| denial.step),
+        Err(Step::ClientWorkload)
+    );
 }
 
 const X509_CONFIG: &str = r#"
@@ -345,25 +542,46 @@ fn run_x509(uid: &str, source: &str) -> Result<String, Denial> {
         location: None,
     };
     let attestations = [attestation("local", &[("uid", uid)])];
-    decide_x509(&config, &attestations, context, &trust_domain)
-        .map(|grant| format!("{} {} {}", grant.spiffe_id, grant.policy.name, grant.credential_provider.name()))
+    decide_x509(&config, &attestations, context, &trust_domain).map(|grant| {
+        format!(
+            "{} {} {}",
+            grant.spiffe_id,
+            grant.policy.name,
+            grant.credential_provider.name()
+        )
+    })
 }
 
 #[test]
 fn x509_granted_through_x509_svid_policy() {
-    assert_eq!(run_x509("1000", "10.1.2.3"), Ok("spiffe://mayfly.local/billing billing-mesh svid".to_string()));
+    assert_eq!(
+        run_x509("1000", "10.1.2.3"),
+        Ok("spiffe://mayfly.local/billing billing-mesh svid".to_string())
+    );
 }
 
 #[test]
 fn x509_denied_without_x509_svid_policy() {
     let denial = run_x509("2000", "10.1.2.3").err();
-    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessPolicy));
-    assert_eq!(denial.and_then(|denial| denial.client_workload), Some("reports".to_string()));
+    assert_eq!(
+        denial.as_ref().map(|denial| denial.step),
+        Some(Step::AccessPolicy)
+    );
+    assert_eq!(
+        denial.and_then(|denial| denial.client_workload),
+        Some("reports".to_string())
+    );
 }
 
 #[test]
 fn x509_denied_by_access_condition() {
     let denial = run_x509("1000", "192.0.2.1").err();
-    assert_eq!(denial.as_ref().map(|denial| denial.step), Some(Step::AccessCondition));
-    assert_eq!(denial.and_then(|denial| denial.policy), Some("billing-mesh".to_string()));
+    assert_eq!(
+        denial.as_ref().map(|denial| denial.step),
+        Some(Step::AccessCondition)
+    );
+    assert_eq!(
+        denial.and_then(|denial| denial.policy),
+        Some("billing-mesh".to_string())
+    );
 }

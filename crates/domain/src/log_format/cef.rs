@@ -21,7 +21,13 @@ pub fn render_cef(record: Record<'_>, product: &Product) -> String {
     let (signature_id, name, severity) = match record {
         Record::Event(stored) => {
             let event = &stored.event;
-            let text = |key: &str| event.detail.get(key).and_then(Value::as_str).map(str::to_string);
+            let text = |key: &str| {
+                event
+                    .detail
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
             if let Some(outcome) = event.outcome {
                 extension.push(("outcome", outcome.as_str().to_string()));
             }
@@ -66,7 +72,9 @@ pub fn render_cef(record: Record<'_>, product: &Product) -> String {
 
             let failed = event.outcome == Some(Outcome::Failure);
             let name = match (event.kind, event.outcome) {
-                (AuditKind::CredentialRequest, Some(outcome)) => format!("credential request {}", outcome.as_str()),
+                (AuditKind::CredentialRequest, Some(outcome)) => {
+                    format!("credential request {}", outcome.as_str())
+                }
                 (kind, _) => kind.as_str().replace('_', " "),
             };
             let severity = match (event.kind, failed) {
@@ -95,8 +103,10 @@ pub fn render_cef(record: Record<'_>, product: &Product) -> String {
         severity.to_string(),
     ]
     .join("|");
-    let extension: Vec<String> =
-        extension.iter().map(|(key, value)| format!("{key}={}", cef_escape_extension(value))).collect();
+    let extension: Vec<String> = extension
+        .iter()
+        .map(|(key, value)| format!("{key}={}", cef_escape_extension(value)))
+        .collect();
     format!("{header}|{}", extension.join(" "))
 }
 

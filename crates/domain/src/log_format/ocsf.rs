@@ -37,15 +37,45 @@ const OTHER: i64 = 99;
 pub fn render_ocsf(record: Record<'_>, product: &Product) -> Value {
     let (class_uid, category_uid, activity_id, mut fields) = match record {
         Record::Event(event) => match event.event.kind {
-            AuditKind::CredentialRequest => (AUTHENTICATION, IDENTITY_CATEGORY, 4, authentication(event)),
-            AuditKind::Alert => (DETECTION_FINDING, FINDINGS_CATEGORY, 1, detection_finding(event)),
-            AuditKind::CredentialInjection => {
-                let method = event.event.detail.get("method").and_then(Value::as_str).unwrap_or_default();
-                (HTTP_ACTIVITY, NETWORK_CATEGORY, http_activity(method), http_activity_fields(event))
+            AuditKind::CredentialRequest => {
+                (AUTHENTICATION, IDENTITY_CATEGORY, 4, authentication(event))
             }
-            AuditKind::ConfigChange | AuditKind::KeyChange | AuditKind::AdminTokenChange | AuditKind::AgentChange => {
-                let action = event.event.detail.get("action").and_then(Value::as_str).unwrap_or_default();
-                (ENTITY_MANAGEMENT, IDENTITY_CATEGORY, entity_activity(action), entity_management(event))
+            AuditKind::Alert => (
+                DETECTION_FINDING,
+                FINDINGS_CATEGORY,
+                1,
+                detection_finding(event),
+            ),
+            AuditKind::CredentialInjection => {
+                let method = event
+                    .event
+                    .detail
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                (
+                    HTTP_ACTIVITY,
+                    NETWORK_CATEGORY,
+                    http_activity(method),
+                    http_activity_fields(event),
+                )
+            }
+            AuditKind::ConfigChange
+            | AuditKind::KeyChange
+            | AuditKind::AdminTokenChange
+            | AuditKind::AgentChange => {
+                let action = event
+                    .event
+                    .detail
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                (
+                    ENTITY_MANAGEMENT,
+                    IDENTITY_CATEGORY,
+                    entity_activity(action),
+                    entity_management(event),
+                )
             }
         },
         Record::Checkpoint(_) => (BASE_EVENT, 0, OTHER, Map::new()),
@@ -54,7 +84,11 @@ pub fn render_ocsf(record: Record<'_>, product: &Product) -> Value {
     // Failed requests and alerts are what an analyst looks at first.
     let failed = matches!(record, Record::Event(event)
         if event.event.outcome == Some(Outcome::Failure) || event.event.kind == AuditKind::Alert);
-    let (severity_id, severity) = if failed { (3, "Medium") } else { (1, "Informational") };
+    let (severity_id, severity) = if failed {
+        (3, "Medium")
+    } else {
+        (1, "Informational")
+    };
     let kind = match record {
         Record::Event(event) => event.event.kind.as_str(),
         Record::Checkpoint(_) => "checkpoint",
@@ -134,13 +168,19 @@ fn entity_management(event: &AuditEvent) -> Map<String, Value> {
         AuditKind::KeyChange => (text("kid").unwrap_or("unknown"), "signing_key"),
         AuditKind::AdminTokenChange => (text("name").unwrap_or("unknown"), "admin_token"),
         AuditKind::AgentChange => (text("agent").unwrap_or("unknown"), "agent"),
-        _ => (text("resource_name").unwrap_or("unknown"), text("resource_kind").unwrap_or("unknown")),
+        _ => (
+            text("resource_name").unwrap_or("unknown"),
+            text("resource_kind").unwrap_or("unknown"),
+        ),
     };
 
     let mut fields = Map::new();
     fields.insert("entity".into(), json!({"name": name, "type": entity_type}));
     if let Some(after) = detail.get("after").filter(|after| !after.is_null()) {
-        fields.insert("entity_result".into(), json!({"name": name, "type": entity_type, "data": after}));
+        fields.insert(
+            "entity_result".into(),
+            json!({"name": name, "type": entity_type, "data": after}),
+        );
     }
     if let Some(actor) = text("actor") {
         fields.insert("actor".into(), json!({"user": {"name": actor}}));
@@ -162,7 +202,10 @@ fn http_activity_fields(event: &AuditEvent) -> Map<String, Value> {
     if let Some(port) = detail.get("port").and_then(Value::as_u64) {
         url["port"] = json!(port);
     }
-    fields.insert("http_request".into(), json!({"http_method": text("method").unwrap_or("OTHER"), "url": url}));
+    fields.insert(
+        "http_request".into(),
+        json!({"http_method": text("method").unwrap_or("OTHER"), "url": url}),
+    );
     let mut destination = json!({});
     if let Some(host) = text("host") {
         destination["hostname"] = json!(host);
@@ -175,7 +218,10 @@ fn http_activity_fields(event: &AuditEvent) -> Map<String, Value> {
     }
     fields.insert("dst_endpoint".into(), destination);
     if let Some(client) = &event.event.client_workload {
-        fields.insert("actor".into(), json!({"user": {"name": client, "type": "workload"}}));
+        fields.insert(
+            "actor".into(),
+            json!({"user": {"name": client, "type": "workload"}}),
+        );
     }
     fields.insert("status_id".into(), json!(1));
     fields.insert("status".into(), json!("Success"));

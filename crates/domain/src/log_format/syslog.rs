@@ -18,7 +18,8 @@ const FACILITY_LOG_AUDIT: u8 = 13;
 pub fn render_syslog(record: Record<'_>, payload: &str, hostname: &str) -> String {
     let (severity, msgid) = match record {
         Record::Event(event) => {
-            let warning = event.event.outcome == Some(Outcome::Failure) || event.event.kind == AuditKind::Alert;
+            let warning = event.event.outcome == Some(Outcome::Failure)
+                || event.event.kind == AuditKind::Alert;
             let severity = if warning { 4 } else { 6 };
             (severity, event.event.kind.as_str())
         }
@@ -39,7 +40,10 @@ pub fn render_syslog(record: Record<'_>, payload: &str, hostname: &str) -> Strin
             params.push(("client_workload", client.clone()));
         }
     }
-    let params: Vec<String> = params.iter().map(|(name, value)| format!("{name}=\"{}\"", sd_escape(value))).collect();
+    let params: Vec<String> = params
+        .iter()
+        .map(|(name, value)| format!("{name}=\"{}\"", sd_escape(value)))
+        .collect();
 
     format!(
         "<{priority}>1 {timestamp} {} mayfly - {msgid} [{SYSLOG_SD_ID} {}] {payload}",
@@ -70,6 +74,14 @@ pub fn octet_counted(message: &str) -> String {
 /// Makes a header field a valid RFC 5424 token: printable ASCII without spaces, at most 255
 /// characters, `-` when empty.
 fn header_token(value: &str) -> String {
-    let token: String = value.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
-    if token.is_empty() { "-".to_string() } else { token }
+    let token: String = value
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if token.is_empty() {
+        "-".to_string()
+    } else {
+        token
+    }
 }

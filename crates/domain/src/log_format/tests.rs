@@ -9,7 +9,11 @@ use crate::audit::{AuditEvent, AuditKind, Checkpoint, NewAuditEvent, Outcome};
 const HOSTILE: &str = "a|b=c\\d\ne]f\"g\rh \\= x=y |";
 
 fn product() -> Product {
-    Product { name: "Mayfly".into(), vendor: "Mayfly|Inc=".into(), version: "0.1.0".into() }
+    Product {
+        name: "Mayfly".into(),
+        vendor: "Mayfly|Inc=".into(),
+        version: "0.1.0".into(),
+    }
 }
 
 fn stored(kind: AuditKind, detail: serde_json::Value) -> AuditEvent {
@@ -20,7 +24,12 @@ fn stored(kind: AuditKind, detail: serde_json::Value) -> AuditEvent {
         event.client_workload = Some(HOSTILE.to_string());
         event.server_workload = Some("payments".to_string());
     }
-    AuditEvent { seq: 42, event, prev_hash: "0".repeat(64), hash: "ab".repeat(32) }
+    AuditEvent {
+        seq: 42,
+        event,
+        prev_hash: "0".repeat(64),
+        hash: "ab".repeat(32),
+    }
 }
 
 fn hostile_request() -> AuditEvent {
@@ -108,9 +117,15 @@ fn cef_round_trips_hostile_values() {
     assert_eq!(header[6], "5");
     assert_eq!(extension.get("suser").map(String::as_str), Some(HOSTILE));
     assert_eq!(extension.get("reason").map(String::as_str), Some(HOSTILE));
-    assert_eq!(extension.get("externalId").map(String::as_str), Some("0190e1a2-id"));
+    assert_eq!(
+        extension.get("externalId").map(String::as_str),
+        Some("0190e1a2-id")
+    );
     assert_eq!(extension.get("cn1").map(String::as_str), Some("42"));
-    assert_eq!(extension.get("outcome").map(String::as_str), Some("failure"));
+    assert_eq!(
+        extension.get("outcome").map(String::as_str),
+        Some("failure")
+    );
 }
 
 #[test]
@@ -152,9 +167,17 @@ fn syslog_round_trips_hostile_values() {
     let payload = render(StreamFormat::Json, Record::Event(&event), &product());
     let message = render_syslog(Record::Event(&event), &payload, "host.example");
 
-    assert!(message.starts_with("<108>1 2027-01-15T08:00:00.123456Z host.example mayfly - credential_request ["), "{message}");
+    assert!(
+        message.starts_with(
+            "<108>1 2027-01-15T08:00:00.123456Z host.example mayfly - credential_request ["
+        ),
+        "{message}"
+    );
     let params = parse_sd(&message);
-    assert_eq!(params.get("client_workload").map(String::as_str), Some(HOSTILE));
+    assert_eq!(
+        params.get("client_workload").map(String::as_str),
+        Some(HOSTILE)
+    );
     assert_eq!(params.get("id").map(String::as_str), Some("0190e1a2-id"));
     assert_eq!(params.get("seq").map(String::as_str), Some("42"));
 
@@ -195,7 +218,12 @@ fn ocsf_records_have_required_fields_and_type_uid() {
         json!({"actor": "admin", "action": "create", "resource_kind": "log_stream", "resource_name": "siem", "after": {"name": "siem"}}),
     );
     let request = hostile_request();
-    let checkpoint = Checkpoint { seq: 42, head_hash: "ab".repeat(32), time: Timestamp::UNIX_EPOCH, signature: "sig".into() };
+    let checkpoint = Checkpoint {
+        seq: 42,
+        head_hash: "ab".repeat(32),
+        time: Timestamp::UNIX_EPOCH,
+        signature: "sig".into(),
+    };
     let cases = [
         (Record::Event(&disable), 3004, 9, "entity"),
         (Record::Event(&create), 3004, 1, "entity"),
@@ -204,7 +232,16 @@ fn ocsf_records_have_required_fields_and_type_uid() {
     ];
     for (record, class_uid, activity_id, class_field) in cases {
         let value = render_ocsf(record, &product());
-        for field in ["activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid", class_field] {
+        for field in [
+            "activity_id",
+            "category_uid",
+            "class_uid",
+            "metadata",
+            "severity_id",
+            "time",
+            "type_uid",
+            class_field,
+        ] {
             assert!(value.get(field).is_some(), "{field} missing from {value}");
         }
         assert_eq!(value["class_uid"], json!(class_uid));
@@ -216,7 +253,12 @@ fn ocsf_records_have_required_fields_and_type_uid() {
 #[test]
 fn json_keeps_id_and_chain_hash() {
     let event = hostile_request();
-    let value: serde_json::Value = serde_json::from_str(&render(StreamFormat::Json, Record::Event(&event), &product())).unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(&render(
+        StreamFormat::Json,
+        Record::Event(&event),
+        &product(),
+    ))
+    .unwrap_or_default();
     assert_eq!(value["id"], json!("0190e1a2-id"));
     assert_eq!(value["seq"], json!(42));
     assert_eq!(value["hash"], json!("ab".repeat(32)));
@@ -244,7 +286,10 @@ fn ocsf_injection_is_http_activity() {
     assert_eq!(record["type_uid"], json!(400206));
     assert_eq!(record["http_request"]["http_method"], json!("POST"));
     assert_eq!(record["http_request"]["url"]["path"], json!("/v1/charges"));
-    assert_eq!(record["dst_endpoint"]["hostname"], json!("payments.example"));
+    assert_eq!(
+        record["dst_endpoint"]["hostname"],
+        json!("payments.example")
+    );
     assert_eq!(record["dst_endpoint"]["port"], json!(443));
     assert_eq!(record["dst_endpoint"]["svc_name"], json!("payments"));
     assert_eq!(record["actor"]["user"]["name"], json!("web"));
@@ -257,10 +302,19 @@ fn cef_injection_names_destination() {
     let (header, extension) = parse_cef(&line);
     assert_eq!(header[4], "credential_injection");
     assert_eq!(header[5], "credential injection");
-    assert_eq!(extension.get("dhost").map(String::as_str), Some("payments.example"));
+    assert_eq!(
+        extension.get("dhost").map(String::as_str),
+        Some("payments.example")
+    );
     assert_eq!(extension.get("dpt").map(String::as_str), Some("443"));
-    assert_eq!(extension.get("requestMethod").map(String::as_str), Some("POST"));
-    assert_eq!(extension.get("request").map(String::as_str), Some("/v1/charges"));
+    assert_eq!(
+        extension.get("requestMethod").map(String::as_str),
+        Some("POST")
+    );
+    assert_eq!(
+        extension.get("request").map(String::as_str),
+        Some("/v1/charges")
+    );
 }
 
 #[test]
@@ -268,5 +322,10 @@ fn syslog_injection_uses_kind_as_msgid() {
     let event = injection();
     let message = render_syslog(Record::Event(&event), "payload", "host-1");
     assert!(message.contains(" credential_injection ["), "{message}");
-    assert_eq!(parse_sd(&message).get("server_workload").map(String::as_str), Some("payments"));
+    assert_eq!(
+        parse_sd(&message)
+            .get("server_workload")
+            .map(String::as_str),
+        Some("payments")
+    );
 }

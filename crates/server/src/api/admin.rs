@@ -22,15 +22,26 @@ pub struct CreateBody {
     role: String,
 }
 
-pub async fn create(state: AppState, admin: Admin, body: Result<Json<CreateBody>, JsonRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    state: AppState,
+    admin: Admin,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
     admin.require_write()?;
-    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
-    validate_name("name", &body.name).map_err(|error| ApiError::invalid(&error.field, &error.value, &error.reason))?;
-    let role = Role::parse(&body.role).ok_or_else(|| ApiError::invalid("role", &body.role, "must be admin or auditor"))?;
+    let Json(body) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    validate_name("name", &body.name)
+        .map_err(|error| ApiError::invalid(&error.field, &error.value, &error.reason))?;
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| ApiError::invalid("role", &body.role, "must be admin or auditor"))?;
 
     let (record, token) = new_admin_token(&body.name, role)?;
     let audit = token_event(&admin.actor(), "create", &record);
-    state.store.insert_admin_token(&record, vec![audit]).await.map_err(|e| ApiError::from_store(e, "admin-token"))?;
+    state
+        .store
+        .insert_admin_token(&record, vec![audit])
+        .await
+        .map_err(|e| ApiError::from_store(e, "admin-token"))?;
     Ok(Json(json!({
         "name": record.name,
         "role": record.role,
@@ -40,7 +51,11 @@ pub async fn create(state: AppState, admin: Admin, body: Result<Json<CreateBody>
 }
 
 pub async fn list(state: AppState, _admin: Admin) -> Result<Json<Value>, ApiError> {
-    let records = state.store.list_admin_tokens().await.map_err(|e| ApiError::from_store(e, "admin-token"))?;
+    let records = state
+        .store
+        .list_admin_tokens()
+        .await
+        .map_err(|e| ApiError::from_store(e, "admin-token"))?;
     let items: Vec<Value> = records
         .iter()
         .map(|record| {
@@ -55,13 +70,24 @@ pub async fn list(state: AppState, _admin: Admin) -> Result<Json<Value>, ApiErro
     Ok(Json(json!({"items": items})))
 }
 
-pub async fn revoke(state: AppState, admin: Admin, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn revoke(
+    state: AppState,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     admin.require_write()?;
-    let records = state.store.list_admin_tokens().await.map_err(|e| ApiError::from_store(e, "admin-token"))?;
+    let records = state
+        .store
+        .list_admin_tokens()
+        .await
+        .map_err(|e| ApiError::from_store(e, "admin-token"))?;
     let record = records
         .iter()
         .find(|record| record.name == name && record.revoked_at.is_none())
-        .ok_or_else(|| ApiError::NotFound { kind: "admin_token".to_string(), name: name.clone() })?;
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "admin_token".to_string(),
+            name: name.clone(),
+        })?;
     let audit = token_event(&admin.actor(), "revoke", record);
     let revoked = state
         .store
@@ -72,7 +98,10 @@ pub async fn revoke(state: AppState, admin: Admin, Path(name): Path<String>) -> 
 }
 
 /// Makes a new admin token and the record that stores only its hash.
-pub fn new_admin_token(name: &str, role: Role) -> Result<(AdminTokenRecord, mayfly_crypto::token::SecretString), ApiError> {
+pub fn new_admin_token(
+    name: &str,
+    role: Role,
+) -> Result<(AdminTokenRecord, mayfly_crypto::token::SecretString), ApiError> {
     let token = generate_token("mfy_admin_").map_err(|error| {
         let request_id = crate::problem::current_request_id();
         tracing::error!(request_id, error = %error, "generating an admin token failed");

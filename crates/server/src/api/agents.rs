@@ -13,9 +13,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::http::request::Parts;
 use jiff::Timestamp;
 use mayfly_crypto::token::{SecretString, generate_token, hash_token};
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
@@ -52,7 +52,10 @@ pub struct AgentCaller {
 impl FromRequestParts<SharedState> for AgentCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers, "agent credential")?;
         let credential_hash = hash_token(token.expose());
         let record = state
@@ -61,12 +64,19 @@ impl FromRequestParts<SharedState> for AgentCaller {
             .await
             .map_err(|error| ApiError::from_store(error, &clock::new_request_id()))?;
         let now = clock::now();
-        let Some(record) = record.filter(|record| record.credential_expires_at.is_some_and(|expires| expires > now)) else {
+        let Some(record) = record.filter(|record| {
+            record
+                .credential_expires_at
+                .is_some_and(|expires| expires > now)
+        }) else {
             return Err(ApiError::Unauthorized(
                 "the agent credential is unknown, expired or evicted: join again with a new join token".to_string(),
             ));
         };
-        Ok(AgentCaller { name: record.name, credential_hash })
+        Ok(AgentCaller {
+            name: record.name,
+            credential_hash,
+        })
     }
 }
 
@@ -87,11 +97,15 @@ pub async fn create_token(
     body: Result<Json<CreateTokenBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     admin.require_write()?;
-    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
-    validate_name("agent", &body.agent).map_err(|error| ApiError::invalid(&error.field, &error.value, &error.reason))?;
+    let Json(body) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    validate_name("agent", &body.agent)
+        .map_err(|error| ApiError::invalid(&error.field, &error.value, &error.reason))?;
     let ttl = match &body.ttl {
         None => DEFAULT_JOIN_TOKEN_TTL,
-        Some(text) => Seconds::parse(text).map_err(|error| ApiError::invalid("ttl", text, &error.to_string()))?.as_duration(),
+        Some(text) => Seconds::parse(text)
+            .map_err(|error| ApiError::invalid("ttl", text, &error.to_string()))?
+            .as_duration(),
     };
     if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
         return Err(ApiError::invalid(
@@ -112,8 +126,17 @@ pub async fn create_token(
         used_at: None,
         revoked_at: None,
     };
-    let audit = agent_event(&admin.actor(), "create_join_token", &record.agent, json!({"expires_at": record.expires_at.to_string()}));
-    state.store.insert_agent_join_token(&record, vec![audit]).await.map_err(|e| ApiError::from_store(e, "agent-token"))?;
+    let audit = agent_event(
+        &admin.actor(),
+        "create_join_token",
+        &record.agent,
+        json!({"expires_at": record.expires_at.to_string()}),
+    );
+    state
+        .store
+        .insert_agent_join_token(&record, vec![audit])
+        .await
+        .map_err(|e| ApiError::from_store(e, "agent-token"))?;
     Ok(Json(json!({
         "agent": record.agent,
         "token": token.expose(),
@@ -125,15 +148,28 @@ pub async fn create_token(
 pub async fn join(state: AppState, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let join_token = bearer(&headers, "join token")?;
     let join_hash = hash_token(join_token.expose());
-    let rejected = || ApiError::Unauthorized("the join token is unknown, used, revoked or expired: create a new one".to_string());
-    let found = state.store.find_agent_join_token(&join_hash).await.map_err(|e| ApiError::from_store(e, "agent"))?;
+    let rejected = || {
+        ApiError::Unauthorized(
+            "the join token is unknown, used, revoked or expired: create a new one".to_string(),
+        )
+    };
+    let found = state
+        .store
+        .find_agent_join_token(&join_hash)
+        .await
+        .map_err(|e| ApiError::from_store(e, "agent"))?;
     let Some(found) = found else {
         return Err(rejected());
     };
 
     let now = clock::now();
     let (credential, stored) = new_credential(now)?;
-    let audit = agent_event(&format!("agent:{}", found.agent), "join", &found.agent, json!({"join_token_id": found.id}));
+    let audit = agent_event(
+        &format!("agent:{}", found.agent),
+        "join",
+        &found.agent,
+        json!({"join_token_id": found.id}),
+    );
     let joined = state
         .store
         .redeem_agent_join_token(&join_hash, now, &stored, vec![audit])
@@ -143,7 +179,12 @@ pub async fn join(state: AppState, headers: HeaderMap) -> Result<Json<Value>, Ap
         return Err(rejected());
     };
     tracing::info!(agent = %agent.name, "agent joined");
-    Ok(Json(credential_body(&state, &agent.name, &credential, stored.expires_at)))
+    Ok(Json(credential_body(
+        &state,
+        &agent.name,
+        &credential,
+        stored.expires_at,
+    )))
 }
 
 /// `POST /v1/agents/renew`: replaces the caller's credential with a new one.
@@ -156,26 +197,48 @@ pub async fn renew(state: AppState, agent: AgentCaller) -> Result<Json<Value>, A
         .await
         .map_err(|e| ApiError::from_store(e, "agent"))?;
     if !renewed {
-        return Err(ApiError::Unauthorized("the agent credential was replaced, expired or evicted meanwhile".to_string()));
+        return Err(ApiError::Unauthorized(
+            "the agent credential was replaced, expired or evicted meanwhile".to_string(),
+        ));
     }
-    Ok(Json(credential_body(&state, &agent.name, &credential, stored.expires_at)))
+    Ok(Json(credential_body(
+        &state,
+        &agent.name,
+        &credential,
+        stored.expires_at,
+    )))
 }
 
 /// `GET /v1/agents`: every agent, evicted ones included.
 pub async fn list(state: AppState, _admin: Admin) -> Result<Json<Value>, ApiError> {
-    let agents = state.store.list_agents().await.map_err(|e| ApiError::from_store(e, "agent"))?;
+    let agents = state
+        .store
+        .list_agents()
+        .await
+        .map_err(|e| ApiError::from_store(e, "agent"))?;
     let now = clock::now();
     let items: Vec<Value> = agents.iter().map(|agent| agent_json(agent, now)).collect();
     Ok(Json(json!({"items": items})))
 }
 
 /// `POST /v1/agents/{name}/evict`: the agent's credential stops working at once.
-pub async fn evict(state: AppState, admin: Admin, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn evict(
+    state: AppState,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     admin.require_write()?;
     let audit = agent_event(&admin.actor(), "evict", &name, json!({}));
-    let evicted = state.store.evict_agent(&name, clock::now(), vec![audit]).await.map_err(|e| ApiError::from_store(e, "agent"))?;
+    let evicted = state
+        .store
+        .evict_agent(&name, clock::now(), vec![audit])
+        .await
+        .map_err(|e| ApiError::from_store(e, "agent"))?;
     if !evicted {
-        return Err(ApiError::NotFound { kind: "agent".to_string(), name });
+        return Err(ApiError::NotFound {
+            kind: "agent".to_string(),
+            name,
+        });
     }
     tracing::info!(agent = %name, actor = %admin.actor(), "agent evicted");
     Ok(Json(json!({"name": name, "evicted": true})))
@@ -198,10 +261,14 @@ pub async fn jwt_svid(
     headers: HeaderMap,
     body: Result<Json<JwtSvidBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let Json(body) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
     let call = Call {
         request_id,
-        evidence: Evidence::Agent { agent: agent.name, attributes: body.attributes },
+        evidence: Evidence::Agent {
+            agent: agent.name,
+            attributes: body.attributes,
+        },
         source_ip: client_ip(&state, peer, &headers),
         transport: "agent",
     };
@@ -237,18 +304,28 @@ pub async fn x509_svid(
 ) -> Result<Json<Value>, ApiError> {
     use base64::Engine as _;
 
-    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let Json(body) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
     let csr = base64::engine::general_purpose::STANDARD
         .decode(body.csr.trim())
-        .map_err(|error| ApiError::invalid("csr", "", &format!("is not standard base64: {error}")))?;
+        .map_err(|error| {
+            ApiError::invalid("csr", "", &format!("is not standard base64: {error}"))
+        })?;
     let call = Call {
         request_id,
-        evidence: Evidence::Agent { agent: agent.name, attributes: body.attributes },
+        evidence: Evidence::Agent {
+            agent: agent.name,
+            attributes: body.attributes,
+        },
         source_ip: client_ip(&state, peer, &headers),
         transport: "agent",
     };
     let issued = credentials::handle_x509_svid(&state, call, csr).await?;
-    let chain: Vec<&str> = issued.fields.get(X509_CHAIN_FIELD).map(|chain| chain.split(',').collect()).unwrap_or_default();
+    let chain: Vec<&str> = issued
+        .fields
+        .get(X509_CHAIN_FIELD)
+        .map(|chain| chain.split(',').collect())
+        .unwrap_or_default();
     Ok(Json(json!({
         "spiffe_id": issued.spiffe_id,
         "certificates": chain,
@@ -291,10 +368,14 @@ pub async fn credential(
     headers: HeaderMap,
     body: Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let Json(body) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
     let call = Call {
         request_id,
-        evidence: Evidence::Agent { agent: agent.name, attributes: body.attributes },
+        evidence: Evidence::Agent {
+            agent: agent.name,
+            attributes: body.attributes,
+        },
         source_ip: client_ip(&state, peer, &headers),
         transport: "agent",
     };
@@ -303,7 +384,9 @@ pub async fn credential(
         DeliveryBody::Proxy => credentials::handle_for_proxy(&state, call, body.request).await?,
     };
     let mut response = Json(issued).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -323,7 +406,12 @@ fn agent_json(agent: &AgentRecord, now: Timestamp) -> Value {
     })
 }
 
-fn credential_body(state: &SharedState, agent: &str, credential: &SecretString, expires_at: Timestamp) -> Value {
+fn credential_body(
+    state: &SharedState,
+    agent: &str,
+    credential: &SecretString,
+    expires_at: Timestamp,
+) -> Value {
     json!({
         "agent": agent,
         "credential": credential.expose(),
@@ -335,20 +423,33 @@ fn credential_body(state: &SharedState, agent: &str, credential: &SecretString, 
 fn bearer(headers: &HeaderMap, what: &str) -> Result<SecretString, ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized(format!("missing Authorization header: send Authorization: Bearer <{what}>")))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized(format!(
+                "missing Authorization header: send Authorization: Bearer <{what}>"
+            ))
+        })?;
     header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .map(|token| SecretString::new(token.to_string()))
-        .ok_or_else(|| ApiError::Unauthorized(format!("the Authorization header must be Bearer <{what}>")))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(format!("the Authorization header must be Bearer <{what}>"))
+        })
 }
 
 fn new_credential(now: Timestamp) -> Result<(SecretString, AgentCredentialHash), ApiError> {
     let credential = new_secret("mfy_agent_")?;
-    let stored = AgentCredentialHash { hash: hash_token(credential.expose()), expires_at: later(now, AGENT_CREDENTIAL_TTL)? };
+    let stored = AgentCredentialHash {
+        hash: hash_token(credential.expose()),
+        expires_at: later(now, AGENT_CREDENTIAL_TTL)?,
+    };
     Ok((credential, stored))
 }
 
@@ -362,7 +463,8 @@ fn new_secret(prefix: &str) -> Result<SecretString, ApiError> {
 
 fn later(now: Timestamp, ttl: Duration) -> Result<Timestamp, ApiError> {
     let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-    Timestamp::from_second(now.as_second().saturating_add(seconds)).map_err(|_| ApiError::invalid("ttl", &seconds.to_string(), "is out of range"))
+    Timestamp::from_second(now.as_second().saturating_add(seconds))
+        .map_err(|_| ApiError::invalid("ttl", &seconds.to_string(), "is out of range"))
 }
 
 /// Audit event for an agent change; it names the agent, never a secret.
@@ -371,5 +473,10 @@ fn agent_event(actor: &str, action: &str, agent: &str, extra: Value) -> NewAudit
     if let (Some(detail), Value::Object(extra)) = (detail.as_object_mut(), extra) {
         detail.extend(extra);
     }
-    NewAuditEvent::new(clock::new_event_id(), clock::now(), AuditKind::AgentChange, detail)
+    NewAuditEvent::new(
+        clock::new_event_id(),
+        clock::now(),
+        AuditKind::AgentChange,
+        detail,
+    )
 }

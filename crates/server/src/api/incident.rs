@@ -66,36 +66,69 @@ struct Flags {
 /// Rejects a name that is neither a server workload now nor named by any audit event. A deleted
 /// server workload keeps its history (its creation and deletion are audited), so it is reported.
 async fn check_known(state: &AppState, server_workload: &str) -> Result<(), ApiError> {
-    if state.config().config.server_workloads.contains_key(server_workload) {
+    if state
+        .config()
+        .config
+        .server_workloads
+        .contains_key(server_workload)
+    {
         return Ok(());
     }
-    let filter = AuditFilter { server_workload: Some(server_workload.to_string()), limit: 1, ..AuditFilter::default() };
-    let named = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "incident report"))?;
+    let filter = AuditFilter {
+        server_workload: Some(server_workload.to_string()),
+        limit: 1,
+        ..AuditFilter::default()
+    };
+    let named = state
+        .store
+        .list_audit(&filter)
+        .await
+        .map_err(|e| ApiError::from_store(e, "incident report"))?;
     if named.is_empty() {
-        return Err(ApiError::NotFound { kind: "server_workload".to_string(), name: server_workload.to_string() });
+        return Err(ApiError::NotFound {
+            kind: "server_workload".to_string(),
+            name: server_workload.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Builds the report of `GET /v1/incidents/report`.
-pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(format!("invalid query: {}", rejection.body_text())))?;
+pub async fn report(
+    state: AppState,
+    _admin: Admin,
+    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))
+    })?;
     let since = parse("since", &query.since)?;
-    let until = query.until.as_deref().map(|text| parse("until", text)).transpose()?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|text| parse("until", text))
+        .transpose()?;
     check_known(&state, &query.server_workload).await?;
     let rules: Vec<_> = state
         .config()
         .config
         .alert_rules
         .values()
-        .filter(|rule| rule.server_workloads.is_empty() || rule.server_workloads.contains(&query.server_workload))
+        .filter(|rule| {
+            rule.server_workloads.is_empty()
+                || rule.server_workloads.contains(&query.server_workload)
+        })
         .cloned()
         .collect();
-    let location_rules: Vec<&AlertRule> = rules.iter().filter(|rule| rule.kind == AlertRuleKind::UnexpectedLocation).collect();
+    let location_rules: Vec<&AlertRule> = rules
+        .iter()
+        .filter(|rule| rule.kind == AlertRuleKind::UnexpectedLocation)
+        .collect();
 
     let mut clients: BTreeMap<String, ClientSummary> = BTreeMap::new();
     let mut sources: BTreeMap<String, SourceSummary> = BTreeMap::new();
-    let (mut credentials, mut failures, mut changes, mut alerts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut credentials, mut failures, mut changes, mut alerts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut read = 0;
     let mut after_seq = None;
     loop {
@@ -108,14 +141,22 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
             descending: false,
             ..AuditFilter::default()
         };
-        let page = state.store.list_audit(&filter).await.map_err(|e| ApiError::from_store(e, "incident report"))?;
+        let page = state
+            .store
+            .list_audit(&filter)
+            .await
+            .map_err(|e| ApiError::from_store(e, "incident report"))?;
         for event in &page {
             match event.event.kind {
                 AuditKind::CredentialRequest => {
                     let flags = flag_request(&state, &rules, &location_rules, event);
                     let entry = request_entry(event, &flags);
                     let success = event.event.outcome == Some(Outcome::Success);
-                    let client_name = event.event.client_workload.clone().unwrap_or_else(|| "(unidentified)".to_string());
+                    let client_name = event
+                        .event
+                        .client_workload
+                        .clone()
+                        .unwrap_or_else(|| "(unidentified)".to_string());
                     let client = clients.entry(client_name.clone()).or_default();
                     client.first.get_or_insert(event.event.time);
                     client.last = Some(event.event.time);
@@ -129,7 +170,8 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
                             source.location = flags.location.clone();
                         }
                         source.off_hours += u64::from(!flags.off_hours.is_empty());
-                        source.unexpected_location += u64::from(!flags.unexpected_location.is_empty());
+                        source.unexpected_location +=
+                            u64::from(!flags.unexpected_location.is_empty());
                         if success {
                             source.credentials += 1;
                         } else {
@@ -146,14 +188,25 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
                         push_capped(&mut failures, entry);
                     }
                 }
-                AuditKind::ConfigChange => push_capped(&mut changes, json!({"seq": event.seq, "time": event.event.time.to_string(), "detail": event.event.detail})),
-                AuditKind::Alert => push_capped(&mut alerts, json!({"seq": event.seq, "id": event.event.id, "time": event.event.time.to_string(), "detail": event.event.detail})),
-                AuditKind::KeyChange | AuditKind::AdminTokenChange | AuditKind::AgentChange | AuditKind::CredentialInjection => {}
+                AuditKind::ConfigChange => push_capped(
+                    &mut changes,
+                    json!({"seq": event.seq, "time": event.event.time.to_string(), "detail": event.event.detail}),
+                ),
+                AuditKind::Alert => push_capped(
+                    &mut alerts,
+                    json!({"seq": event.seq, "id": event.event.id, "time": event.event.time.to_string(), "detail": event.event.detail}),
+                ),
+                AuditKind::KeyChange
+                | AuditKind::AdminTokenChange
+                | AuditKind::AgentChange
+                | AuditKind::CredentialInjection => {}
             }
         }
         read += page.len();
         match page.last() {
-            Some(last) if page.len() == PAGE as usize && read < MAX_EVENTS => after_seq = Some(last.seq),
+            Some(last) if page.len() == PAGE as usize && read < MAX_EVENTS => {
+                after_seq = Some(last.seq)
+            }
             _ => break,
         }
     }
@@ -193,7 +246,9 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
     let location_note = if location_checked {
         None
     } else {
-        Some("location was not checked: the server has no geoip_database setting, so requests are flagged by the networks of unexpected_location rules only, and their countries are unknown")
+        Some(
+            "location was not checked: the server has no geoip_database setting, so requests are flagged by the networks of unexpected_location rules only, and their countries are unknown",
+        )
     };
     Ok(Json(json!({
         "server_workload": query.server_workload,
@@ -216,29 +271,55 @@ pub async fn report(state: AppState, _admin: Admin, query: Result<Query<ReportQu
 /// Flags a credential request: outside the business hours of `off_hours` rules, and outside the
 /// allowlists of `unexpected_location` rules. The location is the one the server recorded when
 /// it decided the request, or else the one the GeoIP database gives now.
-fn flag_request(state: &crate::state::AppState, rules: &[AlertRule], location_rules: &[&AlertRule], event: &AuditEvent) -> Flags {
-    let off_hours = rules.iter().filter_map(|rule| rule.outside_business_hours(event.event.time)).collect();
+fn flag_request(
+    state: &crate::state::AppState,
+    rules: &[AlertRule],
+    location_rules: &[&AlertRule],
+    event: &AuditEvent,
+) -> Flags {
+    let off_hours = rules
+        .iter()
+        .filter_map(|rule| rule.outside_business_hours(event.event.time))
+        .collect();
     let detail = &event.event.detail;
     let source = detail.get("source_ip").and_then(Value::as_str);
-    let recorded = detail.get("source_country").and_then(Value::as_str).map(|country| Location {
-        country: Some(country.to_string()),
-        subdivisions: detail
-            .get("source_subdivisions")
-            .and_then(Value::as_array)
-            .map(|codes| codes.iter().filter_map(Value::as_str).map(str::to_string).collect())
-            .unwrap_or_default(),
-    });
+    let recorded = detail
+        .get("source_country")
+        .and_then(Value::as_str)
+        .map(|country| Location {
+            country: Some(country.to_string()),
+            subdivisions: detail
+                .get("source_subdivisions")
+                .and_then(Value::as_array)
+                .map(|codes| {
+                    codes
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
     let looked_up = || {
         let address = source?.parse().ok()?;
         state.geoip.as_ref()?.locate(address)
     };
     let location = recorded.or_else(looked_up);
-    let country = location.as_ref().and_then(|location| location.country.as_deref());
+    let country = location
+        .as_ref()
+        .and_then(|location| location.country.as_deref());
     let unexpected_location = match source {
-        Some(source) => location_rules.iter().filter_map(|rule| rule.unexpected_location(source, country)).collect(),
+        Some(source) => location_rules
+            .iter()
+            .filter_map(|rule| rule.unexpected_location(source, country))
+            .collect(),
         None => Vec::new(),
     };
-    Flags { off_hours, location, unexpected_location }
+    Flags {
+        off_hours,
+        location,
+        unexpected_location,
+    }
 }
 
 fn location_value(location: &Location) -> Value {
@@ -269,6 +350,11 @@ fn push_capped(list: &mut Vec<Value>, entry: Value) {
 }
 
 fn parse(field: &str, text: &str) -> Result<Timestamp, ApiError> {
-    text.parse::<Timestamp>()
-        .map_err(|_| ApiError::invalid(field, text, "must be an RFC 3339 timestamp such as 2026-12-04T10:00:00Z"))
+    text.parse::<Timestamp>().map_err(|_| {
+        ApiError::invalid(
+            field,
+            text,
+            "must be an RFC 3339 timestamp such as 2026-12-04T10:00:00Z",
+        )
+    })
 }

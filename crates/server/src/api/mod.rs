@@ -2,7 +2,9 @@
 
 mod admin;
 pub mod agents;
-pub use admin::{new_admin_token as new_admin_token_for_bootstrap, token_event as admin_token_event};
+pub use admin::{
+    new_admin_token as new_admin_token_for_bootstrap, token_event as admin_token_event,
+};
 pub use resources::{ApplyBody, apply_config};
 mod audit;
 mod incident;
@@ -48,8 +50,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/x509-authorities/rotate", post(x509::rotate))
         .route("/v1/credentials", post(public::credentials_http))
         .route("/v1/apply", post(resources::apply))
-        .route("/v1/server-workloads/{name}/disable", post(resources::disable))
-        .route("/v1/server-workloads/{name}/enable", post(resources::enable))
+        .route(
+            "/v1/server-workloads/{name}/disable",
+            post(resources::disable),
+        )
+        .route(
+            "/v1/server-workloads/{name}/enable",
+            post(resources::enable),
+        )
         .route("/v1/audit/events", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/alerts", get(audit::alerts))
@@ -61,7 +69,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/keys/{kid}/taint", post(keys::taint))
         .route("/v1/keys/{kid}/revoke", post(keys::revoke))
         .route("/v1/admin-tokens", get(admin::list).post(admin::create))
-        .route("/v1/admin-tokens/{name}", axum::routing::delete(admin::revoke))
+        .route(
+            "/v1/admin-tokens/{name}",
+            axum::routing::delete(admin::revoke),
+        )
         .route("/v1/agent-tokens", post(agents::create_token))
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/join", post(agents::join))
@@ -73,10 +84,18 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/agents/injection-events", post(proxy::injection_events))
         .route("/v1/agents/{name}/evict", post(agents::evict))
         .route("/v1/{kind}", get(resources::list))
-        .route("/v1/{kind}/{name}", get(resources::get_one).put(resources::put).delete(resources::delete))
+        .route(
+            "/v1/{kind}/{name}",
+            get(resources::get_one)
+                .put(resources::put)
+                .delete(resources::delete),
+        )
         .fallback(public::not_found)
         .layer(middleware::from_fn(plain_errors_as_problems))
-        .layer(middleware::from_fn_with_state(state.clone(), log_rejected_credentials))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            log_rejected_credentials,
+        ))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyDeadlineLayer::new(BODY_READ_TIMEOUT))
@@ -104,7 +123,9 @@ pub struct RequestId(pub String);
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = crate::clock::new_request_id();
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = crate::problem::CURRENT_REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    let mut response = crate::problem::CURRENT_REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -113,7 +134,11 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 
 /// Logs one warning for each request whose admin token, join token or agent credential was
 /// rejected, with the route, the source address and the reason. The token itself is never logged.
-async fn log_rejected_credentials(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+async fn log_rejected_credentials(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let route = shorten_route(request.uri().path());
     let source = request
@@ -147,7 +172,11 @@ async fn plain_errors_as_problems(request: Request, next: Next) -> Response {
     let is_problem = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(crate::problem::PROBLEM_JSON.as_bytes()));
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .starts_with(crate::problem::PROBLEM_JSON.as_bytes())
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
@@ -157,7 +186,11 @@ async fn plain_errors_as_problems(request: Request, next: Next) -> Response {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
         Err(_) => String::new(),
     };
-    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
     let problem = serde_json::json!({
         "type": "urn:mayfly:problem:invalid-request",
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -165,15 +198,28 @@ async fn plain_errors_as_problems(request: Request, next: Next) -> Response {
         "detail": detail,
     });
     let mut rebuilt = Response::from_parts(parts, axum::body::Body::from(problem.to_string()));
-    rebuilt.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(crate::problem::PROBLEM_JSON));
-    rebuilt.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    rebuilt.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+    );
+    rebuilt
+        .headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
     rebuilt
 }
 
 /// Returns the client address, believing `X-Forwarded-For` only from trusted proxies.
-pub fn client_ip(state: &SharedState, peer: SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+pub fn client_ip(
+    state: &SharedState,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
     let peer_ip = mayfly_domain::conditions::canonical_ip(peer.ip());
-    let trusted = state.settings.trusted_proxies.iter().any(|network| network.contains(&peer_ip));
+    let trusted = state
+        .settings
+        .trusted_proxies
+        .iter()
+        .any(|network| network.contains(&peer_ip));
     if !trusted {
         return peer_ip;
     }
@@ -185,13 +231,22 @@ pub fn client_ip(state: &SharedState, peer: SocketAddr, headers: &axum::http::He
     // The rightmost address not added by a trusted proxy is the client. An entry that is not an
     // address leaves the client unknown: it gets the unspecified address, which no allowlist
     // short of 0.0.0.0/0 contains, rather than the proxy's own address.
-    let forwarded = values.iter().map(|value| value.to_str().unwrap_or("")).collect::<Vec<_>>().join(",");
+    let forwarded = values
+        .iter()
+        .map(|value| value.to_str().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(",");
     for candidate in forwarded.rsplit(',') {
         let Some(address) = parse_forwarded_address(candidate) else {
             return std::net::IpAddr::from([0, 0, 0, 0]);
         };
         let address = mayfly_domain::conditions::canonical_ip(address);
-        if !state.settings.trusted_proxies.iter().any(|network| network.contains(&address)) {
+        if !state
+            .settings
+            .trusted_proxies
+            .iter()
+            .any(|network| network.contains(&address))
+        {
             return address;
         }
     }
@@ -202,7 +257,10 @@ pub fn client_ip(state: &SharedState, peer: SocketAddr, headers: &axum::http::He
 /// write it (`192.0.2.1:443`, `[2001:db8::1]:443`).
 fn parse_forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
     let entry = entry.trim();
-    entry.parse().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|address| address.ip()))
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|address| address.ip()))
 }
 
 /// Connection info of the TCP listener (plain or TLS).

@@ -83,7 +83,8 @@ pub async fn injection_events(
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Json<InjectionBatch>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(batch) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let Json(batch) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
     if batch.events.len() > MAX_INJECTION_BATCH {
         return Err(ApiError::invalid(
             "events",
@@ -92,7 +93,9 @@ pub async fn injection_events(
         ));
     }
     for (index, event) in batch.events.iter().enumerate() {
-        validate(event).map_err(|(field, value, reason)| ApiError::invalid(&format!("events[{index}].{field}"), &value, &reason))?;
+        validate(event).map_err(|(field, value, reason)| {
+            ApiError::invalid(&format!("events[{index}].{field}"), &value, &reason)
+        })?;
     }
 
     let received_at = clock::now();
@@ -113,7 +116,12 @@ pub async fn injection_events(
             "spiffe_id": event.spiffe_id,
             "request_id": request_id,
         });
-        let mut record = NewAuditEvent::new(clock::new_event_id(), received_at, AuditKind::CredentialInjection, detail);
+        let mut record = NewAuditEvent::new(
+            clock::new_event_id(),
+            received_at,
+            AuditKind::CredentialInjection,
+            detail,
+        );
         record.outcome = Some(Outcome::Success);
         record.server_workload = Some(event.server_workload.clone());
         if let Err(error) = state.audit.write(record).await {
@@ -128,7 +136,11 @@ pub async fn injection_events(
 fn validate(event: &InjectionEventBody) -> Result<(), (&'static str, String, String)> {
     let bounded = |field: &'static str, value: &str, max: usize| {
         if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
-            Err((field, shorten(value), format!("must be 1 to {max} bytes without control characters")))
+            Err((
+                field,
+                shorten(value),
+                format!("must be 1 to {max} bytes without control characters"),
+            ))
         } else {
             Ok(())
         }
@@ -146,20 +158,36 @@ fn validate(event: &InjectionEventBody) -> Result<(), (&'static str, String, Str
     }
 
     if event.port == 0 {
-        return Err(("port", "0".to_string(), "must be between 1 and 65535".to_string()));
+        return Err((
+            "port",
+            "0".to_string(),
+            "must be between 1 and 65535".to_string(),
+        ));
     }
     // Query values may carry the injected credential, so an event never contains one.
     if event.path.contains('?') {
-        return Err(("path", shorten(&event.path), "must not contain a query string".to_string()));
+        return Err((
+            "path",
+            shorten(&event.path),
+            "must not contain a query string".to_string(),
+        ));
     }
 
     for (name, values) in &event.attributes {
         if !UNIX_ATTRIBUTES.contains(&name.as_str()) || name == UNIX_AGENT_ATTRIBUTE {
-            return Err(("attributes", shorten(name), "is not a unix attribute an agent may attest".to_string()));
+            return Err((
+                "attributes",
+                shorten(name),
+                "is not a unix attribute an agent may attest".to_string(),
+            ));
         }
         let max_values = if name == "groups" { 65_536 } else { 1 };
         if values.is_empty() || values.len() > max_values {
-            return Err(("attributes", name.clone(), format!("needs 1 to {max_values} values")));
+            return Err((
+                "attributes",
+                name.clone(),
+                format!("needs 1 to {max_values} values"),
+            ));
         }
         for value in values {
             bounded("attributes", value, MAX_FIELD_BYTES)?;

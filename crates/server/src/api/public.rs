@@ -18,10 +18,22 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(state: AppState) -> Response {
     let store_ok = state.store.ping().await.is_ok();
-    let has_key = state.keys.current().active(mayfly_crypto::signing::Algorithm::ES256).is_some();
+    let has_key = state
+        .keys
+        .current()
+        .active(mayfly_crypto::signing::Algorithm::ES256)
+        .is_some();
     let ready = state.is_ready() && store_ok && has_key;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": ready, "store": store_ok, "signing_key": has_key}))).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": ready, "store": store_ok, "signing_key": has_key})),
+    )
+        .into_response()
 }
 
 pub async fn metrics(state: AppState) -> Response {
@@ -40,7 +52,10 @@ pub async fn discovery(state: AppState) -> Response {
         "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti"],
     });
     let mut response = Json(document).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
     response
 }
 
@@ -48,8 +63,14 @@ pub async fn jwks(state: AppState) -> Response {
     let body = state.keys.current().jwks_body.clone();
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("max-age=300")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            ),
         ],
         body,
     )
@@ -57,7 +78,10 @@ pub async fn jwks(state: AppState) -> Response {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound { kind: "route".to_string(), name: "this path".to_string() }
+    ApiError::NotFound {
+        kind: "route".to_string(),
+        name: "this path".to_string(),
+    }
 }
 
 pub async fn credentials_http(
@@ -67,15 +91,27 @@ pub async fn credentials_http(
     headers: HeaderMap,
     body: Result<Json<CredentialRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
-    let evidence = match headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
-        Some(value) => match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+    let Json(request) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let evidence = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(value) => match value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
             Some(token) => Evidence::Bearer(token.trim().to_string()),
             None => Evidence::None,
         },
         None => Evidence::None,
     };
-    let call = Call { request_id, evidence, source_ip: client_ip(&state, peer, &headers), transport: "http" };
+    let call = Call {
+        request_id,
+        evidence,
+        source_ip: client_ip(&state, peer, &headers),
+        transport: "http",
+    };
     let response = credentials::handle(&state, call, request).await?;
     Ok(no_store(Json(response).into_response()))
 }
@@ -86,7 +122,8 @@ pub async fn credentials_unix(
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Json<CredentialRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
+    let Json(request) =
+        body.map_err(|rejection| json_rejection(rejection, state.settings.max_body_bytes))?;
     let call = Call {
         request_id,
         evidence: Evidence::Unix(peer.0),
@@ -100,6 +137,8 @@ pub async fn credentials_unix(
 
 /// Credentials must not be cached by any intermediary.
 fn no_store(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

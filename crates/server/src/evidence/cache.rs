@@ -27,7 +27,9 @@ pub struct EvidenceCache {
 
 impl Default for EvidenceCache {
     fn default() -> Self {
-        EvidenceCache { entries: Mutex::new(HashMap::new()) }
+        EvidenceCache {
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -43,7 +45,14 @@ impl EvidenceCache {
 
     /// Remembers a token verified under configuration `version` until `expires_at` (Unix
     /// seconds).
-    pub fn insert(&self, token: &str, attestations: Vec<Attestation>, expires_at: i64, now: i64, version: i64) {
+    pub fn insert(
+        &self,
+        token: &str,
+        attestations: Vec<Attestation>,
+        expires_at: i64,
+        now: i64,
+        version: i64,
+    ) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -53,7 +62,14 @@ impl EvidenceCache {
                 entries.clear();
             }
         }
-        entries.insert(digest(token), Entry { attestations, expires_at, version });
+        entries.insert(
+            digest(token),
+            Entry {
+                attestations,
+                expires_at,
+                version,
+            },
+        );
     }
 
     /// Forgets every token; called when trust providers change.
@@ -64,7 +80,10 @@ impl EvidenceCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|entries| entries.len()).unwrap_or(0)
+        self.entries
+            .lock()
+            .map(|entries| entries.len())
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -59,7 +59,11 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap_or_default();
-        OidcVerifier { client, keys: Mutex::new(HashMap::new()), inline: Mutex::new(HashMap::new()) }
+        OidcVerifier {
+            client,
+            keys: Mutex::new(HashMap::new()),
+            inline: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Forgets every fetched key set; called when trust providers change.
@@ -76,7 +80,11 @@ impl OidcVerifier {
     /// (unverified) `iss`; the signature and every claim are then checked with that provider's
     /// keys and rules.
     pub async fn verify(&self, config: &Config, token: &str, now: i64) -> OidcOutcome {
-        let mut outcome = OidcOutcome { attestations: Vec::new(), expires_at: i64::MAX, rejections: Vec::new() };
+        let mut outcome = OidcOutcome {
+            attestations: Vec::new(),
+            expires_at: i64::MAX,
+            rejections: Vec::new(),
+        };
         let issuer = unverified_issuer(token);
 
         for provider in config.trust_providers.values() {
@@ -90,13 +98,21 @@ impl OidcVerifier {
                 Ok((claims, expires_at)) => {
                     let attributes = claims_to_attributes(&claims);
                     if !rules_match(&provider.required_claims, &attributes) {
-                        outcome.rejections.push(format!("trust provider {:?}: the token lacks a required claim value", provider.name));
+                        outcome.rejections.push(format!(
+                            "trust provider {:?}: the token lacks a required claim value",
+                            provider.name
+                        ));
                         continue;
                     }
                     outcome.expires_at = outcome.expires_at.min(expires_at);
-                    outcome.attestations.push(Attestation { trust_provider: provider.name.clone(), attributes });
+                    outcome.attestations.push(Attestation {
+                        trust_provider: provider.name.clone(),
+                        attributes,
+                    });
                 }
-                Err(reason) => outcome.rejections.push(format!("trust provider {:?}: {reason}", provider.name)),
+                Err(reason) => outcome
+                    .rejections
+                    .push(format!("trust provider {:?}: {reason}", provider.name)),
             }
         }
 
@@ -104,17 +120,30 @@ impl OidcVerifier {
             // The issuer comes from an unverified token: only its start goes to the audit event.
             let shown = match issuer {
                 Some(issuer) if issuer.chars().count() > MAX_SHOWN_ISSUER_CHARS => {
-                    format!("{:?}...", issuer.chars().take(MAX_SHOWN_ISSUER_CHARS).collect::<String>())
+                    format!(
+                        "{:?}...",
+                        issuer
+                            .chars()
+                            .take(MAX_SHOWN_ISSUER_CHARS)
+                            .collect::<String>()
+                    )
                 }
                 Some(issuer) => format!("{issuer:?}"),
                 None => "(none)".to_string(),
             };
-            outcome.rejections.push(format!("no oidc trust provider has issuer {shown}"));
+            outcome
+                .rejections
+                .push(format!("no oidc trust provider has issuer {shown}"));
         }
         outcome
     }
 
-    async fn verify_with(&self, provider: &OidcTrustProvider, token: &str, now: i64) -> Result<(serde_json::Map<String, Value>, i64), String> {
+    async fn verify_with(
+        &self,
+        provider: &OidcTrustProvider,
+        token: &str,
+        now: i64,
+    ) -> Result<(serde_json::Map<String, Value>, i64), String> {
         let mut rules = EvidenceRules::new(provider.issuer.clone(), provider.audience.clone());
         if let Some(leeway) = provider.leeway {
             rules.leeway_seconds = i64::try_from(leeway.as_secs()).unwrap_or(60);
@@ -123,21 +152,36 @@ impl OidcVerifier {
         let keys = self.keys_for(provider, false).await?;
         match verify_evidence(token, &keys, &rules, now) {
             Ok(verified) => Ok((verified.claims, verified.expires_at)),
-            Err(mayfly_crypto::evidence::EvidenceError::Jws(mayfly_crypto::jws::JwsError::UnknownKid { .. })) if !matches!(provider.key_source(), Some(KeySource::Inline(_))) => {
+            Err(mayfly_crypto::evidence::EvidenceError::Jws(
+                mayfly_crypto::jws::JwsError::UnknownKid { .. },
+            )) if !matches!(provider.key_source(), Some(KeySource::Inline(_))) => {
                 // The issuer may have rotated its keys: fetch once more, within the rate limit.
                 let keys = self.keys_for(provider, true).await?;
-                verify_evidence(token, &keys, &rules, now).map(|v| (v.claims, v.expires_at)).map_err(|e| e.to_string())
+                verify_evidence(token, &keys, &rules, now)
+                    .map(|v| (v.claims, v.expires_at))
+                    .map_err(|e| e.to_string())
             }
             Err(error) => Err(error.to_string()),
         }
     }
 
-    async fn keys_for(&self, provider: &OidcTrustProvider, refresh: bool) -> Result<Arc<Vec<VerifyingKey>>, String> {
-        let source = provider.key_source().ok_or_else(|| "no key source configured".to_string())?;
+    async fn keys_for(
+        &self,
+        provider: &OidcTrustProvider,
+        refresh: bool,
+    ) -> Result<Arc<Vec<VerifyingKey>>, String> {
+        let source = provider
+            .key_source()
+            .ok_or_else(|| "no key source configured".to_string())?;
         if let KeySource::Inline(jwks) = source {
             // Parsing validates every public key, which costs more than the lookup.
             let cache_key = format!("{}\ninline {jwks}", provider.name);
-            if let Some(keys) = self.inline.lock().ok().and_then(|inline| inline.get(&cache_key).cloned()) {
+            if let Some(keys) = self
+                .inline
+                .lock()
+                .ok()
+                .and_then(|inline| inline.get(&cache_key).cloned())
+            {
                 return Ok(keys);
             }
             let keys = Arc::new(parse_jwk_set(jwks).0);
@@ -167,7 +211,10 @@ impl OidcVerifier {
         {
             return match &slot.keys {
                 Some((keys, _)) => Ok(keys.clone()),
-                None => Err(format!("{reason}; the next fetch waits until {}s after this failure", MIN_REFETCH.as_secs())),
+                None => Err(format!(
+                    "{reason}; the next fetch waits until {}s after this failure",
+                    MIN_REFETCH.as_secs()
+                )),
             };
         }
 
@@ -206,12 +253,20 @@ impl OidcVerifier {
     }
 
     async fn discover(&self, issuer: &str) -> Result<Vec<VerifyingKey>, String> {
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let document = self.get_json(&url).await?;
         let advertised = document.get("issuer").and_then(Value::as_str);
         if advertised != Some(issuer) {
-            let advertised = advertised.map_or_else(|| "no issuer".to_string(), |advertised| format!("issuer {advertised:?}"));
-            return Err(format!("discovery document at {url} names {advertised}, expected {issuer:?}"));
+            let advertised = advertised.map_or_else(
+                || "no issuer".to_string(),
+                |advertised| format!("issuer {advertised:?}"),
+            );
+            return Err(format!(
+                "discovery document at {url} names {advertised}, expected {issuer:?}"
+            ));
         }
         let jwks_uri = document
             .get("jwks_uri")
@@ -230,14 +285,28 @@ impl OidcVerifier {
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let response = self.client.get(url).send().await.map_err(|error| format!("fetching {url} failed: {error}"))?;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|error| format!("fetching {url} failed: {error}"))?;
         if !response.status().is_success() {
-            return Err(format!("fetching {url} returned HTTP {}", response.status().as_u16()));
+            return Err(format!(
+                "fetching {url} returned HTTP {}",
+                response.status().as_u16()
+            ));
         }
-        if response.content_length().is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(format!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
-        let body = response.bytes().await.map_err(|error| format!("reading {url} failed: {error}"))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| format!("reading {url} failed: {error}"))?;
         if body.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
@@ -274,7 +343,9 @@ fn unverified_issuer(token: &str) -> Option<String> {
 
 /// Flattens claims into attributes: strings, numbers and booleans as their text, arrays as
 /// several values; nested objects are skipped.
-pub fn claims_to_attributes(claims: &serde_json::Map<String, Value>) -> BTreeMap<String, Vec<String>> {
+pub fn claims_to_attributes(
+    claims: &serde_json::Map<String, Value>,
+) -> BTreeMap<String, Vec<String>> {
     let scalar = |value: &Value| match value {
         Value::String(text) => Some(text.clone()),
         Value::Number(number) => Some(number.to_string()),

@@ -57,7 +57,10 @@ pub struct ExecutableHasher {
 
 impl ExecutableHasher {
     pub fn new(max_bytes: u64) -> ExecutableHasher {
-        ExecutableHasher { max_bytes, cache: Mutex::new(HashMap::new()) }
+        ExecutableHasher {
+            max_bytes,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Returns the hex SHA-256 of the file, or `None` when it is larger than the limit.
@@ -70,7 +73,12 @@ impl ExecutableHasher {
             (metadata.mtime(), metadata.mtime_nsec()),
             (metadata.ctime(), metadata.ctime_nsec()),
         );
-        if let Some(cached) = self.cache.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
+        if let Some(cached) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).cloned())
+        {
             return Ok(cached);
         }
         let hash = if metadata.size() > self.max_bytes {
@@ -98,9 +106,15 @@ impl ExecutableHasher {
 }
 
 /// Reads the peer's attributes. Runs blocking file I/O: call it from `spawn_blocking`.
-pub fn attest(peer: PeerAtAccept, hasher: &ExecutableHasher) -> Result<BTreeMap<String, Vec<String>>, UnixAttestationError> {
+pub fn attest(
+    peer: PeerAtAccept,
+    hasher: &ExecutableHasher,
+) -> Result<BTreeMap<String, Vec<String>>, UnixAttestationError> {
     let pid = peer.pid.ok_or(UnixAttestationError::NoPid)?;
-    let proc_error = |reason: std::io::Error| UnixAttestationError::Proc { pid, reason: reason.to_string() };
+    let proc_error = |reason: std::io::Error| UnixAttestationError::Proc {
+        pid,
+        reason: reason.to_string(),
+    };
 
     let started = process_start_ticks(pid).map_err(proc_error)?;
     if let Some(accepted) = peer.accepted_at_ticks
@@ -124,7 +138,10 @@ pub fn attest(peer: PeerAtAccept, hasher: &ExecutableHasher) -> Result<BTreeMap<
     attributes.insert("uid".to_string(), vec![peer.uid.to_string()]);
     attributes.insert("gid".to_string(), vec![peer.gid.to_string()]);
     attributes.insert("pid".to_string(), vec![pid.to_string()]);
-    attributes.insert("path".to_string(), vec![path.to_string_lossy().into_owned()]);
+    attributes.insert(
+        "path".to_string(),
+        vec![path.to_string_lossy().into_owned()],
+    );
     if !groups.is_empty() {
         attributes.insert("groups".to_string(), groups);
     }
@@ -135,12 +152,18 @@ pub fn attest(peer: PeerAtAccept, hasher: &ExecutableHasher) -> Result<BTreeMap<
 }
 
 /// Builds attestations for every `unix` trust provider from the peer's attributes.
-pub fn attestations(config: &mayfly_domain::config::Config, attributes: &BTreeMap<String, Vec<String>>) -> Vec<Attestation> {
+pub fn attestations(
+    config: &mayfly_domain::config::Config,
+    attributes: &BTreeMap<String, Vec<String>>,
+) -> Vec<Attestation> {
     config
         .trust_providers
         .values()
         .filter(|provider| matches!(provider, mayfly_domain::resources::TrustProvider::Unix(_)))
-        .map(|provider| Attestation { trust_provider: provider.name().to_string(), attributes: attributes.clone() })
+        .map(|provider| Attestation {
+            trust_provider: provider.name().to_string(),
+            attributes: attributes.clone(),
+        })
         .collect()
 }
 

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use mayfly_domain::log_stream::{LogStream, StreamKind};
 
-use super::{file::FileDestination, http::HttpDestination, nats::NatsDestination, syslog::SyslogDestination};
+use super::{
+    file::FileDestination, http::HttpDestination, nats::NatsDestination, syslog::SyslogDestination,
+};
 
 /// One rendered record, ready to send.
 #[derive(Debug, Clone)]
@@ -24,13 +26,20 @@ pub struct Item {
 pub enum DeliveryError {
     /// Reading or writing a file or socket failed.
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     /// The HTTP request failed before a response arrived.
     #[error("request to {url} failed: {message}")]
     Http { url: String, message: String },
     /// The receiver responded with a status other than 2xx.
     #[error("{url} responded with status {status}: {body}")]
-    Rejected { url: String, status: u16, body: String },
+    Rejected {
+        url: String,
+        status: u16,
+        body: String,
+    },
     /// Connecting to NATS, publishing or the JetStream acknowledgement failed.
     #[error("{0}")]
     Nats(String),

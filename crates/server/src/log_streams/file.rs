@@ -20,13 +20,21 @@ pub struct FileDestination {
 
 impl FileDestination {
     pub fn new(stream: &LogStream) -> Result<FileDestination, DeliveryError> {
-        let path = stream.path.clone().ok_or_else(|| DeliveryError::Settings("a file log stream needs a path".to_string()))?;
-        Ok(FileDestination { path: PathBuf::from(path), open: None })
+        let path = stream
+            .path
+            .clone()
+            .ok_or_else(|| DeliveryError::Settings("a file log stream needs a path".to_string()))?;
+        Ok(FileDestination {
+            path: PathBuf::from(path),
+            open: None,
+        })
     }
 
     /// Returns the open file, reopening it when the path now names another file or none.
     fn file(&mut self) -> Result<&mut File, DeliveryError> {
-        let current = std::fs::metadata(&self.path).ok().map(|metadata| (metadata.dev(), metadata.ino()));
+        let current = std::fs::metadata(&self.path)
+            .ok()
+            .map(|metadata| (metadata.dev(), metadata.ino()));
         let rotated = match (&self.open, current) {
             (Some((_, identity)), Some(now)) => *identity != now,
             _ => true,
@@ -38,7 +46,9 @@ impl FileDestination {
                 .mode(0o600)
                 .open(&self.path)
                 .map_err(|source| self.io_error("opening", source))?;
-            let metadata = file.metadata().map_err(|source| self.io_error("reading the metadata of", source))?;
+            let metadata = file
+                .metadata()
+                .map_err(|source| self.io_error("reading the metadata of", source))?;
             if self.open.is_some() {
                 tracing::info!(path = %self.path.display(), "log stream file was rotated; writing to a new file");
             }
@@ -46,12 +56,17 @@ impl FileDestination {
         }
         match &mut self.open {
             Some((file, _)) => Ok(file),
-            None => Err(DeliveryError::Settings("the log stream file is not open".to_string())),
+            None => Err(DeliveryError::Settings(
+                "the log stream file is not open".to_string(),
+            )),
         }
     }
 
     fn io_error(&self, action: &str, source: std::io::Error) -> DeliveryError {
-        DeliveryError::Io { context: format!("{action} {}", self.path.display()), source }
+        DeliveryError::Io {
+            context: format!("{action} {}", self.path.display()),
+            source,
+        }
     }
 }
 
@@ -66,11 +81,15 @@ impl Destination for FileDestination {
 
         self.file()?;
         let Some((mut file, identity)) = self.open.take() else {
-            return Err(DeliveryError::Settings("the log stream file is not open".to_string()));
+            return Err(DeliveryError::Settings(
+                "the log stream file is not open".to_string(),
+            ));
         };
         // The write and fsync run on the blocking pool, so a slow disk stalls only this stream.
         let written = tokio::task::spawn_blocking(move || {
-            let result = file.write_all(buffer.as_bytes()).and_then(|()| file.sync_data());
+            let result = file
+                .write_all(buffer.as_bytes())
+                .and_then(|()| file.sync_data());
             (file, result)
         })
         .await;
@@ -81,7 +100,9 @@ impl Destination for FileDestination {
             }
             // The file stays closed, so the next batch reopens it in case the handle went stale.
             Ok((_, Err(source))) => Err(self.io_error("appending to", source)),
-            Err(join_error) => Err(DeliveryError::Settings(format!("the file write task failed: {join_error}"))),
+            Err(join_error) => Err(DeliveryError::Settings(format!(
+                "the file write task failed: {join_error}"
+            ))),
         }
     }
 }

@@ -30,19 +30,42 @@ pub struct HttpDestination {
 
 impl HttpDestination {
     pub fn new(stream: &LogStream) -> Result<HttpDestination, DeliveryError> {
-        let url = stream.url.clone().ok_or_else(|| DeliveryError::Settings("an HTTP log stream needs a url".to_string()))?;
-        let secret = stream.secret.as_ref().map(|secret| secret.expose().to_string()).unwrap_or_default();
+        let url = stream
+            .url
+            .clone()
+            .ok_or_else(|| DeliveryError::Settings("an HTTP log stream needs a url".to_string()))?;
+        let secret = stream
+            .secret
+            .as_ref()
+            .map(|secret| secret.expose().to_string())
+            .unwrap_or_default();
         let auth = match (stream.kind, stream.auth.unwrap_or_default(), &stream.header) {
-            (StreamKind::HttpHec, _, _) => ("authorization".to_string(), Zeroizing::new(format!("Splunk {secret}"))),
+            (StreamKind::HttpHec, _, _) => (
+                "authorization".to_string(),
+                Zeroizing::new(format!("Splunk {secret}")),
+            ),
             (_, WebhookAuth::Header, Some(header)) => (header.clone(), Zeroizing::new(secret)),
-            _ => ("authorization".to_string(), Zeroizing::new(format!("Bearer {secret}"))),
+            _ => (
+                "authorization".to_string(),
+                Zeroizing::new(format!("Bearer {secret}")),
+            ),
         };
         let client = reqwest::Client::builder()
             .timeout(stream.send_timeout().as_duration())
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|error| DeliveryError::Settings(format!("building the HTTP client failed: {error}")))?;
-        Ok(HttpDestination { client, stream: stream.name.clone(), kind: stream.kind, url, auth, hostname: super::shipper::hostname(), timeout_seconds: stream.send_timeout().as_secs() })
+            .map_err(|error| {
+                DeliveryError::Settings(format!("building the HTTP client failed: {error}"))
+            })?;
+        Ok(HttpDestination {
+            client,
+            stream: stream.name.clone(),
+            kind: stream.kind,
+            url,
+            auth,
+            hostname: super::shipper::hostname(),
+            timeout_seconds: stream.send_timeout().as_secs(),
+        })
     }
 
     fn body(&self, items: &[Item]) -> String {
@@ -78,7 +101,13 @@ fn error_chain(error: &reqwest::Error) -> String {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    message.replace(&format!(" for url ({})", error.url().map(|url| url.as_str()).unwrap_or_default()), "")
+    message.replace(
+        &format!(
+            " for url ({})",
+            error.url().map(|url| url.as_str()).unwrap_or_default()
+        ),
+        "",
+    )
 }
 
 /// Returns the record as JSON: the parsed document, or the CEF line as a string.
@@ -103,9 +132,14 @@ impl Destination for HttpDestination {
             .await
             .map_err(|error| {
                 if error.is_timeout() {
-                    DeliveryError::Timeout { seconds: self.timeout_seconds }
+                    DeliveryError::Timeout {
+                        seconds: self.timeout_seconds,
+                    }
                 } else {
-                    DeliveryError::Http { url: self.url.clone(), message: error_chain(&error) }
+                    DeliveryError::Http {
+                        url: self.url.clone(),
+                        message: error_chain(&error),
+                    }
                 }
             })?;
 
@@ -115,6 +149,10 @@ impl Destination for HttpDestination {
         }
         let text = response.text().await.unwrap_or_default();
         let body: String = text.chars().take(MAX_ERROR_BODY).collect();
-        Err(DeliveryError::Rejected { url: self.url.clone(), status: status.as_u16(), body })
+        Err(DeliveryError::Rejected {
+            url: self.url.clone(),
+            status: status.as_u16(),
+            body,
+        })
     }
 }

@@ -85,7 +85,11 @@ pub struct StreamManager {
 impl StreamManager {
     pub fn new(store: Arc<dyn Store>, retry: RetryPolicy) -> StreamManager {
         let context = Arc::new(shipper::ShipContext::new(store.clone(), retry));
-        StreamManager { store, context, running: Mutex::new(BTreeMap::new()) }
+        StreamManager {
+            store,
+            context,
+            running: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Starts a task for each new stream, restarts the tasks of changed streams, and stops those
@@ -95,7 +99,10 @@ impl StreamManager {
         {
             let mut running = lock(&self.running);
             running.retain(|name, stream| {
-                let keep = config.log_streams.get(name).is_some_and(|spec| *spec == stream.spec);
+                let keep = config
+                    .log_streams
+                    .get(name)
+                    .is_some_and(|spec| *spec == stream.spec);
                 if !keep {
                     stream.task.abort();
                     if !config.log_streams.contains_key(name) {
@@ -109,9 +116,20 @@ impl StreamManager {
                     continue;
                 }
                 let status = Arc::new(Mutex::new(StreamStatus::starting(0)));
-                let task = tokio::spawn(shipper::run(self.context.clone(), spec.clone(), status.clone()));
+                let task = tokio::spawn(shipper::run(
+                    self.context.clone(),
+                    spec.clone(),
+                    status.clone(),
+                ));
                 tracing::info!(stream = %name, kind = spec.kind.as_str(), "log stream started");
-                running.insert(name.clone(), Running { spec: spec.clone(), status, task });
+                running.insert(
+                    name.clone(),
+                    Running {
+                        spec: spec.clone(),
+                        status,
+                        task,
+                    },
+                );
             }
         }
         for name in removed {
@@ -124,7 +142,9 @@ impl StreamManager {
 
     /// Returns the status of the stream `name`, when it runs.
     pub fn status(&self, name: &str) -> Option<StreamStatus> {
-        lock(&self.running).get(name).map(|stream| lock(&stream.status).clone())
+        lock(&self.running)
+            .get(name)
+            .map(|stream| lock(&stream.status).clone())
     }
 
     /// Returns the lowest sequence number that some configured stream has not delivered yet, for
@@ -133,8 +153,13 @@ impl StreamManager {
         if config.log_streams.is_empty() {
             return Ok(None);
         }
-        let cursors: BTreeMap<String, i64> =
-            self.store.list_stream_cursors().await?.into_iter().map(|cursor| (cursor.name, cursor.delivered_seq)).collect();
+        let cursors: BTreeMap<String, i64> = self
+            .store
+            .list_stream_cursors()
+            .await?
+            .into_iter()
+            .map(|cursor| (cursor.name, cursor.delivered_seq))
+            .collect();
         let lowest = config
             .log_streams
             .keys()

@@ -21,9 +21,18 @@ pub struct NatsDestination {
 
 impl NatsDestination {
     pub fn new(stream: &LogStream) -> Result<NatsDestination, DeliveryError> {
-        let address = stream.address.clone().ok_or_else(|| DeliveryError::Settings("a nats log stream needs an address".to_string()))?;
-        let subject = stream.subject.clone().ok_or_else(|| DeliveryError::Settings("a nats log stream needs a subject".to_string()))?;
-        Ok(NatsDestination { address, subject, timeout: stream.send_timeout().as_duration(), context: None })
+        let address = stream.address.clone().ok_or_else(|| {
+            DeliveryError::Settings("a nats log stream needs an address".to_string())
+        })?;
+        let subject = stream.subject.clone().ok_or_else(|| {
+            DeliveryError::Settings("a nats log stream needs a subject".to_string())
+        })?;
+        Ok(NatsDestination {
+            address,
+            subject,
+            timeout: stream.send_timeout().as_duration(),
+            context: None,
+        })
     }
 
     async fn context(&mut self) -> Result<jetstream::Context, DeliveryError> {
@@ -60,11 +69,18 @@ impl Destination for NatsDestination {
             let ack = context
                 .publish_with_headers(self.subject.clone(), headers, item.line.clone().into())
                 .await
-                .map_err(|error| self.error(&format!("publishing to {} on", self.subject), error))?;
+                .map_err(|error| {
+                    self.error(&format!("publishing to {} on", self.subject), error)
+                })?;
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|error| self.error(&format!("JetStream acknowledgement for {} from", self.subject), error))?;
+            ack.await.map_err(|error| {
+                self.error(
+                    &format!("JetStream acknowledgement for {} from", self.subject),
+                    error,
+                )
+            })?;
         }
         Ok(())
     }

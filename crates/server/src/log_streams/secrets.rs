@@ -35,7 +35,10 @@ pub fn seal_spec(kek: &KeyEncryptionKey, name: &str, spec: &mut Value) -> Result
     }
     let sealed = kek
         .seal(secret.as_bytes(), &associated_data(name))
-        .map_err(|error| SecretError::Seal { name: name.to_string(), message: error.to_string() })?;
+        .map_err(|error| SecretError::Seal {
+            name: name.to_string(),
+            message: error.to_string(),
+        })?;
     zeroize::Zeroize::zeroize(secret);
     *secret = format!("{SEALED_PREFIX}{}", STANDARD.encode(sealed));
     Ok(())
@@ -49,10 +52,18 @@ pub fn open_spec(kek: &KeyEncryptionKey, name: &str, spec: &mut Value) -> Result
     let Some(encoded) = secret.strip_prefix(SEALED_PREFIX) else {
         return Ok(());
     };
-    let open_error = |message: String| SecretError::Open { name: name.to_string(), message };
-    let sealed = STANDARD.decode(encoded).map_err(|error| open_error(error.to_string()))?;
-    let plain = kek.open(&sealed, &associated_data(name)).map_err(|error| open_error(error.to_string()))?;
-    let text = String::from_utf8(plain.to_vec()).map_err(|_| open_error("the secret is not UTF-8".to_string()))?;
+    let open_error = |message: String| SecretError::Open {
+        name: name.to_string(),
+        message,
+    };
+    let sealed = STANDARD
+        .decode(encoded)
+        .map_err(|error| open_error(error.to_string()))?;
+    let plain = kek
+        .open(&sealed, &associated_data(name))
+        .map_err(|error| open_error(error.to_string()))?;
+    let text = String::from_utf8(plain.to_vec())
+        .map_err(|_| open_error("the secret is not UTF-8".to_string()))?;
     *secret = text;
     Ok(())
 }

@@ -28,7 +28,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial: Duration::from_millis(500), max: Duration::from_secs(60), alert_after: Duration::from_secs(300) }
+        RetryPolicy {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            alert_after: Duration::from_secs(300),
+        }
     }
 }
 
@@ -57,7 +61,12 @@ impl ShipContext {
             vendor: "Mayfly".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        ShipContext { store, retry, product, hostname: hostname() }
+        ShipContext {
+            store,
+            retry,
+            product,
+            hostname: hostname(),
+        }
     }
 }
 
@@ -102,7 +111,11 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
                 alerted = false;
                 {
                     let mut current = lock(&status);
-                    current.state = if at_head { StreamState::CaughtUp } else { StreamState::Delivering };
+                    current.state = if at_head {
+                        StreamState::CaughtUp
+                    } else {
+                        StreamState::Delivering
+                    };
                     current.delivered_seq = next.delivered_seq;
                     current.failing_since = None;
                     current.last_error = None;
@@ -130,7 +143,8 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
                 } else {
                     tracing::debug!(stream = %name, error = %message, failures, "log stream delivery failed again");
                 }
-                metrics::counter!("mayfly_log_stream_failures_total", "stream" => name.clone()).increment(1);
+                metrics::counter!("mayfly_log_stream_failures_total", "stream" => name.clone())
+                    .increment(1);
                 let delivered_seq = {
                     let mut current = lock(&status);
                     current.state = StreamState::Failing;
@@ -141,7 +155,8 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
                 // The lag keeps growing while the stream fails, and the metric shows it.
                 if let Ok(head) = context.store.audit_head().await {
                     let head = head.map_or(0, |(seq, _)| seq);
-                    metrics::gauge!("mayfly_log_stream_lag_events", "stream" => name.clone()).set((head - delivered_seq).max(0) as f64);
+                    metrics::gauge!("mayfly_log_stream_lag_events", "stream" => name.clone())
+                        .set((head - delivered_seq).max(0) as f64);
                 }
                 let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                 if !alerted && since.elapsed() >= context.retry.alert_after {
@@ -156,15 +171,28 @@ pub async fn run(context: Arc<ShipContext>, stream: LogStream, status: Arc<Mutex
 }
 
 /// Writes the alert of a stream that kept failing; returns whether it was written.
-async fn raise_failure_alert(context: &ShipContext, name: &str, failing_for: Duration, error: &StepError) -> bool {
-    let message = format!("log stream {name} has been failing for {}s: {error}", failing_for.as_secs());
+async fn raise_failure_alert(
+    context: &ShipContext,
+    name: &str,
+    failing_for: Duration,
+    error: &StepError,
+) -> bool {
+    let message = format!(
+        "log stream {name} has been failing for {}s: {error}",
+        failing_for.as_secs()
+    );
     let detail = serde_json::json!({
         "rule": "log-stream-failing",
         "rule_kind": "log_stream_failing",
         "key": format!("log_stream={name}"),
         "message": message,
     });
-    let alert = mayfly_domain::audit::NewAuditEvent::new(clock::new_event_id(), clock::now(), mayfly_domain::audit::AuditKind::Alert, detail);
+    let alert = mayfly_domain::audit::NewAuditEvent::new(
+        clock::new_event_id(),
+        clock::now(),
+        mayfly_domain::audit::AuditKind::Alert,
+        detail,
+    );
     match context.store.append_audit(vec![alert]).await {
         Ok(_) => {
             tracing::warn!(stream = %name, failing_seconds = failing_for.as_secs(), "log stream failing alert raised");
@@ -200,17 +228,25 @@ async fn deliver_once(
         Some(current) => current,
         None => {
             let cursor = context.store.get_stream_cursor(&stream.name).await?;
-            let loaded = cursor.map_or(Position { delivered_seq: 0, checkpoint_seq: 0 }, |cursor| Position {
-                delivered_seq: cursor.delivered_seq,
-                checkpoint_seq: cursor.checkpoint_seq,
-            });
+            let loaded = cursor.map_or(
+                Position {
+                    delivered_seq: 0,
+                    checkpoint_seq: 0,
+                },
+                |cursor| Position {
+                    delivered_seq: cursor.delivered_seq,
+                    checkpoint_seq: cursor.checkpoint_seq,
+                },
+            );
             *position = Some(loaded);
             loaded
         }
     };
 
     let batch = read_batch(context, stream, current).await?;
-    if batch.next.delivered_seq == current.delivered_seq && batch.next.checkpoint_seq == current.checkpoint_seq {
+    if batch.next.delivered_seq == current.delivered_seq
+        && batch.next.checkpoint_seq == current.checkpoint_seq
+    {
         return Ok(None);
     }
 
@@ -222,14 +258,24 @@ async fn deliver_once(
             let timeout = stream.send_timeout();
             match tokio::time::timeout(timeout.as_duration(), target.send(&batch.items)).await {
                 Ok(result) => result?,
-                Err(_) => return Err(DeliveryError::Timeout { seconds: timeout.as_secs() }.into()),
+                Err(_) => {
+                    return Err(DeliveryError::Timeout {
+                        seconds: timeout.as_secs(),
+                    }
+                    .into());
+                }
             }
         }
     }
 
     context
         .store
-        .advance_stream_cursor(&stream.name, batch.next.delivered_seq, batch.next.checkpoint_seq, clock::now())
+        .advance_stream_cursor(
+            &stream.name,
+            batch.next.delivered_seq,
+            batch.next.checkpoint_seq,
+            clock::now(),
+        )
         .await?;
     *position = Some(batch.next);
     let head = context.store.audit_head().await?.map_or(0, |(seq, _)| seq);
@@ -240,11 +286,20 @@ async fn deliver_once(
 
 /// Reads the events after the cursor and the checkpoints they complete, filters and renders
 /// them in sequence order (a checkpoint right after the event it covers).
-async fn read_batch(context: &ShipContext, stream: &LogStream, current: Position) -> Result<Batch, StoreError> {
+async fn read_batch(
+    context: &ShipContext,
+    stream: &LogStream,
+    current: Position,
+) -> Result<Batch, StoreError> {
     let limit = stream.batch();
-    let events = context.store.audit_range(current.delivered_seq + 1, limit).await?;
+    let events = context
+        .store
+        .audit_range(current.delivered_seq + 1, limit)
+        .await?;
     let at_head = events.len() < limit as usize;
-    let delivered_seq = events.last().map_or(current.delivered_seq, |event| event.seq);
+    let delivered_seq = events
+        .last()
+        .map_or(current.delivered_seq, |event| event.seq);
 
     let checkpoints: Vec<Checkpoint> = context
         .store
@@ -253,15 +308,30 @@ async fn read_batch(context: &ShipContext, stream: &LogStream, current: Position
         .into_iter()
         .filter(|checkpoint| checkpoint.seq <= delivered_seq)
         .collect();
-    let checkpoint_seq = checkpoints.last().map_or(current.checkpoint_seq, |checkpoint| checkpoint.seq);
+    let checkpoint_seq = checkpoints
+        .last()
+        .map_or(current.checkpoint_seq, |checkpoint| checkpoint.seq);
 
-    let selected: Vec<&AuditEvent> = events.iter().filter(|event| stream.filter.matches(event)).collect();
+    let selected: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|event| stream.filter.matches(event))
+        .collect();
     let mut records: Vec<Record<'_>> = selected.into_iter().map(Record::Event).collect();
     records.extend(checkpoints.iter().map(Record::Checkpoint));
     records.sort_by_key(|record| (record.seq(), matches!(record, Record::Checkpoint(_))));
 
-    let items = records.into_iter().map(|record| render(context, stream, record)).collect();
-    Ok(Batch { items, next: Position { delivered_seq, checkpoint_seq }, at_head })
+    let items = records
+        .into_iter()
+        .map(|record| render(context, stream, record))
+        .collect();
+    Ok(Batch {
+        items,
+        next: Position {
+            delivered_seq,
+            checkpoint_seq,
+        },
+        at_head,
+    })
 }
 
 fn render(context: &ShipContext, stream: &LogStream, record: Record<'_>) -> Item {
@@ -271,12 +341,19 @@ fn render(context: &ShipContext, stream: &LogStream, record: Record<'_>) -> Item
     } else {
         payload
     };
-    Item { id: record.id(), time: record.time(), line, is_json: stream.format != StreamFormat::Cef }
+    Item {
+        id: record.id(),
+        time: record.time(),
+        line,
+        is_json: stream.format != StreamFormat::Cef,
+    }
 }
 
 /// Returns this machine's host name, or `-` when it cannot be read.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()).unwrap_or_else(|_| "-".to_string())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "-".to_string())
 }
 
 /// Returns a random number for backoff jitter; not for anything secret.

@@ -31,26 +31,48 @@ pub struct SyslogDestination {
 
 impl SyslogDestination {
     pub fn new(stream: &LogStream) -> Result<SyslogDestination, DeliveryError> {
-        let address = stream.address.clone().ok_or_else(|| DeliveryError::Settings("a syslog log stream needs an address".to_string()))?;
+        let address = stream.address.clone().ok_or_else(|| {
+            DeliveryError::Settings("a syslog log stream needs an address".to_string())
+        })?;
         let tls = match stream.transport.unwrap_or_default() {
             SyslogTransport::Tcp => None,
             SyslogTransport::Tls => Some(tls_connector(stream, &address)?),
         };
-        Ok(SyslogDestination { address, tls, connection: None, probe: None })
+        Ok(SyslogDestination {
+            address,
+            tls,
+            connection: None,
+            probe: None,
+        })
     }
 
     async fn connect(&mut self) -> Result<(), DeliveryError> {
-        let io_error = |context: &str, source| DeliveryError::Io { context: format!("{context} {}", self.address), source };
-        let tcp = TcpStream::connect(&self.address).await.map_err(|source| io_error("connecting to", source))?;
-        tcp.set_nodelay(true).map_err(|source| io_error("configuring the connection to", source))?;
-        let probe = tcp.into_std().map_err(|source| io_error("configuring the connection to", source))?;
-        let tcp = TcpStream::from_std(probe.try_clone().map_err(|source| io_error("configuring the connection to", source))?)
+        let io_error = |context: &str, source| DeliveryError::Io {
+            context: format!("{context} {}", self.address),
+            source,
+        };
+        let tcp = TcpStream::connect(&self.address)
+            .await
+            .map_err(|source| io_error("connecting to", source))?;
+        tcp.set_nodelay(true)
             .map_err(|source| io_error("configuring the connection to", source))?;
+        let probe = tcp
+            .into_std()
+            .map_err(|source| io_error("configuring the connection to", source))?;
+        let tcp = TcpStream::from_std(
+            probe
+                .try_clone()
+                .map_err(|source| io_error("configuring the connection to", source))?,
+        )
+        .map_err(|source| io_error("configuring the connection to", source))?;
 
         let connection: Box<dyn Connection> = match &self.tls {
             None => Box::new(tcp),
             Some((connector, name)) => Box::new(
-                connector.connect(name.clone(), tcp).await.map_err(|source| io_error("TLS handshake with", source))?,
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| io_error("TLS handshake with", source))?,
             ),
         };
         self.connection = Some(connection);
@@ -86,10 +108,13 @@ impl Destination for SyslogDestination {
 
         let mut buffer = Vec::new();
         for item in items {
-            buffer.extend_from_slice(mayfly_domain::log_format::octet_counted(&item.line).as_bytes());
+            buffer
+                .extend_from_slice(mayfly_domain::log_format::octet_counted(&item.line).as_bytes());
         }
         let Some(connection) = self.connection.as_mut() else {
-            return Err(DeliveryError::Settings("the syslog connection is not open".to_string()));
+            return Err(DeliveryError::Settings(
+                "the syslog connection is not open".to_string(),
+            ));
         };
         let written = async {
             connection.write_all(&buffer).await?;
@@ -99,26 +124,38 @@ impl Destination for SyslogDestination {
         if let Err(source) = written {
             self.connection = None;
             self.probe = None;
-            return Err(DeliveryError::Io { context: format!("writing to {}", self.address), source });
+            return Err(DeliveryError::Io {
+                context: format!("writing to {}", self.address),
+                source,
+            });
         }
         Ok(())
     }
 }
 
-fn tls_connector(stream: &LogStream, address: &str) -> Result<(TlsConnector, ServerName<'static>), DeliveryError> {
+fn tls_connector(
+    stream: &LogStream,
+    address: &str,
+) -> Result<(TlsConnector, ServerName<'static>), DeliveryError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
     let ca_file = stream.ca_file.clone().unwrap_or_default();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca_file)
         .and_then(|iter| iter.collect())
-        .map_err(|error| DeliveryError::Settings(format!("reading CA certificates from {ca_file}: {error}")))?;
+        .map_err(|error| {
+            DeliveryError::Settings(format!("reading CA certificates from {ca_file}: {error}"))
+        })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
-        roots.add(cert).map_err(|error| DeliveryError::Settings(format!("invalid CA certificate in {ca_file}: {error}")))?;
+        roots.add(cert).map_err(|error| {
+            DeliveryError::Settings(format!("invalid CA certificate in {ca_file}: {error}"))
+        })?;
     }
     if roots.is_empty() {
-        return Err(DeliveryError::Settings(format!("{ca_file} contains no CA certificate")));
+        return Err(DeliveryError::Settings(format!(
+            "{ca_file} contains no CA certificate"
+        )));
     }
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -128,10 +165,17 @@ fn tls_connector(stream: &LogStream, address: &str) -> Result<(TlsConnector, Ser
         .with_root_certificates(roots)
         .with_no_client_auth();
 
-    let host = address.rsplit_once(':').map(|(host, _)| host).unwrap_or(address);
+    let host = address
+        .rsplit_once(':')
+        .map(|(host, _)| host)
+        .unwrap_or(address);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name_text = stream.server_name.clone().unwrap_or_else(|| host.to_string());
-    let name = ServerName::try_from(name_text.clone())
-        .map_err(|error| DeliveryError::Settings(format!("invalid server_name {name_text:?}: {error}")))?;
+    let name_text = stream
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host.to_string());
+    let name = ServerName::try_from(name_text.clone()).map_err(|error| {
+        DeliveryError::Settings(format!("invalid server_name {name_text:?}: {error}"))
+    })?;
     Ok((TlsConnector::from(Arc::new(config)), name))
 }

@@ -99,33 +99,62 @@ struct LastFailure {
 impl Entry {
     /// Returns the current token if it is still usable.
     pub fn usable(&self) -> Option<CachedToken> {
-        let guard = self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self
+            .token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.as_ref().filter(|token| token.is_usable()).cloned()
     }
 
     pub fn store(&self, token: CachedToken) {
-        *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(token);
-        *self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(token);
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
     }
 
     pub fn record_failure(&self, failure: Failure) {
-        let mut guard = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let in_a_row = guard.as_ref().map_or(0, |last| last.in_a_row).saturating_add(1);
+        let mut guard = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let in_a_row = guard
+            .as_ref()
+            .map_or(0, |last| last.in_a_row)
+            .saturating_add(1);
         let at = Instant::now();
         let retry_at = at + UPSTREAM_RETRY.delay(in_a_row);
-        *guard = Some(LastFailure { at, failure, in_a_row, retry_at });
+        *guard = Some(LastFailure {
+            at,
+            failure,
+            in_a_row,
+            retry_at,
+        });
     }
 
     /// Returns the failure of a request that ended after `since`.
     pub fn failure_since(&self, since: Instant) -> Option<Failure> {
-        let guard = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.as_ref().filter(|last| last.at >= since).map(|last| last.failure.clone())
+        let guard = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard
+            .as_ref()
+            .filter(|last| last.at >= since)
+            .map(|last| last.failure.clone())
     }
 
     /// Returns the last failure while the entry is backing off, with the wait added to its
     /// reason and audit detail.
     pub fn backing_off(&self) -> Option<Failure> {
-        let guard = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let last = guard.as_ref()?;
         let wait = last.retry_at.checked_duration_since(Instant::now())?;
         let mut failure = last.failure.clone();
@@ -135,7 +164,10 @@ impl Entry {
             last.in_a_row,
             wait.as_millis()
         );
-        failure.audit.insert("upstream_backoff_ms".to_string(), serde_json::Value::from(wait.as_millis() as u64));
+        failure.audit.insert(
+            "upstream_backoff_ms".to_string(),
+            serde_json::Value::from(wait.as_millis() as u64),
+        );
         Some(failure)
     }
 }
@@ -153,7 +185,12 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// Builds the key of `provider` (its configuration serialized as `config`).
-    pub fn new(provider: &str, scopes: Vec<String>, subject: &str, config: &impl serde::Serialize) -> CacheKey {
+    pub fn new(
+        provider: &str,
+        scopes: Vec<String>,
+        subject: &str,
+        config: &impl serde::Serialize,
+    ) -> CacheKey {
         let config = serde_json::to_vec(config).unwrap_or_default();
         CacheKey {
             provider: provider.to_string(),
@@ -165,11 +202,17 @@ impl CacheKey {
 }
 
 /// One upstream request for a cache entry; called again for each renewal.
-pub type Fetch = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<CachedToken, Failure>> + Send>> + Send + Sync>;
+pub type Fetch = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<CachedToken, Failure>> + Send>> + Send + Sync,
+>;
 
 /// Returns the entry's usable credential, or runs `fetch` once for every caller waiting on the
 /// entry. The flag is true when the credential came from the cache.
-pub async fn cached_or_fetch(cache: &TokenCache, key: &CacheKey, fetch: Fetch) -> Result<(CachedToken, bool), Failure> {
+pub async fn cached_or_fetch(
+    cache: &TokenCache,
+    key: &CacheKey,
+    fetch: Fetch,
+) -> Result<(CachedToken, bool), Failure> {
     let entry = cache.entry(key);
 
     if let Some(token) = entry.usable() {
@@ -245,12 +288,17 @@ impl TokenCache {
     /// Returns the entry for `key`. Creating it drops the entry of the same provider, scope set
     /// and subject under an older configuration of the provider.
     pub fn entry(&self, key: &CacheKey) -> Arc<Entry> {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(entry) = entries.get(key) {
             return entry.clone();
         }
         entries.retain(|existing, _| {
-            existing.provider != key.provider || existing.scopes != key.scopes || existing.subject != key.subject
+            existing.provider != key.provider
+                || existing.scopes != key.scopes
+                || existing.subject != key.subject
         });
         let entry = Arc::new(Entry::default());
         entries.insert(key.clone(), entry.clone());
@@ -284,13 +332,20 @@ mod tests {
             Box::pin(async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                result.map(token).map_err(|reason| Failure::from(reason.to_string()))
+                result
+                    .map(token)
+                    .map_err(|reason| Failure::from(reason.to_string()))
             })
         })
     }
 
     fn key(subject: &str, digest: &str) -> CacheKey {
-        CacheKey { provider: "p".into(), scopes: vec!["a".into()], subject: subject.into(), config_digest: digest.into() }
+        CacheKey {
+            provider: "p".into(),
+            scopes: vec!["a".into()],
+            subject: subject.into(),
+            config_digest: digest.into(),
+        }
     }
 
     #[tokio::test]
@@ -302,7 +357,13 @@ mod tests {
 
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(results.iter().all(Result::is_ok));
-        assert_eq!(results.iter().filter(|result| matches!(result, Ok((_, false)))).count(), 1);
+        assert_eq!(
+            results
+                .iter()
+                .filter(|result| matches!(result, Ok((_, false))))
+                .count(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -323,8 +384,12 @@ mod tests {
         // A 1-second lifetime leaves no usable time after the 1-second minimum margin.
         let fetch = counting_fetch(calls.clone(), Ok(Duration::from_secs(1)));
 
-        cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap();
-        let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap();
+        cached_or_fetch(&cache, &key("s", "d"), fetch.clone())
+            .await
+            .unwrap();
+        let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch)
+            .await
+            .unwrap();
 
         assert!(!cached);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -336,15 +401,27 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let fetch = counting_fetch(calls.clone(), Err("upstream down"));
 
-        cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap_err();
-        let failure = cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap_err();
+        cached_or_fetch(&cache, &key("s", "d"), fetch.clone())
+            .await
+            .unwrap_err();
+        let failure = cached_or_fetch(&cache, &key("s", "d"), fetch.clone())
+            .await
+            .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(failure.reason.starts_with("upstream down (1 failed upstream requests in a row"), "{}", failure.reason);
+        assert!(
+            failure
+                .reason
+                .starts_with("upstream down (1 failed upstream requests in a row"),
+            "{}",
+            failure.reason
+        );
         assert!(failure.audit.contains_key("upstream_backoff_ms"));
 
         // The first failure's wait is at most the 1-second initial delay.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap_err();
+        cached_or_fetch(&cache, &key("s", "d"), fetch)
+            .await
+            .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -355,20 +432,28 @@ mod tests {
         let fetch = counting_fetch(calls.clone(), Err("upstream down"));
         let mut aging = token(Duration::from_secs(600));
         // Four fifths into its lifetime: usable, and due for renewal.
-        aging.obtained = Instant::now().checked_sub(Duration::from_secs(480)).unwrap();
+        aging.obtained = Instant::now()
+            .checked_sub(Duration::from_secs(480))
+            .unwrap();
         cache.entry(&key("s", "d")).store(aging);
 
-        cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap();
+        cached_or_fetch(&cache, &key("s", "d"), fetch.clone())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         for _ in 0..5 {
-            let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch.clone()).await.unwrap();
+            let (_, cached) = cached_or_fetch(&cache, &key("s", "d"), fetch.clone())
+                .await
+                .unwrap();
             assert!(cached);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        cached_or_fetch(&cache, &key("s", "d"), fetch).await.unwrap();
+        cached_or_fetch(&cache, &key("s", "d"), fetch)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
@@ -388,7 +473,11 @@ mod tests {
     }
 
     /// Runs `count` concurrent requests for `key` on separate tasks.
-    async fn concurrent_requests(key: &CacheKey, fetch: &Fetch, count: usize) -> Vec<Result<(CachedToken, bool), Failure>> {
+    async fn concurrent_requests(
+        key: &CacheKey,
+        fetch: &Fetch,
+        count: usize,
+    ) -> Vec<Result<(CachedToken, bool), Failure>> {
         let cache = Arc::new(TokenCache::default());
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..count {

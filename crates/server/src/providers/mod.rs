@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use mayfly_crypto::jwt_svid::{JwtSvidClaims, mint, new_jti};
 use mayfly_domain::decide::Grant;
 use mayfly_domain::duration::Seconds;
-use mayfly_domain::resources::{CredentialProvider, JwtSvidProvider, SigningAlgorithm, X509SvidProvider};
+use mayfly_domain::resources::{
+    CredentialProvider, JwtSvidProvider, SigningAlgorithm, X509SvidProvider,
+};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -43,7 +45,10 @@ pub struct Failure {
 
 impl From<String> for Failure {
     fn from(reason: String) -> Failure {
-        Failure { reason, audit: Map::new() }
+        Failure {
+            reason,
+            audit: Map::new(),
+        }
     }
 }
 
@@ -80,9 +85,15 @@ pub async fn produce(
             let audience = audience_override.unwrap_or(&provider.audience);
             jwt_svid(state, grant, provider, audience, now).map_err(Failure::from)
         }
-        CredentialProvider::StaticSecret(provider) => static_secret::produce(state, provider, delivery).map_err(Failure::from),
-        CredentialProvider::OauthClientCredentials(provider) => oauth::produce(state, provider).await,
-        CredentialProvider::FederatedTokenExchange(provider) => federation::produce(state, grant, provider, now).await,
+        CredentialProvider::StaticSecret(provider) => {
+            static_secret::produce(state, provider, delivery).map_err(Failure::from)
+        }
+        CredentialProvider::OauthClientCredentials(provider) => {
+            oauth::produce(state, provider).await
+        }
+        CredentialProvider::FederatedTokenExchange(provider) => {
+            federation::produce(state, grant, provider, now).await
+        }
         CredentialProvider::X509Svid(provider) => Err(Failure::from(format!(
             "x509_svid credential provider {:?} needs a CSR; X.509-SVIDs are issued only through an agent",
             provider.name
@@ -105,7 +116,10 @@ impl UpstreamClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        UpstreamClient { http, cache: cache::TokenCache::default() }
+        UpstreamClient {
+            http,
+            cache: cache::TokenCache::default(),
+        }
     }
 }
 
@@ -117,7 +131,12 @@ impl Default for UpstreamClient {
 
 /// Builds the [`Issued`] of a credential from an upstream token service. Its `token_id` is a
 /// digest of the token, which lets operators correlate without logging the token.
-fn upstream_issued(credential_type: &'static str, token: &cache::CachedToken, cached: bool, mut audit: Map<String, Value>) -> Issued {
+fn upstream_issued(
+    credential_type: &'static str,
+    token: &cache::CachedToken,
+    cached: bool,
+    mut audit: Map<String, Value>,
+) -> Issued {
     use sha2::Digest;
 
     let digest = sha2::Sha256::digest(token.access_token.as_bytes());
@@ -130,15 +149,33 @@ fn upstream_issued(credential_type: &'static str, token: &cache::CachedToken, ca
         token_id: format!("sha256:{}", hex::encode(&digest[..8])),
         username: None,
         expires_at: Some(token.expires_at),
-        fields: token.extra.iter().map(|(name, value)| ((*name).to_string(), value.to_string())).collect(),
+        fields: token
+            .extra
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), value.to_string()))
+            .collect(),
         audit,
     }
 }
 
 /// Signs a JWT-SVID for the grant; `audience` is the provider's own, or the subset a Workload API
 /// caller asked for.
-fn jwt_svid(state: &AppState, grant: &Grant<'_>, provider: &JwtSvidProvider, audience: &[String], now: Timestamp) -> Result<Issued, String> {
-    let svid = mint_svid(&state.keys, &state.issuer, &grant.spiffe_id, audience, provider.ttl, provider.algorithm, now)?;
+fn jwt_svid(
+    state: &AppState,
+    grant: &Grant<'_>,
+    provider: &JwtSvidProvider,
+    audience: &[String],
+    now: Timestamp,
+) -> Result<Issued, String> {
+    let svid = mint_svid(
+        &state.keys,
+        &state.issuer,
+        &grant.spiffe_id,
+        audience,
+        provider.ttl,
+        provider.algorithm,
+        now,
+    )?;
     Ok(Issued {
         credential_type: "jwt_svid",
         token: Zeroizing::new(svid.token),
@@ -157,12 +194,25 @@ pub const X509_CHAIN_FIELD: &str = "x509_svid_chain";
 pub const X509_AUTHORITY_FIELD: &str = "x509_authority";
 
 /// Signs an X.509-SVID for the grant's SPIFFE ID from `csr`. The `token` is the chain as PEM.
-pub fn x509_svid(state: &AppState, grant: &Grant<'_>, provider: &X509SvidProvider, csr: &[u8], now: Timestamp) -> Result<Issued, String> {
+pub fn x509_svid(
+    state: &AppState,
+    grant: &Grant<'_>,
+    provider: &X509SvidProvider,
+    csr: &[u8],
+    now: Timestamp,
+) -> Result<Issued, String> {
     use base64::Engine as _;
 
-    let signed = state.x509.sign(csr, &grant.spiffe_id, provider.ttl.as_duration(), now).map_err(|error| error.to_string())?;
+    let signed = state
+        .x509
+        .sign(csr, &grant.spiffe_id, provider.ttl.as_duration(), now)
+        .map_err(|error| error.to_string())?;
     let chain: Vec<&[u8]> = signed.chain.iter().map(Vec::as_slice).collect();
-    let encoded: Vec<String> = signed.chain.iter().map(|der| base64::engine::general_purpose::STANDARD.encode(der)).collect();
+    let encoded: Vec<String> = signed
+        .chain
+        .iter()
+        .map(|der| base64::engine::general_purpose::STANDARD.encode(der))
+        .collect();
     let mut audit = Map::new();
     audit.insert("serial".into(), json!(signed.serial));
     audit.insert("x509_authority".into(), json!(signed.authority));
@@ -172,7 +222,10 @@ pub fn x509_svid(state: &AppState, grant: &Grant<'_>, provider: &X509SvidProvide
         token_id: signed.serial,
         username: None,
         expires_at: Some(signed.expires_at),
-        fields: vec![(X509_CHAIN_FIELD.to_string(), encoded.join(",")), (X509_AUTHORITY_FIELD.to_string(), signed.authority)],
+        fields: vec![
+            (X509_CHAIN_FIELD.to_string(), encoded.join(",")),
+            (X509_AUTHORITY_FIELD.to_string(), signed.authority),
+        ],
         audit,
     })
 }
@@ -196,7 +249,9 @@ pub fn mint_svid(
 ) -> Result<MintedSvid, String> {
     let algorithm = signing_algorithm(algorithm);
     let keys = keys.current();
-    let key = keys.active(algorithm).ok_or_else(|| format!("no active {} signing key", algorithm.as_str()))?;
+    let key = keys
+        .active(algorithm)
+        .ok_or_else(|| format!("no active {} signing key", algorithm.as_str()))?;
     let iat = now.as_second();
     let exp = iat + i64::try_from(ttl.as_secs()).unwrap_or(300);
     let jti = new_jti().map_err(|error| format!("generating a token id failed: {error}"))?;
@@ -210,5 +265,9 @@ pub fn mint_svid(
     };
     let token = mint(key, &claims).map_err(|error| format!("signing failed: {error}"))?;
     let expires_at = Timestamp::from_second(exp).map_err(|error| error.to_string())?;
-    Ok(MintedSvid { token, jti, expires_at })
+    Ok(MintedSvid {
+        token,
+        jti,
+        expires_at,
+    })
 }

@@ -7,7 +7,11 @@ use super::{Delivery, Issued};
 use crate::secrets;
 use crate::state::AppState;
 
-pub(super) fn produce(state: &AppState, provider: &StaticSecretProvider, delivery: Delivery) -> Result<Issued, String> {
+pub(super) fn produce(
+    state: &AppState,
+    provider: &StaticSecretProvider,
+    delivery: Delivery,
+) -> Result<Issued, String> {
     if delivery == Delivery::Workload && !provider.allow_workload_delivery {
         return Err(format!(
             "static secret provider {:?} does not deliver its value to workloads (only the agent's proxy injects it); \
@@ -15,11 +19,14 @@ pub(super) fn produce(state: &AppState, provider: &StaticSecretProvider, deliver
             provider.name
         ));
     }
-    let sealed = provider
-        .sealed_value
-        .as_ref()
-        .ok_or_else(|| format!("static secret provider {:?} has no stored value", provider.name))?;
-    let value = secrets::open(state.keys.kek(), &provider.name, "value", sealed).map_err(|error| error.to_string())?;
+    let sealed = provider.sealed_value.as_ref().ok_or_else(|| {
+        format!(
+            "static secret provider {:?} has no stored value",
+            provider.name
+        )
+    })?;
+    let value = secrets::open(state.keys.kek(), &provider.name, "value", sealed)
+        .map_err(|error| error.to_string())?;
 
     let mut audit = Map::new();
     audit.insert("secret_fingerprint".into(), json!(sealed.fingerprint));

@@ -38,18 +38,33 @@ impl TestServer {
             ..Settings::default()
         };
         adjust(&mut settings);
-        let server = mayfly_server::start(settings, None).await.expect("server starts");
-        let scheme = if server.state.settings.tls.is_some() { "https" } else { "http" };
+        let server = mayfly_server::start(settings, None)
+            .await
+            .expect("server starts");
+        let scheme = if server.state.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let base = format!("{scheme}://{}", server.addr);
         // A data directory that was used before keeps its first token in the token file.
         let admin_token = match &server.first_admin_token {
             Some(token) => token.clone(),
             None => {
                 let path = server.state.settings.data_dir.join("admin-token");
-                std::fs::read_to_string(&path).expect("admin token file is readable").trim().to_string()
+                std::fs::read_to_string(&path)
+                    .expect("admin token file is readable")
+                    .trim()
+                    .to_string()
             }
         };
-        TestServer { server: Some(server), dir, base, admin_token, http: reqwest::Client::new() }
+        TestServer {
+            server: Some(server),
+            dir,
+            base,
+            admin_token,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn running(&self) -> &RunningServer {
@@ -75,11 +90,22 @@ impl TestServer {
     }
 
     /// Sends an admin request with the bootstrap token and returns status and JSON body.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         self.admin_as(&self.admin_token, method, path, body).await
     }
 
-    pub async fn admin_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -87,7 +113,10 @@ impl TestServer {
         let response = request.send().await.expect("request is sent");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -111,13 +140,26 @@ impl TestServer {
 
     /// Applies a YAML configuration with both apply options and returns status and JSON body.
     pub async fn apply_with(&self, yaml: &str, prune: bool, dry_run: bool) -> (u16, Value) {
-        let config = mayfly_domain::config_file::parse("test.yaml", yaml).expect("test configuration parses");
-        self.post("/v1/apply", json!({"config": config, "prune": prune, "dry_run": dry_run})).await
+        let config = mayfly_domain::config_file::parse("test.yaml", yaml)
+            .expect("test configuration parses");
+        self.post(
+            "/v1/apply",
+            json!({"config": config, "prune": prune, "dry_run": dry_run}),
+        )
+        .await
     }
 
     /// Sends an admin request with the bootstrap token and returns the whole response.
-    pub async fn admin_reply(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.admin_token);
+    pub async fn admin_reply(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -167,7 +209,11 @@ impl Reply {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Returns a header's value, or `None` when it is missing or not text.
@@ -178,7 +224,12 @@ impl Reply {
     /// Asserts that the response is an RFC 9457 problem document with `status`.
     pub fn assert_problem(&self, status: u16) {
         assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
         assert_eq!(self.body["status"], json!(status), "{}", self.body);
     }
 
@@ -190,9 +241,13 @@ impl Reply {
 
 /// Sends a POST over a Unix socket with hyper and returns status and JSON body.
 pub async fn unix_post(socket: &Path, path: &str, body: &str) -> (u16, Value) {
-    let stream = tokio::net::UnixStream::connect(socket).await.expect("socket connects");
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("socket connects");
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(connection);
     let request = hyper::Request::post(path)
         .header("host", "localhost")
@@ -202,7 +257,10 @@ pub async fn unix_post(socket: &Path, path: &str, body: &str) -> (u16, Value) {
     let response = sender.send_request(request).await.expect("response");
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// An OIDC issuer on 127.0.0.1 whose tokens the test mints: it serves discovery and a JWKS, like
@@ -221,7 +279,10 @@ impl TestIssuer {
         let jwks = json!({"keys": [serde_json::to_value(key.public_jwk()).unwrap()]});
         let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/keys")});
         let app = axum::Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(discovery) }),
+            )
             .route("/keys", get(move || async move { Json(jwks) }));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -241,7 +302,10 @@ impl TestIssuer {
 
     /// A trust provider block for this issuer, using discovery.
     pub fn trust_provider_yaml(&self, name: &str) -> String {
-        format!("  - {{name: {name}, kind: oidc, issuer: \"{}\", audience: mayfly, discovery: true}}\n", self.url)
+        format!(
+            "  - {{name: {name}, kind: oidc, issuer: \"{}\", audience: mayfly, discovery: true}}\n",
+            self.url
+        )
     }
 }
 
@@ -255,7 +319,9 @@ impl Drop for TestIssuer {
 pub fn claims_of(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -263,7 +329,9 @@ pub fn claims_of(token: &str) -> Value {
 pub fn header_of(token: &str) -> Value {
     use base64::Engine;
     let header = token.split('.').next().unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 

@@ -59,7 +59,11 @@ impl AuthServer {
             .expect("the OAuth test server prints its address");
         let ready: Value = serde_json::from_str(&line).unwrap();
         let issuer = ready["issuer"].as_str().unwrap().to_string();
-        AuthServer { issuer, child, http: reqwest::Client::new() }
+        AuthServer {
+            issuer,
+            child,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Stops the server; its port then refuses connections.
@@ -74,7 +78,14 @@ impl AuthServer {
     /// Returns the server's counters: `token_requests`, `successes`, `errors` (error codes) and
     /// `assertions` (every `client_assertion` received).
     pub async fn stats(&self) -> Value {
-        self.http.get(format!("{}/__stats", self.issuer)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/__stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn token_requests(&self) -> u64 {
@@ -84,7 +95,13 @@ impl AuthServer {
     /// Sends a token request with a form the test chooses, as an attacker holding a captured
     /// assertion would; returns status and JSON body.
     pub async fn post_token(&self, form: &[(&str, &str)]) -> (u16, Value) {
-        let response = self.http.post(self.token_url()).form(form).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.token_url())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -35,7 +35,10 @@ async fn acknowledge_in(
         .await
         .map_err(db_error)?;
     if kind.as_deref() != Some("alert") {
-        return Err(StoreError::NotFound { kind: "alert".to_string(), name: alert_id.to_string() });
+        return Err(StoreError::NotFound {
+            kind: "alert".to_string(),
+            name: alert_id.to_string(),
+        });
     }
 
     let inserted = sqlx::query(
@@ -57,7 +60,10 @@ async fn acknowledge_in(
 }
 
 /// Returns the acknowledgements of the alerts among `alert_ids`.
-pub(super) async fn list(pool: &SqlitePool, alert_ids: &[String]) -> Result<Vec<AlertAcknowledgement>, StoreError> {
+pub(super) async fn list(
+    pool: &SqlitePool,
+    alert_ids: &[String],
+) -> Result<Vec<AlertAcknowledgement>, StoreError> {
     let mut found = Vec::new();
     // One query per id keeps the SQL static; callers pass at most one page of alerts.
     for alert_id in alert_ids {
@@ -70,7 +76,10 @@ pub(super) async fn list(pool: &SqlitePool, alert_ids: &[String]) -> Result<Vec<
             found.push(AlertAcknowledgement {
                 alert_id: row.try_get("alert_id").map_err(db_error)?,
                 actor: row.try_get("actor").map_err(db_error)?,
-                acknowledged_at: from_micros("acknowledged_at_us", row.try_get("acknowledged_at_us").map_err(db_error)?)?,
+                acknowledged_at: from_micros(
+                    "acknowledged_at_us",
+                    row.try_get("acknowledged_at_us").map_err(db_error)?,
+                )?,
             });
         }
     }

@@ -34,11 +34,13 @@ pub(super) async fn find_join_token(
     pool: &SqlitePool,
     token_hash: &str,
 ) -> Result<Option<AgentJoinTokenRecord>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_JOIN_TOKEN} WHERE token_hash = $1")))
-        .bind(token_hash)
-        .fetch_optional(pool)
-        .await
-        .map_err(db_error)?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{SELECT_JOIN_TOKEN} WHERE token_hash = $1"
+    )))
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
     row.as_ref().map(decode_join_token).transpose()
 }
 
@@ -190,11 +192,13 @@ async fn redeem_in(
     .map_err(db_error)?;
 
     append_in(conn, audit).await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_AGENT} WHERE name = $1")))
-        .bind(&agent)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{SELECT_AGENT} WHERE name = $1"
+    )))
+    .bind(&agent)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
     decode_agent(&row).map(Some)
 }
 

@@ -61,7 +61,10 @@ pub(super) async fn append_in(
 
     // Many rows per statement: each statement is a round trip to the connection's worker
     // thread, which would otherwise dominate the cost of a large group commit.
-    for (events, jsons) in appended.chunks(ROWS_PER_INSERT).zip(rows.chunks(ROWS_PER_INSERT)) {
+    for (events, jsons) in appended
+        .chunks(ROWS_PER_INSERT)
+        .zip(rows.chunks(ROWS_PER_INSERT))
+    {
         insert_events(conn, events, jsons).await?;
     }
 
@@ -234,7 +237,10 @@ async fn insert_events(
             }
             // The batch may repeat an id within itself, which the table also rejects.
             let mut seen = std::collections::HashSet::new();
-            match events.iter().find(|stored| !seen.insert(stored.event.id.as_str())) {
+            match events
+                .iter()
+                .find(|stored| !seen.insert(stored.event.id.as_str()))
+            {
                 Some(stored) => Err(StoreError::DuplicateAuditEvent {
                     id: stored.event.id.clone(),
                 }),

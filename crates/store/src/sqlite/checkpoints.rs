@@ -32,7 +32,11 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<Checkpoint>, StoreErro
 }
 
 /// Returns up to `limit` checkpoints with a `seq` above `seq`, oldest first.
-pub(super) async fn after(pool: &SqlitePool, seq: i64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+pub(super) async fn after(
+    pool: &SqlitePool,
+    seq: i64,
+    limit: u32,
+) -> Result<Vec<Checkpoint>, StoreError> {
     let rows = sqlx::query(
         "SELECT seq, head_hash, time_us, signature FROM audit_checkpoints \
          WHERE seq > $1 ORDER BY seq ASC LIMIT $2",

@@ -71,6 +71,9 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<StreamCursor, StoreError> {
         name: row.try_get("name").map_err(db_error)?,
         delivered_seq: row.try_get("delivered_seq").map_err(db_error)?,
         checkpoint_seq: row.try_get("checkpoint_seq").map_err(db_error)?,
-        updated_at: from_micros("updated_at_us", row.try_get("updated_at_us").map_err(db_error)?)?,
+        updated_at: from_micros(
+            "updated_at_us",
+            row.try_get("updated_at_us").map_err(db_error)?,
+        )?,
     })
 }

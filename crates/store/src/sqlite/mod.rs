@@ -7,8 +7,8 @@
 //! while a write is in progress. The read connections set `query_only`, so a write sent to
 //! them by mistake fails.
 
-mod agents;
 mod acknowledgements;
+mod agents;
 mod audit;
 mod authorities;
 mod checkpoints;

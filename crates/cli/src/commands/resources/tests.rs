@@ -72,7 +72,10 @@ fn yaml_form_of_log_stream_drops_status() {
     let yaml = serde_yaml_ng::to_string(&file).unwrap();
     let parsed = mayfly_domain::config_file::parse("get.yaml", &yaml);
 
-    assert!(yaml.starts_with("log_streams:\n- name: siem\n  kind: http_hec\n"), "{yaml}");
+    assert!(
+        yaml.starts_with("log_streams:\n- name: siem\n  kind: http_hec\n"),
+        "{yaml}"
+    );
     assert!(!yaml.contains("status"), "{yaml}");
     assert!(parsed.is_ok(), "{parsed:?}\n{yaml}");
 }
@@ -218,7 +221,10 @@ fn geo_condition_row_lists_countries_and_subdivisions() {
     let rows: Vec<&str> = rendered.lines().collect();
 
     assert!(rows[1].contains("countries DE, FR"), "{rendered}");
-    assert!(rows[2].contains("countries DE; subdivisions DE-BY, DE-BE"), "{rendered}");
+    assert!(
+        rows[2].contains("countries DE; subdivisions DE-BY, DE-BE"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -238,7 +244,10 @@ fn location_rule_row_lists_allowlists_and_targets() {
         "{rendered}"
     );
     assert!(rows[1].contains("pager, chat"), "{rendered}");
-    assert!(rows[2].contains("requests from outside networks 192.0.2.0/24"), "{rendered}");
+    assert!(
+        rows[2].contains("requests from outside networks 192.0.2.0/24"),
+        "{rendered}"
+    );
     assert!(!rows[2].contains("countries"), "{rendered}");
 }
 
@@ -253,14 +262,23 @@ fn notification_target_row_shows_fingerprint_not_secret() {
 
     let rendered = resource_table(ResourceKind::NotificationTarget, &items).render();
 
-    assert!(rendered.contains("header X-Pager-Key set 0123456789ab (5m ago)"), "{rendered}");
+    assert!(
+        rendered.contains("header X-Pager-Key set 0123456789ab (5m ago)"),
+        "{rendered}"
+    );
     assert!(rendered.contains("failing"), "{rendered}");
-    assert!(rendered.contains("https://pager.example/hook"), "{rendered}");
+    assert!(
+        rendered.contains("https://pager.example/hook"),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn unknown_kind_lists_every_kind() {
-    let message = parse_kind("widgets").err().map(|error| error.to_string()).unwrap_or_default();
+    let message = parse_kind("widgets")
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
     for kind in ResourceKind::ALL {
         assert!(message.contains(kind.path_name()), "{message}");
     }

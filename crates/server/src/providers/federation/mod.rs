@@ -23,12 +23,25 @@ const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-excha
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Returns the cached credential of the workload, or exchanges a fresh JWT-SVID for one.
-pub(super) async fn produce(state: &AppState, grant: &Grant<'_>, provider: &FederatedTokenExchangeProvider, _now: Timestamp) -> Result<Issued, Failure> {
-    let key = CacheKey::new(&provider.name, provider.scope_set(), &grant.spiffe_id, provider);
+pub(super) async fn produce(
+    state: &AppState,
+    grant: &Grant<'_>,
+    provider: &FederatedTokenExchangeProvider,
+    _now: Timestamp,
+) -> Result<Issued, Failure> {
+    let key = CacheKey::new(
+        &provider.name,
+        provider.scope_set(),
+        &grant.spiffe_id,
+        provider,
+    );
     let request = Arc::new(Exchange {
         provider: provider.clone(),
         spiffe_id: grant.spiffe_id.clone(),
-        session_name: provider.session_name.clone().unwrap_or_else(|| format!("mayfly-{}", grant.client_workload.name)),
+        session_name: provider
+            .session_name
+            .clone()
+            .unwrap_or_else(|| format!("mayfly-{}", grant.client_workload.name)),
         keys: state.keys.clone(),
         issuer: state.issuer.clone(),
         http: state.upstream.http.clone(),
@@ -55,9 +68,21 @@ impl Exchange {
     /// Signs a fresh JWT-SVID and exchanges it.
     async fn run(&self) -> Result<CachedToken, Failure> {
         let provider = &self.provider;
-        let svid = mint_svid(&self.keys, &self.issuer, &self.spiffe_id, &provider.svid_audience, provider.svid_ttl, provider.algorithm, clock::now())
-            .map_err(Failure::from)?;
-        let upstream = Upstream { http: &self.http, url: &provider.token_url, timeout: provider.timeout };
+        let svid = mint_svid(
+            &self.keys,
+            &self.issuer,
+            &self.spiffe_id,
+            &provider.svid_audience,
+            provider.svid_ttl,
+            provider.algorithm,
+            clock::now(),
+        )
+        .map_err(Failure::from)?;
+        let upstream = Upstream {
+            http: &self.http,
+            url: &provider.token_url,
+            timeout: provider.timeout,
+        };
 
         match provider.exchange {
             ExchangeForm::Rfc8693 => {
@@ -94,7 +119,10 @@ impl Exchange {
                     ("Version", "2011-06-15".to_string()),
                     ("RoleArn", provider.role_arn.clone().unwrap_or_default()),
                     ("RoleSessionName", self.session_name.clone()),
-                    ("DurationSeconds", provider.aws_duration().as_secs().to_string()),
+                    (
+                        "DurationSeconds",
+                        provider.aws_duration().as_secs().to_string(),
+                    ),
                     ("WebIdentityToken", svid.token),
                 ];
                 let now = clock::now();
@@ -121,7 +149,11 @@ fn issued(provider: &FederatedTokenExchangeProvider, token: &CachedToken, cached
     audit.insert("exchange".into(), json!(provider.exchange));
     if provider.exchange == ExchangeForm::AwsSts {
         audit.insert("role_arn".into(), json!(provider.role_arn));
-        let access_key_id = token.extra.iter().find(|(name, _)| *name == "access_key_id").map(|(_, value)| value.to_string());
+        let access_key_id = token
+            .extra
+            .iter()
+            .find(|(name, _)| *name == "access_key_id")
+            .map(|(_, value)| value.to_string());
         audit.insert("access_key_id".into(), json!(access_key_id));
     }
     upstream_issued(provider.credential_type(), token, cached, audit)

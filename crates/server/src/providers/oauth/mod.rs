@@ -8,8 +8,8 @@ use std::sync::Arc;
 use mayfly_domain::oauth::OauthClientCredentialsProvider;
 use serde_json::{Map, json};
 
-pub use token_request::{JWT_BEARER_ASSERTION, Upstream, rejected, sanitize_error_code};
 use token_request::ClientCredential;
+pub use token_request::{JWT_BEARER_ASSERTION, Upstream, rejected, sanitize_error_code};
 
 use super::cache::{CacheKey, CachedToken, Fetch, cached_or_fetch};
 use super::{Failure, Issued};
@@ -18,7 +18,10 @@ use crate::secrets;
 use crate::state::{AppState, signing_algorithm};
 
 /// Returns a cached access token, or fetches one with the client credentials grant.
-pub(super) async fn produce(state: &AppState, provider: &OauthClientCredentialsProvider) -> Result<Issued, Failure> {
+pub(super) async fn produce(
+    state: &AppState,
+    provider: &OauthClientCredentialsProvider,
+) -> Result<Issued, Failure> {
     let key = CacheKey::new(&provider.name, provider.scope_set(), "", provider);
     let http = state.upstream.http.clone();
     let keys = state.keys.clone();
@@ -36,18 +39,29 @@ pub(super) async fn produce(state: &AppState, provider: &OauthClientCredentialsP
 }
 
 /// Opens the client secret or picks the active signing key, as `client_auth` requires.
-fn client_credential(keys: &KeyRing, provider: &OauthClientCredentialsProvider) -> Result<ClientCredential, Failure> {
+fn client_credential(
+    keys: &KeyRing,
+    provider: &OauthClientCredentialsProvider,
+) -> Result<ClientCredential, Failure> {
     if provider.client_auth.uses_secret() {
-        let sealed = provider
-            .sealed_client_secret
-            .as_ref()
-            .ok_or_else(|| Failure::from(format!("oauth provider {:?} has no stored client_secret", provider.name)))?;
-        let secret = secrets::open(keys.kek(), &provider.name, "client_secret", sealed).map_err(|error| Failure::from(error.to_string()))?;
+        let sealed = provider.sealed_client_secret.as_ref().ok_or_else(|| {
+            Failure::from(format!(
+                "oauth provider {:?} has no stored client_secret",
+                provider.name
+            ))
+        })?;
+        let secret = secrets::open(keys.kek(), &provider.name, "client_secret", sealed)
+            .map_err(|error| Failure::from(error.to_string()))?;
         return Ok(ClientCredential::Secret(secret));
     }
     let algorithm = signing_algorithm(provider.algorithm);
     let key_set = keys.current();
-    let key = key_set.active(algorithm).ok_or_else(|| Failure::from(format!("no active {} signing key for the client assertion", algorithm.as_str())))?;
+    let key = key_set.active(algorithm).ok_or_else(|| {
+        Failure::from(format!(
+            "no active {} signing key for the client assertion",
+            algorithm.as_str()
+        ))
+    })?;
     Ok(ClientCredential::Key(key.clone()))
 }
 

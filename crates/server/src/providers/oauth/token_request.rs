@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::providers::cache::CachedToken;
 use crate::providers::Failure;
+use crate::providers::cache::CachedToken;
 
 /// Lifetime of a `private_key_jwt` assertion.
 pub const ASSERTION_TTL_SECONDS: i64 = 60;
@@ -47,7 +47,11 @@ struct AssertionClaims<'a> {
 
 /// Signs a `private_key_jwt` client assertion: `iss` and `sub` the client id, `aud` the token
 /// endpoint (or the configured issuer identifier), a fresh `jti` and a 60-second lifetime.
-pub fn sign_assertion(key: &SigningKey, provider: &OauthClientCredentialsProvider, now: Timestamp) -> Result<String, String> {
+pub fn sign_assertion(
+    key: &SigningKey,
+    provider: &OauthClientCredentialsProvider,
+    now: Timestamp,
+) -> Result<String, String> {
     let iat = now.as_second();
     let claims = AssertionClaims {
         iss: &provider.client_id,
@@ -57,7 +61,8 @@ pub fn sign_assertion(key: &SigningKey, provider: &OauthClientCredentialsProvide
         iat,
         exp: iat + ASSERTION_TTL_SECONDS,
     };
-    key.sign_compact(&claims).map_err(|error| format!("signing the client assertion failed: {error}"))
+    key.sign_compact(&claims)
+        .map_err(|error| format!("signing the client assertion failed: {error}"))
 }
 
 /// Sends one token request and reads the access token from the response.
@@ -86,8 +91,15 @@ pub async fn request_token(
     match (provider.client_auth, credential) {
         (ClientAuth::ClientSecretBasic, ClientCredential::Secret(secret)) => {
             // RFC 6749 section 2.3.1: both parts are form-encoded before the base64 step.
-            let pair = Zeroizing::new(format!("{}:{}", form_encode(&provider.client_id), form_encode(secret)));
-            basic = Some(Zeroizing::new(format!("Basic {}", STANDARD.encode(pair.as_bytes()))));
+            let pair = Zeroizing::new(format!(
+                "{}:{}",
+                form_encode(&provider.client_id),
+                form_encode(secret)
+            ));
+            basic = Some(Zeroizing::new(format!(
+                "Basic {}",
+                STANDARD.encode(pair.as_bytes())
+            )));
         }
         (ClientAuth::ClientSecretPost, ClientCredential::Secret(secret)) => {
             form.push(("client_id", provider.client_id.clone()));
@@ -99,10 +111,20 @@ pub async fn request_token(
             form.push(("client_assertion_type", JWT_BEARER_ASSERTION.to_string()));
             form.push(("client_assertion", assertion));
         }
-        _ => return Err(Failure::from("the client credential does not match client_auth".to_string())),
+        _ => {
+            return Err(Failure::from(
+                "the client credential does not match client_auth".to_string(),
+            ));
+        }
     }
-    let upstream = Upstream { http, url: &provider.token_url, timeout: provider.timeout };
-    upstream.post_token_form(&form, basic.as_deref().map(String::as_str)).await
+    let upstream = Upstream {
+        http,
+        url: &provider.token_url,
+        timeout: provider.timeout,
+    };
+    upstream
+        .post_token_form(&form, basic.as_deref().map(String::as_str))
+        .await
 }
 
 /// A token service and the timeout of one request to it.
@@ -114,7 +136,11 @@ pub struct Upstream<'a> {
 
 impl Upstream<'_> {
     /// Posts `form` and returns the body, or the failure of a transport error.
-    pub async fn post_form(&self, form: &[(&str, String)], authorization: Option<&str>) -> Result<(reqwest::StatusCode, Option<Vec<u8>>, Instant), Failure> {
+    pub async fn post_form(
+        &self,
+        form: &[(&str, String)],
+        authorization: Option<&str>,
+    ) -> Result<(reqwest::StatusCode, Option<Vec<u8>>, Instant), Failure> {
         let body = Zeroizing::new(form_body(form));
         let mut request = self
             .http
@@ -126,20 +152,36 @@ impl Upstream<'_> {
             request = request.header("authorization", authorization);
         }
         let sent_at = Instant::now();
-        let response = request.body(body.to_string()).send().await.map_err(|error| transport_failure(self.url, self.timeout, &error))?;
+        let response = request
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|error| transport_failure(self.url, self.timeout, &error))?;
         let status = response.status();
-        let bytes = read_limited(response).await.map_err(|error| transport_failure(self.url, self.timeout, &error))?;
+        let bytes = read_limited(response)
+            .await
+            .map_err(|error| transport_failure(self.url, self.timeout, &error))?;
         Ok((status, bytes, sent_at))
     }
 
     /// Posts an OAuth token request and reads the access token from a JSON token response
     /// (RFC 6749 section 5.1), or the `error` code of an error response (section 5.2).
-    pub async fn post_token_form(&self, form: &[(&str, String)], authorization: Option<&str>) -> Result<CachedToken, Failure> {
+    pub async fn post_token_form(
+        &self,
+        form: &[(&str, String)],
+        authorization: Option<&str>,
+    ) -> Result<CachedToken, Failure> {
         let now = crate::clock::now();
         let (status, bytes, sent_at) = self.post_form(form, authorization).await?;
-        let parsed: Option<Value> = bytes.as_deref().and_then(|bytes| serde_json::from_slice(bytes).ok());
+        let parsed: Option<Value> = bytes
+            .as_deref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok());
         if !status.is_success() {
-            let code = parsed.as_ref().and_then(|value| value.get("error")).and_then(Value::as_str).map(sanitize_error_code);
+            let code = parsed
+                .as_ref()
+                .and_then(|value| value.get("error"))
+                .and_then(Value::as_str)
+                .map(sanitize_error_code);
             return Err(rejected(self.url, status, code));
         }
         parse_success(self.url, parsed, now, sent_at)
@@ -149,16 +191,33 @@ impl Upstream<'_> {
 /// Builds the failure of a request that the token service rejected with an error status.
 pub fn rejected(url: &str, status: reqwest::StatusCode, code: Option<String>) -> Failure {
     let mut failure = Failure::from(match &code {
-        Some(code) => format!("token endpoint {url} rejected the request: HTTP {} with error {code:?}", status.as_u16()),
-        None => format!("token endpoint {url} rejected the request: HTTP {}", status.as_u16()),
+        Some(code) => format!(
+            "token endpoint {url} rejected the request: HTTP {} with error {code:?}",
+            status.as_u16()
+        ),
+        None => format!(
+            "token endpoint {url} rejected the request: HTTP {}",
+            status.as_u16()
+        ),
     });
-    failure.audit.insert("upstream_status".into(), json!(status.as_u16()));
+    failure
+        .audit
+        .insert("upstream_status".into(), json!(status.as_u16()));
     failure.audit.insert("upstream_error".into(), json!(code));
     failure
 }
 
-fn parse_success(url: &str, parsed: Option<Value>, now: Timestamp, sent_at: Instant) -> Result<CachedToken, Failure> {
-    let invalid = |what: &str| Failure::from(format!("token endpoint {url} returned an invalid response: {what}"));
+fn parse_success(
+    url: &str,
+    parsed: Option<Value>,
+    now: Timestamp,
+    sent_at: Instant,
+) -> Result<CachedToken, Failure> {
+    let invalid = |what: &str| {
+        Failure::from(format!(
+            "token endpoint {url} returned an invalid response: {what}"
+        ))
+    };
     let parsed = parsed.ok_or_else(|| invalid("not a JSON object"))?;
     let access_token = parsed
         .get("access_token")
@@ -166,9 +225,15 @@ fn parse_success(url: &str, parsed: Option<Value>, now: Timestamp, sent_at: Inst
         .filter(|token| !token.is_empty())
         .ok_or_else(|| invalid("access_token missing"))?;
     if !access_token.bytes().all(|byte| byte.is_ascii_graphic()) {
-        return Err(invalid("access_token has characters an HTTP header cannot carry"));
+        return Err(invalid(
+            "access_token has characters an HTTP header cannot carry",
+        ));
     }
-    let token_type = parsed.get("token_type").and_then(Value::as_str).unwrap_or("Bearer").to_string();
+    let token_type = parsed
+        .get("token_type")
+        .and_then(Value::as_str)
+        .unwrap_or("Bearer")
+        .to_string();
     let expires_in = match parsed.get("expires_in") {
         None | Some(Value::Null) => DEFAULT_EXPIRES_IN,
         Some(value) => value
@@ -185,7 +250,10 @@ fn parse_success(url: &str, parsed: Option<Value>, now: Timestamp, sent_at: Inst
         access_token: Zeroizing::new(access_token.to_string()),
         extra: Vec::new(),
         token_type,
-        scope: parsed.get("scope").and_then(Value::as_str).map(str::to_string),
+        scope: parsed
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         obtained: sent_at,
         lifetime,
         expires_at,
@@ -201,7 +269,11 @@ fn transport_failure(url: &str, timeout: Seconds, error: &reqwest::Error) -> Fai
         format!("token request to {url} failed before a response was read")
     };
     let mut failure = Failure::from(reason);
-    let kind = if error.is_timeout() { "timeout" } else { "unreachable" };
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else {
+        "unreachable"
+    };
     failure.audit.insert("upstream_error".into(), json!(kind));
     failure
 }
@@ -222,12 +294,24 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Option<Vec<u8>>
 /// ASCII without `"` and `\`), at most 64 characters, so a hostile server cannot write arbitrary
 /// text into the audit log.
 pub fn sanitize_error_code(code: &str) -> String {
-    let valid = !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
-    if valid { code.to_string() } else { "(invalid error code)".to_string() }
+    let valid = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+    if valid {
+        code.to_string()
+    } else {
+        "(invalid error code)".to_string()
+    }
 }
 
 fn form_body(pairs: &[(&str, String)]) -> String {
-    pairs.iter().map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Encodes `text` as `application/x-www-form-urlencoded`: unreserved bytes stay, a space
@@ -236,7 +320,9 @@ fn form_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => encoded.push(char::from(byte)),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                encoded.push(char::from(byte))
+            }
             b' ' => encoded.push('+'),
             other => encoded.push_str(&format!("%{other:02X}")),
         }
