@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use mayfly_domain::audit::{AuditKind, NewAuditEvent};
 use mayfly_domain::config::Config;
-use mayfly_domain::resources::{Resource, ResourceKind, normalize_host};
+use mayfly_domain::resources::{CredentialProvider, Resource, ResourceKind, normalize_host};
 use mayfly_store::{ChangeSet, ResourcePut, ResourceRef, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -316,7 +316,9 @@ async fn start_new_target_cursors(state: &AppState, stored: &[mayfly_domain::aud
 
 /// Keeps the stored secret of a log stream whose new spec carries the `(redacted)` placeholder
 /// that configuration reads return, so a resource read and written back keeps its secret. The
-/// placeholder is rejected for a stream that has no stored secret to keep.
+/// placeholder is rejected for a stream that has no stored secret to keep. A stored secret of a
+/// log stream, notification target or OAuth provider is kept only while the destination's
+/// scheme, host and port stay the same.
 fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), ApiError> {
     for resource in puts {
         match resource {
@@ -354,6 +356,24 @@ fn keep_redacted_secrets(current: &Config, puts: &mut [Resource]) -> Result<(), 
                         &target.name,
                         Some(&existing.url),
                         Some(&target.url),
+                    )?;
+                }
+            }
+            Resource::CredentialProvider(CredentialProvider::OauthClientCredentials(provider)) => {
+                // A provider written without a client secret keeps the stored one (see
+                // `seal_resource`), which must not follow a token_url to another host.
+                let keeps_stored =
+                    provider.client_auth.uses_secret() && provider.client_secret.is_none();
+                if let Some(CredentialProvider::OauthClientCredentials(existing)) =
+                    current.credential_providers.get(&provider.name)
+                    && keeps_stored
+                    && existing.sealed_client_secret.is_some()
+                {
+                    check_same_origin(
+                        "credential_provider",
+                        &provider.name,
+                        Some(&existing.token_url),
+                        Some(&provider.token_url),
                     )?;
                 }
             }

@@ -404,3 +404,60 @@ async fn port_out_of_range_message() {
         );
     }
 }
+
+fn oauth_provider(token_url: &str, secret: Option<&str>) -> Value {
+    let mut provider = json!({
+        "name": "reports",
+        "kind": "oauth_client_credentials",
+        "token_url": token_url,
+        "client_id": "reports",
+        "client_auth": "client_secret_basic",
+    });
+    if let Some(secret) = secret {
+        provider["client_secret"] = json!(secret);
+    }
+    json!({"config": {"credential_providers": [provider]}})
+}
+
+#[tokio::test]
+async fn client_secret_stays_with_token_url_origin() {
+    let server = TestServer::start().await;
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            oauth_provider("https://idp.example/token", Some("s3cret")),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            oauth_provider("https://idp.example/v2/token", None),
+        )
+        .await;
+    assert_eq!(status, 200, "the same origin keeps the secret: {reply}");
+
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            oauth_provider("https://attacker.example/token", None),
+        )
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    let detail = reply["detail"].as_str().unwrap();
+    assert!(detail.contains("send the secret again"), "{detail}");
+    let (_, provider) = server.get("/v1/credential-providers/reports").await;
+    assert_eq!(
+        provider["token_url"], "https://idp.example/v2/token",
+        "{provider}"
+    );
+
+    let (status, reply) = server
+        .post(
+            "/v1/apply",
+            oauth_provider("https://attacker.example/token", Some("new-secret")),
+        )
+        .await;
+    assert_eq!(status, 200, "a new secret may go to a new origin: {reply}");
+}
