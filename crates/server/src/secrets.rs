@@ -64,10 +64,21 @@ impl SecretError {
     /// failures are logged and returned as internal errors.
     pub fn into_api(self, request_id: &str) -> ApiError {
         match self {
-            SecretError::Missing { field, .. } => ApiError::invalid(field, "", &self.to_string()),
-            SecretError::ServerOwned { field, .. } => {
-                ApiError::invalid(field, "", &self.to_string())
-            }
+            // The problem document puts the field before the reason, so the reason omits it.
+            SecretError::Missing {
+                kind,
+                provider,
+                field,
+            } => ApiError::invalid(
+                field,
+                "",
+                &format!("must be set when {kind} {provider:?} is created"),
+            ),
+            SecretError::ServerOwned { field, plain } => ApiError::invalid(
+                field,
+                "",
+                &format!("is set by the server; send {plain} instead"),
+            ),
             other => {
                 tracing::error!(request_id, error = %other, "sealing a secret failed");
                 ApiError::Internal {
