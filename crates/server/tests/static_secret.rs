@@ -223,8 +223,7 @@ async fn write_cannot_plant_a_sealed_value() {
 
     assert_eq!(status, 400, "{body}");
     assert_eq!(
-        body["detail"],
-        "sealed_value: is set by the server; send value instead",
+        body["detail"], "sealed_value: is set by the server; send value instead",
         "{body}"
     );
 }
@@ -243,8 +242,7 @@ async fn new_provider_without_a_value_is_rejected() {
 
     assert_eq!(status, 400, "{body}");
     assert_eq!(
-        body["detail"],
-        "value: must be set when credential_provider \"empty\" is created",
+        body["detail"], "value: must be set when credential_provider \"empty\" is created",
         "{body}"
     );
 }
