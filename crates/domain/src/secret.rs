@@ -92,7 +92,10 @@ impl serde::de::Visitor<'_> for SecretVisitor {
 
 /// A secret encrypted with the server's key-encryption key: the form the store contains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the sealed form of a secret, which only the server writes (send the secret in its plain field instead)"
+)]
 pub struct SealedSecret {
     /// Base64 of the sealed bytes (version, nonce, AES-256-GCM ciphertext and tag).
     pub ciphertext: String,
@@ -101,4 +104,19 @@ pub struct SealedSecret {
     pub fingerprint: String,
     /// When this value was set.
     pub set_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secret_error_says_who_writes_it() {
+        let error = serde_json::from_str::<SealedSecret>("\"garbage\"")
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("only the server writes"), "{error}");
+        assert!(!error.contains("struct SealedSecret"), "{error}");
+    }
 }
