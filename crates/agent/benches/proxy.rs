@@ -5,7 +5,7 @@
 //!
 //! Run with `cargo bench -p mayfly-agent --bench proxy`. `MAYFLY_BENCH_SECONDS` sets the
 //! duration of each case (default 5). Each case sends one request at a time on one keep-alive
-//! connection, so the latency is the overhead a single client sees. The server, the agent, the
+//! connection, so the latency is the overhead for a single client. The server, the agent, the
 //! destination and the client share one process and the machine's cores.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

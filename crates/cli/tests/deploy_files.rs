@@ -18,7 +18,7 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(deploy(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
-/// The value of `key=` in a systemd unit.
+/// Returns the value of `key=` in a systemd unit.
 fn unit_value(unit: &str, key: &str) -> String {
     let prefix = format!("{key}=");
     unit.lines()

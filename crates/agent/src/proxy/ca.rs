@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Lifetime of an interception CA certificate.
-/// NOTE: the agent does not renew a CA that nears this age; only a new server workload host
-/// makes it issue a new one, so a CA that stays in use a whole year expires.
+/// NOTE: the agent does not renew a CA that nears this age. Only a new server workload host
+/// makes it issue a new one, so a CA that stays in use for a whole year expires.
 const CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Leaves and CAs are valid from this long before they are issued, for clients whose clocks

@@ -344,7 +344,7 @@ pub struct CredentialBody {
     /// The process's request, as it sent it to the agent's HTTP socket or as the agent's proxy
     /// built it from the destination.
     request: CredentialRequest,
-    /// `proxy` when the agent's proxy asks in order to inject the credential; `workload` (the
+    /// `proxy` when the agent's proxy requests the credential to inject it, or `workload` (the
     /// default) when the credential goes back to the process.
     #[serde(default)]
     delivery: DeliveryBody,
